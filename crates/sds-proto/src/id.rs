@@ -1,0 +1,164 @@
+//! Identifiers: message, channel and participant ids.
+//!
+//! On the wire an id is a protobuf `string`, but nim-sds never checks that the bytes are UTF-8
+//! (its `invalid_utf8_id` vector is accepted), so an [`Id`] holds raw bytes. Ids built from Rust
+//! strings are UTF-8; ids decoded from the wire may not be, and are kept exactly as received so
+//! that re-encoding, hashing and bloom-filter positions stay byte-exact.
+
+use std::borrow::Borrow;
+use std::fmt;
+
+use bytes::Bytes;
+
+/// An opaque identifier: raw bytes, usually UTF-8. Cheap to clone (reference counted).
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Id(Bytes);
+
+/// The id of an SDS message.
+pub type MessageId = Id;
+/// The id of an SDS channel.
+pub type ChannelId = Id;
+/// The id of a participant (the `sender_id` on the wire).
+pub type ParticipantId = Id;
+
+impl Id {
+    /// An id holding `bytes` as they are.
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
+        Id(bytes.into())
+    }
+
+    /// An id from a static string, without allocating.
+    pub const fn from_static(s: &'static str) -> Self {
+        Id(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// The raw bytes of the id.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The id as a string slice, or `None` when its bytes are not UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// The underlying shared buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        self.0.clone()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the id has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for Id {
+    fn from(s: &str) -> Self {
+        Id(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<String> for Id {
+    fn from(s: String) -> Self {
+        Id(Bytes::from(s.into_bytes()))
+    }
+}
+
+impl From<&String> for Id {
+    fn from(s: &String) -> Self {
+        Id::from(s.as_str())
+    }
+}
+
+impl From<Bytes> for Id {
+    fn from(b: Bytes) -> Self {
+        Id(b)
+    }
+}
+
+impl From<Vec<u8>> for Id {
+    fn from(b: Vec<u8>) -> Self {
+        Id(Bytes::from(b))
+    }
+}
+
+impl From<&[u8]> for Id {
+    fn from(b: &[u8]) -> Self {
+        Id(Bytes::copy_from_slice(b))
+    }
+}
+
+impl AsRef<[u8]> for Id {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Borrow<[u8]> for Id {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Id {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Id {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+/// Shows the id as text; bytes that are not UTF-8 are replaced by U+FFFD.
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_str() {
+            Some(s) => write!(f, "{s:?}"),
+            None => write!(f, "Id(0x{})", HexBytes(&self.0)),
+        }
+    }
+}
+
+/// Lower-case hex rendering of a byte slice, for debug output.
+pub(crate) struct HexBytes<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Display for HexBytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_and_raw_ids() {
+        let id = Id::from("msg-1");
+        assert_eq!(id.as_str(), Some("msg-1"));
+        assert_eq!(id, "msg-1");
+        assert_eq!(format!("{id:?}"), "\"msg-1\"");
+        let raw = Id::from(vec![0xff, 0xfe]);
+        assert_eq!(raw.as_str(), None);
+        assert_eq!(format!("{raw:?}"), "Id(0xfffe)");
+        assert_eq!(raw.to_string(), "\u{fffd}\u{fffd}");
+    }
+}

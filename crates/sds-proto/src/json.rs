@@ -1,0 +1,242 @@
+//! The JSON forms of messages and decode results used by the golden vectors and the `sds wire`
+//! tools (feature `json`).
+//!
+//! * A **message object** has the keys `messageId`, `lamportTimestamp`, `causalHistory`,
+//!   `channelId`, `content` (hex), `bloomFilter` (hex), `senderId` and `repairRequest`; the two
+//!   lists hold **entry objects** `{messageId, retrievalHint (hex), senderId}`.
+//! * Ids are JSON strings. An id whose bytes are not UTF-8 is written as `null` with a sibling
+//!   key `<key>Hex` holding its bytes; on input either form is accepted.
+//! * Byte strings are lower-case hex, `""` for none; lamport timestamps are JSON integers.
+
+use serde_json::{json, Map, Value};
+
+use crate::id::Id;
+use crate::message::{HistoryEntry, SdsMessage};
+use crate::wire::DecodeError;
+use crate::Bytes;
+
+/// Why a JSON value is not a valid message object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct JsonError {
+    /// Where in the object the problem is (for example `causalHistory[2].messageId`).
+    pub path: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn err(path: &str, problem: impl Into<String>) -> JsonError {
+    JsonError {
+        path: path.to_string(),
+        problem: problem.into(),
+    }
+}
+
+fn put_id(obj: &mut Map<String, Value>, key: &str, id: &Id) {
+    match id.as_str() {
+        Some(s) => {
+            obj.insert(key.to_string(), Value::String(s.to_string()));
+        }
+        None => {
+            obj.insert(key.to_string(), Value::Null);
+            obj.insert(format!("{key}Hex"), Value::String(hex::encode(id)));
+        }
+    }
+}
+
+fn entry_to_json(e: &HistoryEntry) -> Value {
+    let mut obj = Map::new();
+    put_id(&mut obj, "messageId", &e.message_id);
+    obj.insert(
+        "retrievalHint".into(),
+        Value::String(hex::encode(&e.retrieval_hint)),
+    );
+    put_id(&mut obj, "senderId", &e.sender_id);
+    Value::Object(obj)
+}
+
+/// The message object of `msg`.
+pub fn message_to_json(msg: &SdsMessage) -> Value {
+    let mut obj = Map::new();
+    put_id(&mut obj, "messageId", &msg.message_id);
+    obj.insert("lamportTimestamp".into(), json!(msg.lamport_timestamp));
+    obj.insert(
+        "causalHistory".into(),
+        Value::Array(msg.causal_history.iter().map(entry_to_json).collect()),
+    );
+    put_id(&mut obj, "channelId", &msg.channel_id);
+    obj.insert("content".into(), Value::String(hex::encode(&msg.content)));
+    obj.insert(
+        "bloomFilter".into(),
+        Value::String(hex::encode(&msg.bloom_filter)),
+    );
+    put_id(&mut obj, "senderId", &msg.sender_id);
+    obj.insert(
+        "repairRequest".into(),
+        Value::Array(msg.repair_request.iter().map(entry_to_json).collect()),
+    );
+    Value::Object(obj)
+}
+
+fn get_id(obj: &Map<String, Value>, key: &str, path: &str, optional: bool) -> Result<Id, JsonError> {
+    let at = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match obj.get(key) {
+        Some(Value::String(s)) => Ok(Id::from(s.as_str())),
+        Some(Value::Null) | None => match obj.get(&format!("{key}Hex")) {
+            Some(Value::String(h)) => hex::decode(h)
+                .map(Id::from)
+                .map_err(|e| err(&at(&format!("{key}Hex")), format!("not hex: {e}"))),
+            Some(_) => Err(err(&at(&format!("{key}Hex")), "must be a hex string")),
+            None if optional => Ok(Id::default()),
+            None => Err(err(&at(key), "missing (a string is required)")),
+        },
+        Some(_) => Err(err(&at(key), "must be a string")),
+    }
+}
+
+fn get_hex(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Bytes, JsonError> {
+    let at = if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    };
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(Bytes::new()),
+        Some(Value::String(h)) => hex::decode(h)
+            .map(Bytes::from)
+            .map_err(|e| err(&at, format!("not hex: {e}"))),
+        Some(_) => Err(err(&at, "must be a hex string")),
+    }
+}
+
+fn get_entries(obj: &Map<String, Value>, key: &str) -> Result<Vec<HistoryEntry>, JsonError> {
+    let list = match obj.get(key) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(err(key, "must be an array of entry objects")),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let path = format!("{key}[{i}]");
+            let e = v
+                .as_object()
+                .ok_or_else(|| err(&path, "must be an entry object"))?;
+            Ok(HistoryEntry {
+                message_id: get_id(e, "messageId", &path, false)?,
+                retrieval_hint: get_hex(e, "retrievalHint", &path)?,
+                sender_id: get_id(e, "senderId", &path, true)?,
+            })
+        })
+        .collect()
+}
+
+/// Reads a message object. `messageId`, `lamportTimestamp` and `channelId` are required; the
+/// other keys default to empty.
+pub fn message_from_json(value: &Value) -> Result<SdsMessage, JsonError> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| err("", "a message object (JSON object) is required"))?;
+    let lamport_timestamp = match obj.get("lamportTimestamp") {
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| err("lamportTimestamp", "must be an integer in the signed 64-bit range"))?,
+        Some(_) => return Err(err("lamportTimestamp", "must be an integer")),
+        None => return Err(err("lamportTimestamp", "missing (an integer is required)")),
+    };
+    Ok(SdsMessage {
+        message_id: get_id(obj, "messageId", "", false)?,
+        lamport_timestamp,
+        causal_history: get_entries(obj, "causalHistory")?,
+        channel_id: get_id(obj, "channelId", "", false)?,
+        content: get_hex(obj, "content", "")?,
+        bloom_filter: get_hex(obj, "bloomFilter", "")?,
+        sender_id: get_id(obj, "senderId", "", true)?,
+        repair_request: get_entries(obj, "repairRequest")?,
+    })
+}
+
+/// The error object of the vectors' decode results:
+/// `{kind: "DecodeFailure", protoError}`, `{kind: "MissingRequiredField", field}`,
+/// `{kind: "Defect", defect: "RangeDefect", ...}` for a lamport timestamp nim-sds cannot hold
+/// (nim-sds aborts there; this crate returns an error), and `{kind: "LimitExceeded", ...}` for
+/// this crate's own bounds.
+pub fn decode_error_to_json(e: &DecodeError) -> Value {
+    match e {
+        DecodeError::Proto(p) => json!({"kind": "DecodeFailure", "protoError": p.name()}),
+        DecodeError::MissingField(f) => json!({"kind": "MissingRequiredField", "field": f.name()}),
+        DecodeError::LamportOutOfRange(v) => json!({
+            "kind": "Defect",
+            "defect": "RangeDefect",
+            "msg": "value out of range",
+            "lamportTimestamp": v,
+            "note": "nim-sds aborts on this input; it is rejected here with a typed error",
+        }),
+        DecodeError::LimitExceeded {
+            kind,
+            limit,
+            actual,
+        } => json!({
+            "kind": "LimitExceeded",
+            "limit": kind.name(),
+            "max": limit,
+            "actual": actual,
+        }),
+    }
+}
+
+/// The `extractChannelId` object of the vectors' decode results: `{ok: channel}` (with
+/// `okHex` for a channel that is not UTF-8) or `{err: "reDeserializationError"}`.
+pub fn channel_result_to_json(r: Result<&[u8], DecodeError>) -> Value {
+    match r {
+        Ok(channel) => {
+            let mut obj = Map::new();
+            put_id(&mut obj, "ok", &Id::from(channel));
+            Value::Object(obj)
+        }
+        Err(_) => json!({"err": "reDeserializationError"}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_utf8_ids_round_trip_through_hex_keys() {
+        let msg = SdsMessage {
+            message_id: Id::from(vec![0xff, 0xfe]),
+            lamport_timestamp: -5,
+            causal_history: vec![HistoryEntry {
+                message_id: "a".into(),
+                retrieval_hint: Bytes::from_static(&[1, 2]),
+                sender_id: Id::from(vec![0x80]),
+            }],
+            channel_id: "ch".into(),
+            ..SdsMessage::default()
+        };
+        let v = message_to_json(&msg);
+        assert_eq!(v["messageId"], Value::Null);
+        assert_eq!(v["messageIdHex"], "fffe");
+        assert_eq!(v["causalHistory"][0]["senderIdHex"], "80");
+        assert_eq!(message_from_json(&v), Ok(msg));
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let v = json!({"messageId": "m", "lamportTimestamp": 1, "channelId": "c",
+                       "causalHistory": [{"messageId": 3}]});
+        assert_eq!(
+            message_from_json(&v).unwrap_err().path,
+            "causalHistory[0].messageId"
+        );
+        let v = json!({"messageId": "m", "lamportTimestamp": 18446744073709551615u64, "channelId": "c"});
+        assert_eq!(message_from_json(&v).unwrap_err().path, "lamportTimestamp");
+    }
+}

@@ -1,0 +1,204 @@
+//! Wire codecs.
+//!
+//! SDS has more than one wire layout in the field. This crate speaks the **nim-sds profile**
+//! ([`nim`]): the layout, field-presence rules and quirks of the reference implementation
+//! nim-sds, byte for byte. Every decoder here validates every length and count it takes from the
+//! wire against [`Limits`] and returns a typed [`DecodeError`]; no input makes it panic.
+
+use std::fmt;
+
+pub mod nim;
+pub(crate) mod pb;
+
+pub use pb::ProtoError;
+
+use crate::message::SdsMessage;
+
+/// Bounds applied while decoding untrusted bytes. Every bound is checked before the work or the
+/// allocation it guards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded message accepted, in bytes (default 1 MiB, as nim-sds).
+    pub max_message_size: usize,
+    /// Most causal-history entries in one message (default 512).
+    pub max_causal_history: usize,
+    /// Most repair-request entries in one message (default 64).
+    pub max_repair_request: usize,
+    /// Longest message, channel or sender id, in bytes (default 1024).
+    pub max_id_len: usize,
+    /// Longest retrieval hint, in bytes (default 1024).
+    pub max_hint_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 1024 * 1024,
+            max_causal_history: 512,
+            max_repair_request: 64,
+            max_id_len: 1024,
+            max_hint_len: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// No bounds at all (beyond what fits in memory). Meant for tools that inspect trusted bytes.
+    pub fn unlimited() -> Self {
+        Limits {
+            max_message_size: usize::MAX,
+            max_causal_history: usize::MAX,
+            max_repair_request: usize::MAX,
+            max_id_len: usize::MAX,
+            max_hint_len: usize::MAX,
+        }
+    }
+}
+
+/// A field the decoder requires, named as nim-sds names it in `MissingRequiredField` errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// `SdsMessage.messageId` (field 1).
+    MessageId,
+    /// `SdsMessage.lamportTimestamp` (field 2).
+    LamportTimestamp,
+    /// `SdsMessage.channelId` (field 4).
+    ChannelId,
+    /// `SdsMessage.content` (field 5).
+    Content,
+    /// `HistoryEntry.messageId` (field 1 of a causal-history or repair-request entry).
+    HistoryEntryMessageId,
+}
+
+impl Field {
+    /// The nim-sds name of the field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::MessageId => "messageId",
+            Field::LamportTimestamp => "lamportTimestamp",
+            Field::ChannelId => "channelId",
+            Field::Content => "content",
+            Field::HistoryEntryMessageId => "HistoryEntry.messageId",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which length-bounded item exceeded its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// The whole encoded message ([`Limits::max_message_size`]).
+    MessageSize,
+    /// Number of causal-history entries ([`Limits::max_causal_history`]).
+    CausalHistory,
+    /// Number of repair-request entries ([`Limits::max_repair_request`]).
+    RepairRequest,
+    /// Length of a message, channel or sender id ([`Limits::max_id_len`]).
+    IdLength,
+    /// Length of a retrieval hint ([`Limits::max_hint_len`]).
+    HintLength,
+}
+
+impl LimitKind {
+    /// A stable machine-readable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitKind::MessageSize => "messageSize",
+            LimitKind::CausalHistory => "causalHistory",
+            LimitKind::RepairRequest => "repairRequest",
+            LimitKind::IdLength => "idLength",
+            LimitKind::HintLength => "hintLength",
+        }
+    }
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why bytes could not be decoded as an SDS message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The protobuf structure is broken somewhere in the buffer.
+    #[error("malformed protobuf: {0}")]
+    Proto(ProtoError),
+    /// A required field is absent (or present only with the wrong wire type).
+    #[error("required field {0} is missing")]
+    MissingField(Field),
+    /// The lamport timestamp is 2^63 or more and does not fit the signed 64-bit clock. nim-sds
+    /// raises an uncatchable `RangeDefect` here and aborts.
+    #[error("lamport timestamp {0} does not fit in a signed 64-bit integer")]
+    LamportOutOfRange(u64),
+    /// An item is larger or more numerous than the configured [`Limits`] allow.
+    #[error("{kind} of {actual} exceeds the limit of {limit}")]
+    LimitExceeded {
+        /// What was too large.
+        kind: LimitKind,
+        /// The limit in force.
+        limit: usize,
+        /// The size or count seen (for counts: the first count above the limit).
+        actual: usize,
+    },
+}
+
+impl From<ProtoError> for DecodeError {
+    fn from(e: ProtoError) -> Self {
+        DecodeError::Proto(e)
+    }
+}
+
+/// The wire layouts this crate can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Profile {
+    /// The layout of nim-sds (see [`nim`]).
+    #[default]
+    NimSds,
+}
+
+impl Profile {
+    /// Encodes a message in this profile.
+    pub fn encode(self, msg: &SdsMessage) -> Vec<u8> {
+        match self {
+            Profile::NimSds => nim::encode(msg),
+        }
+    }
+
+    /// Decodes a message in this profile, within `limits`.
+    pub fn decode(self, bytes: &bytes::Bytes, limits: &Limits) -> Result<SdsMessage, DecodeError> {
+        match self {
+            Profile::NimSds => nim::decode(bytes, limits),
+        }
+    }
+
+    /// Reads only the channel id of an encoded message.
+    pub fn extract_channel_id(self, bytes: &[u8]) -> Result<&[u8], DecodeError> {
+        match self {
+            Profile::NimSds => nim::extract_channel_id(bytes),
+        }
+    }
+
+    /// The profile's name on the command line and in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::NimSds => "nim-sds",
+        }
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "nim-sds" | "nim" => Ok(Profile::NimSds),
+            other => Err(format!("unknown wire profile {other:?} (known: nim-sds)")),
+        }
+    }
+}
