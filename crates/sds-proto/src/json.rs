@@ -78,7 +78,12 @@ pub fn message_to_json(msg: &SdsMessage) -> Value {
     Value::Object(obj)
 }
 
-fn get_id(obj: &Map<String, Value>, key: &str, path: &str, optional: bool) -> Result<Id, JsonError> {
+fn get_id(
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &str,
+    optional: bool,
+) -> Result<Id, JsonError> {
     let at = |k: &str| {
         if path.is_empty() {
             k.to_string()
@@ -144,9 +149,12 @@ pub fn message_from_json(value: &Value) -> Result<SdsMessage, JsonError> {
         .as_object()
         .ok_or_else(|| err("", "a message object (JSON object) is required"))?;
     let lamport_timestamp = match obj.get("lamportTimestamp") {
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .ok_or_else(|| err("lamportTimestamp", "must be an integer in the signed 64-bit range"))?,
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            err(
+                "lamportTimestamp",
+                "must be an integer in the signed 64-bit range",
+            )
+        })?,
         Some(_) => return Err(err("lamportTimestamp", "must be an integer")),
         None => return Err(err("lamportTimestamp", "missing (an integer is required)")),
     };

@@ -45,7 +45,9 @@ pub enum BloomError {
     #[error("K must be <= 12 if forceNBitsPerElem is not also specified.")]
     KOutsideTable(u32),
     /// The table has no entry below the error rate for this `k` within 32 bits per element.
-    #[error("Specified value of k and error rate not achievable using less than 4 bytes / element.")]
+    #[error(
+        "Specified value of k and error rate not achievable using less than 4 bytes / element."
+    )]
     NotAchievable {
         /// The requested number of hash functions.
         k: u32,
@@ -255,7 +257,9 @@ pub struct BloomFilter {
 impl BloomFilter {
     /// An empty filter with optimal `k` (nim-sds `initializeBloomFilter(capacity, errorRate)`).
     pub fn new(capacity: i64, error_rate: f64) -> Result<Self, BloomError> {
-        Ok(Self::with_params(BloomParams::optimal(capacity, error_rate)?))
+        Ok(Self::with_params(BloomParams::optimal(
+            capacity, error_rate,
+        )?))
     }
 
     /// An empty filter with the given sizing.
@@ -603,11 +607,20 @@ mod tests {
                     expected: 16,
                 },
             ),
-            (header(15, 10, 10_000, 7, 100), BloomError::NotWordAligned(15)),
+            (
+                header(15, 10, 10_000, 7, 100),
+                BloomError::NotWordAligned(15),
+            ),
             (header(16, 10, 10_000, 0, 100), BloomError::InvalidK(0)),
-            (header(16, 10, 10_000, 1 << 40, 100), BloomError::InvalidK(1 << 40)),
+            (
+                header(16, 10, 10_000, 1 << 40, 100),
+                BloomError::InvalidK(1 << 40),
+            ),
             (header(16, 0, 10_000, 7, 100), BloomError::ZeroCapacity),
-            (header(16, 10, 0, 7, 100), BloomError::InvalidErrorRateField(0)),
+            (
+                header(16, 10, 0, 7, 100),
+                BloomError::InvalidErrorRateField(0),
+            ),
             (
                 header(16, 10, 1_000_000, 7, 100),
                 BloomError::InvalidErrorRateField(1_000_000),

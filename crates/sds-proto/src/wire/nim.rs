@@ -162,7 +162,10 @@ fn decode_entry(buf: &Bytes, raw: &[u8], limits: &Limits) -> Result<HistoryEntry
     Ok(HistoryEntry {
         message_id: id(msg_id, limits)?,
         retrieval_hint,
-        sender_id: sender.map(|s| id(s, limits)).transpose()?.unwrap_or_default(),
+        sender_id: sender
+            .map(|s| id(s, limits))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -206,7 +209,10 @@ pub fn decode(buf: &Bytes, limits: &Limits) -> Result<SdsMessage, DecodeError> {
 
     // The checks below run in the order nim-sds runs them, so that a message with several
     // problems reports the same one.
-    let message_id = id(msg_id.ok_or(DecodeError::MissingField(Field::MessageId))?, limits)?;
+    let message_id = id(
+        msg_id.ok_or(DecodeError::MissingField(Field::MessageId))?,
+        limits,
+    )?;
     let lamport = lamport.ok_or(DecodeError::MissingField(Field::LamportTimestamp))?;
     let lamport_timestamp =
         i64::try_from(lamport).map_err(|_| DecodeError::LamportOutOfRange(lamport))?;
@@ -214,10 +220,16 @@ pub fn decode(buf: &Bytes, limits: &Limits) -> Result<SdsMessage, DecodeError> {
         .iter()
         .map(|raw| decode_entry(buf, raw, limits))
         .collect::<Result<Vec<_>, _>>()?;
-    let channel_id = id(channel.ok_or(DecodeError::MissingField(Field::ChannelId))?, limits)?;
+    let channel_id = id(
+        channel.ok_or(DecodeError::MissingField(Field::ChannelId))?,
+        limits,
+    )?;
     let content = buf.slice_ref(content.ok_or(DecodeError::MissingField(Field::Content))?);
     let bloom_filter = bloom.map(|b| buf.slice_ref(b)).unwrap_or_default();
-    let sender_id = sender.map(|s| id(s, limits)).transpose()?.unwrap_or_default();
+    let sender_id = sender
+        .map(|s| id(s, limits))
+        .transpose()?
+        .unwrap_or_default();
     let repair_request = repair
         .iter()
         .map(|raw| decode_entry(buf, raw, limits))

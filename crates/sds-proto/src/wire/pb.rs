@@ -205,7 +205,9 @@ mod tests {
         let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
         assert_eq!(read_varint(&max), Ok((u64::MAX, 10)));
         // Eleven bytes, truncation and the empty buffer are errors.
-        let long = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let long = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
         assert_eq!(read_varint(&long), Err(ProtoError::VarintDecode));
         assert_eq!(read_varint(&[0x80]), Err(ProtoError::VarintDecode));
         assert_eq!(read_varint(&[]), Err(ProtoError::VarintDecode));
