@@ -1,1 +1,48 @@
-fn main() {}
+//! `sds`: command-line tools for Scalable Data Sync.
+//!
+//! * `sds wire decode` / `sds wire encode`: convert between wire bytes (hex) and the JSON
+//!   message object of the golden vectors.
+//! * `sds bloom`: build a bloom filter and print its parameters and serialization.
+
+mod bloom_cmd;
+mod wire_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Command-line tools for Scalable Data Sync (SDS): wire codec and bloom filters, byte-compatible
+/// with nim-sds.
+#[derive(Parser)]
+#[command(name = "sds", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Encode and decode SDS messages.
+    #[command(subcommand)]
+    Wire(wire_cmd::WireCommand),
+    /// Build a bloom filter (nim-sds parameters) and print it as JSON.
+    Bloom(bloom_cmd::BloomArgs),
+}
+
+/// What a command reports back: its exit code, or an error for stderr.
+pub(crate) type CmdResult = Result<ExitCode, String>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Wire(cmd) => wire_cmd::run(cmd),
+        Command::Bloom(args) => bloom_cmd::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("sds: error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `sds wire …`
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use sds_proto::json::{
+    channel_result_to_json, decode_error_to_json, message_from_json, message_to_json,
+};
+use sds_proto::wire::{Limits, Profile};
+use sds_proto::Bytes;
+use serde_json::{json, Value};
+
+use crate::CmdResult;
+
+#[derive(Subcommand)]
+pub(crate) enum WireCommand {
+    /// Decode one message given as hex and print the result as JSON.
+    ///
+    /// Prints `{"accepted":true,"decoded":{...},"extractChannelId":{...}}` and exits 0, or
+    /// `{"accepted":false,"error":{...},"extractChannelId":{...}}` and exits 1. The schema is the
+    /// one of the golden vectors (`sds_message_codec.json`).
+    Decode(DecodeArgs),
+    /// Read one JSON message object from stdin and print its encoding as lower-case hex.
+    Encode(EncodeArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DecodeArgs {
+    /// The encoded message as hex (whitespace and a leading 0x are ignored), or `-` to read the
+    /// hex from stdin.
+    input: String,
+    /// Wire profile.
+    #[arg(long, default_value = "nim-sds")]
+    profile: Profile,
+    /// Decode without the default size and count limits (1 MiB messages, 512 history entries,
+    /// 64 repair entries, 1 KiB ids and hints).
+    #[arg(long)]
+    no_limits: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct EncodeArgs {
+    /// Wire profile.
+    #[arg(long, default_value = "nim-sds")]
+    profile: Profile,
+}
+
+pub(crate) fn run(cmd: WireCommand) -> CmdResult {
+    match cmd {
+        WireCommand::Decode(args) => decode(args),
+        WireCommand::Encode(args) => encode(args),
+    }
+}
+
+fn read_stdin() -> Result<String, String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    Ok(text)
+}
+
+fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let digits = compact
+        .strip_prefix("0x")
+        .or_else(|| compact.strip_prefix("0X"))
+        .unwrap_or(&compact);
+    hex::decode(digits).map_err(|e| format!("input is not hex: {e}"))
+}
+
+fn decode(args: DecodeArgs) -> CmdResult {
+    let text = if args.input == "-" {
+        read_stdin()?
+    } else {
+        args.input
+    };
+    let bytes = Bytes::from(parse_hex(&text)?);
+    let limits = if args.no_limits {
+        Limits::unlimited()
+    } else {
+        Limits::default()
+    };
+    let channel = channel_result_to_json(args.profile.extract_channel_id(&bytes));
+    let (out, code) = match args.profile.decode(&bytes, &limits) {
+        Ok(msg) => (
+            json!({"accepted": true, "decoded": message_to_json(&msg), "extractChannelId": channel}),
+            ExitCode::SUCCESS,
+        ),
+        Err(e) => (
+            json!({"accepted": false, "error": decode_error_to_json(&e), "extractChannelId": channel}),
+            ExitCode::FAILURE,
+        ),
+    };
+    println!("{out}");
+    Ok(code)
+}
+
+fn encode(args: EncodeArgs) -> CmdResult {
+    let text = read_stdin()?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|e| format!("stdin is not valid JSON: {e}"))?;
+    let msg = message_from_json(&value).map_err(|e| format!("invalid message object: {e}"))?;
+    println!("{}", hex::encode(args.profile.encode(&msg)));
+    Ok(ExitCode::SUCCESS)
+}

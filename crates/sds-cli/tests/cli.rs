@@ -1,0 +1,186 @@
+//! The `sds` binary against the nim-sds golden vectors (kept in the sds-proto crate).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn sds(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sds"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sds");
+    {
+        let mut pipe = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            pipe.write_all(text.as_bytes()).expect("write stdin");
+        }
+    }
+    child.wait_with_output().expect("wait for sds")
+}
+
+fn vectors(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../sds-proto/tests/vectors/nim-sds")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).expect("vector file")).expect("json")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The decode result without the error's free-text keys (`msg`, `note`, ...), which are not part
+/// of what is compared.
+fn comparable(mut v: Value) -> Value {
+    if let Some(err) = v.get_mut("error").and_then(Value::as_object_mut) {
+        err.retain(|k, _| matches!(k.as_str(), "kind" | "protoError" | "field" | "defect"));
+    }
+    v
+}
+
+#[test]
+fn wire_decode_prints_the_vectors_decode_results() {
+    let v = vectors("sds_message_codec.json");
+    let mut cases: Vec<(&str, &Value)> = Vec::new();
+    for c in v["encode"].as_array().unwrap() {
+        cases.push((c["encoded"].as_str().unwrap(), &c["decode"]));
+    }
+    for group in ["legacy", "malformed"] {
+        for c in v[group].as_array().unwrap() {
+            cases.push((c["input"].as_str().unwrap(), &c["result"]));
+        }
+    }
+    assert_eq!(cases.len(), 15 + 8 + 29);
+    for (input, expected) in cases {
+        // The empty input can only be given through stdin.
+        let out = if input.is_empty() {
+            sds(&["wire", "decode", "-"], Some(""))
+        } else {
+            sds(&["wire", "decode", input], None)
+        };
+        let accepted = expected["accepted"].as_bool().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(if accepted { 0 } else { 1 }),
+            "{input}"
+        );
+        assert_eq!(
+            comparable(stdout_json(&out)),
+            comparable(expected.clone()),
+            "{input}"
+        );
+    }
+}
+
+#[test]
+fn wire_encode_reads_message_objects() {
+    let v = vectors("sds_message_codec.json");
+    for c in v["encode"].as_array().unwrap() {
+        let out = sds(&["wire", "encode"], Some(&c["input"].to_string()));
+        assert!(out.status.success(), "{}", c["name"]);
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().trim(),
+            c["encoded"].as_str().unwrap(),
+            "{}",
+            c["name"]
+        );
+    }
+}
+
+#[test]
+fn bloom_prints_nim_sds_parameters_and_bytes() {
+    let v = vectors("bloom_filter.json");
+    for f in v["filters"].as_array().unwrap() {
+        let p = &f["params"];
+        let mut args = vec![
+            "bloom".to_string(),
+            p["capacity"].to_string(),
+            p["errorRate"].to_string(),
+            format!("--k={}", p["k"]),
+        ];
+        if p["forceNBitsPerElem"].as_u64() != Some(0) {
+            args.push(format!("--bits-per-element={}", p["forceNBitsPerElem"]));
+        }
+        for id in f["inserted"].as_array().unwrap() {
+            args.push(id.as_str().unwrap().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = sds(&args, None);
+        assert!(out.status.success(), "{p}");
+        let got = stdout_json(&out);
+        assert_eq!(got["kHashes"], f["kHashes"], "{p}");
+        assert_eq!(got["mBits"], f["mBits"], "{p}");
+        assert_eq!(got["words"], f["words"], "{p}");
+        assert_eq!(got["serialized"], f["serializedAfterInsert"], "{p}");
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error_not_a_crash() {
+    let cases: [(&[&str], Option<&str>, &str); 6] = [
+        (&["wire", "decode", "xyz"], None, "not hex"),
+        (&["wire", "encode"], Some("{"), "not valid JSON"),
+        (
+            &["wire", "encode"],
+            Some("{\"messageId\":\"m\"}"),
+            "lamportTimestamp",
+        ),
+        (&["bloom", "0", "0.01"], None, "capacity"),
+        (&["bloom", "-5", "0.01"], None, "capacity"),
+        (&["bloom", "10", "1.5"], None, "error rate"),
+    ];
+    for (args, stdin, needle) in cases {
+        let out = sds(args, stdin);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn arbitrary_bytes_never_crash_decode() {
+    // A fixed pseudo-random sequence (xorshift), so failures reproduce.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..64 {
+        let len = (round * 7) % 97;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let out = sds(&["wire", "decode", "-"], Some(&hex::encode(&bytes)));
+        let code = out.status.code();
+        assert!(matches!(code, Some(0) | Some(1)), "{bytes:02x?}: {code:?}");
+        let v = stdout_json(&out);
+        assert_eq!(v["accepted"] == true, code == Some(0));
+    }
+}
+
+#[test]
+fn help_is_available_everywhere() {
+    for args in [
+        &["--help"][..],
+        &["wire", "--help"],
+        &["wire", "decode", "--help"],
+        &["wire", "encode", "--help"],
+        &["bloom", "--help"],
+    ] {
+        let out = sds(args, None);
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    }
+}
