@@ -33,7 +33,7 @@ pub(crate) struct DecodeArgs {
     /// Wire profile.
     #[arg(long, default_value = "nim-sds")]
     profile: Profile,
-    /// Decode without the default size and count limits (1 MiB messages, 512 history entries,
+    /// Decode without the default size and count limits (1.25 MiB messages, 1 MiB content, 512 history entries,
     /// 64 repair entries, 1 KiB ids and hints).
     #[arg(long)]
     no_limits: bool,

@@ -18,8 +18,11 @@ use crate::message::SdsMessage;
 /// allocation it guards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest encoded message accepted, in bytes (default 1 MiB, as nim-sds).
+    /// Largest encoded message accepted, in bytes, checked before decoding (default 1.25 MiB:
+    /// the largest content plus room for the bloom filter and histories).
     pub max_message_size: usize,
+    /// Largest content accepted, in bytes (default 1 MiB, nim-sds's `MaxMessageSize`).
+    pub max_content_size: usize,
     /// Most causal-history entries in one message (default 512).
     pub max_causal_history: usize,
     /// Most repair-request entries in one message (default 64).
@@ -33,7 +36,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_size: 1024 * 1024,
+            max_message_size: 1024 * 1024 + 256 * 1024,
+            max_content_size: 1024 * 1024,
             max_causal_history: 512,
             max_repair_request: 64,
             max_id_len: 1024,
@@ -47,6 +51,7 @@ impl Limits {
     pub fn unlimited() -> Self {
         Limits {
             max_message_size: usize::MAX,
+            max_content_size: usize::MAX,
             max_causal_history: usize::MAX,
             max_repair_request: usize::MAX,
             max_id_len: usize::MAX,
@@ -94,6 +99,8 @@ impl fmt::Display for Field {
 pub enum LimitKind {
     /// The whole encoded message ([`Limits::max_message_size`]).
     MessageSize,
+    /// The content ([`Limits::max_content_size`]).
+    ContentSize,
     /// Number of causal-history entries ([`Limits::max_causal_history`]).
     CausalHistory,
     /// Number of repair-request entries ([`Limits::max_repair_request`]).
@@ -109,6 +116,7 @@ impl LimitKind {
     pub fn name(self) -> &'static str {
         match self {
             LimitKind::MessageSize => "messageSize",
+            LimitKind::ContentSize => "contentSize",
             LimitKind::CausalHistory => "causalHistory",
             LimitKind::RepairRequest => "repairRequest",
             LimitKind::IdLength => "idLength",

@@ -26,6 +26,7 @@ use bytes::Bytes;
 
 use super::pb::{self, Fields, Value};
 use super::{DecodeError, Field, LimitKind, Limits};
+use crate::bloom::BloomFilter;
 use crate::id::Id;
 use crate::message::{HistoryEntry, SdsMessage};
 
@@ -64,8 +65,25 @@ fn put_entry(out: &mut Vec<u8>, field: u64, e: &HistoryEntry) {
     }
 }
 
-/// The exact size of `encode(msg)`.
-pub fn encoded_len(msg: &SdsMessage) -> usize {
+/// What goes into field 6.
+#[derive(Clone, Copy)]
+enum BloomField<'a> {
+    /// Bytes already serialized.
+    Bytes(&'a [u8]),
+    /// A live filter, serialized straight into the message.
+    Filter(&'a BloomFilter),
+}
+
+impl BloomField<'_> {
+    fn len(self) -> usize {
+        match self {
+            BloomField::Bytes(b) => b.len(),
+            BloomField::Filter(f) => f.serialized_len(),
+        }
+    }
+}
+
+fn len_with(msg: &SdsMessage, bloom: BloomField<'_>) -> usize {
     let entries = |list: &[HistoryEntry], field: u64| -> usize {
         list.iter()
             .map(|e| pb::bytes_field_len(field as u32, entry_len(e)))
@@ -76,12 +94,42 @@ pub fn encoded_len(msg: &SdsMessage) -> usize {
         + entries(&msg.causal_history, F_HISTORY)
         + pb::bytes_field_len(F_CHANNEL as u32, msg.channel_id.len())
         + pb::bytes_field_len(F_CONTENT as u32, msg.content.len())
-        + pb::bytes_field_len(F_BLOOM as u32, msg.bloom_filter.len())
+        + pb::bytes_field_len(F_BLOOM as u32, bloom.len())
         + entries(&msg.repair_request, F_REPAIR);
     if !msg.sender_id.is_empty() {
         n += pb::bytes_field_len(F_SENDER as u32, msg.sender_id.len());
     }
     n
+}
+
+fn encode_with(msg: &SdsMessage, bloom: BloomField<'_>, out: &mut Vec<u8>) {
+    out.reserve(len_with(msg, bloom));
+    pb::put_bytes_field(out, F_ID as u32, msg.message_id.as_bytes());
+    // nim-sds writes `uint64(lamport)`: a negative clock becomes a ten-byte varint.
+    pb::put_varint_field(out, F_LAMPORT as u32, msg.lamport_timestamp as u64);
+    for e in &msg.causal_history {
+        put_entry(out, F_HISTORY, e);
+    }
+    pb::put_bytes_field(out, F_CHANNEL as u32, msg.channel_id.as_bytes());
+    pb::put_bytes_field(out, F_CONTENT as u32, &msg.content);
+    match bloom {
+        BloomField::Bytes(b) => pb::put_bytes_field(out, F_BLOOM as u32, b),
+        BloomField::Filter(f) => {
+            pb::put_len_header(out, F_BLOOM as u32, f.serialized_len());
+            f.serialize_into(out);
+        }
+    }
+    if !msg.sender_id.is_empty() {
+        pb::put_bytes_field(out, F_SENDER as u32, msg.sender_id.as_bytes());
+    }
+    for e in &msg.repair_request {
+        put_entry(out, F_REPAIR, e);
+    }
+}
+
+/// The exact size of `encode(msg)`.
+pub fn encoded_len(msg: &SdsMessage) -> usize {
+    len_with(msg, BloomField::Bytes(&msg.bloom_filter))
 }
 
 /// Encodes `msg` exactly as nim-sds's `serializeMessage` does.
@@ -93,22 +141,17 @@ pub fn encode(msg: &SdsMessage) -> Vec<u8> {
 
 /// Appends the encoding of `msg` to `out`.
 pub fn encode_into(msg: &SdsMessage, out: &mut Vec<u8>) {
-    out.reserve(encoded_len(msg));
-    pb::put_bytes_field(out, F_ID as u32, msg.message_id.as_bytes());
-    // nim-sds writes `uint64(lamport)`: a negative clock becomes a ten-byte varint.
-    pb::put_varint_field(out, F_LAMPORT as u32, msg.lamport_timestamp as u64);
-    for e in &msg.causal_history {
-        put_entry(out, F_HISTORY, e);
-    }
-    pb::put_bytes_field(out, F_CHANNEL as u32, msg.channel_id.as_bytes());
-    pb::put_bytes_field(out, F_CONTENT as u32, &msg.content);
-    pb::put_bytes_field(out, F_BLOOM as u32, &msg.bloom_filter);
-    if !msg.sender_id.is_empty() {
-        pb::put_bytes_field(out, F_SENDER as u32, msg.sender_id.as_bytes());
-    }
-    for e in &msg.repair_request {
-        put_entry(out, F_REPAIR, e);
-    }
+    encode_with(msg, BloomField::Bytes(&msg.bloom_filter), out);
+}
+
+/// Encodes `msg` with `filter`'s serialization as its bloom filter (`msg.bloom_filter` is
+/// ignored). The filter is written straight into the message, with no intermediate copy: the
+/// result equals `encode` of `msg` with `bloom_filter = filter.serialize()`.
+pub fn encode_with_filter(msg: &SdsMessage, filter: &BloomFilter) -> Vec<u8> {
+    let bloom = BloomField::Filter(filter);
+    let mut out = Vec::with_capacity(len_with(msg, bloom));
+    encode_with(msg, bloom, &mut out);
+    out
 }
 
 fn check_len(kind: LimitKind, actual: usize, limit: usize) -> Result<(), DecodeError> {
@@ -224,7 +267,13 @@ pub fn decode(buf: &Bytes, limits: &Limits) -> Result<SdsMessage, DecodeError> {
         channel.ok_or(DecodeError::MissingField(Field::ChannelId))?,
         limits,
     )?;
-    let content = buf.slice_ref(content.ok_or(DecodeError::MissingField(Field::Content))?);
+    let content = content.ok_or(DecodeError::MissingField(Field::Content))?;
+    check_len(
+        LimitKind::ContentSize,
+        content.len(),
+        limits.max_content_size,
+    )?;
+    let content = buf.slice_ref(content);
     let bloom_filter = bloom.map(|b| buf.slice_ref(b)).unwrap_or_default();
     let sender_id = sender
         .map(|s| id(s, limits))
@@ -295,6 +344,16 @@ mod tests {
             ]
         );
         assert_eq!(encoded_len(&minimal()), bytes.len());
+    }
+
+    #[test]
+    fn encoding_with_a_live_filter_equals_encoding_its_bytes() {
+        let mut filter = BloomFilter::new(100, 0.01).unwrap();
+        filter.insert(b"x");
+        let mut msg = minimal();
+        let direct = encode_with_filter(&msg, &filter);
+        msg.bloom_filter = Bytes::from(filter.serialize());
+        assert_eq!(direct, encode(&msg));
     }
 
     #[test]
