@@ -23,6 +23,7 @@
 //! ```
 
 pub mod bloom;
+pub mod engine;
 pub mod id;
 #[cfg(feature = "json")]
 pub mod json;

@@ -1,0 +1,108 @@
+//! Engine configuration.
+
+use crate::wire::Limits;
+
+/// Settings of a channel. Times are milliseconds. [`Config::default`] follows nim-sds's defaults
+/// where nim-sds has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Capacity of the rolling bloom filter of received ids (default 10 000).
+    pub bloom_capacity: i64,
+    /// False-positive rate of the bloom filter (default 0.001).
+    pub bloom_error_rate: f64,
+    /// Entries kept in the local log (default 1 000).
+    pub max_message_history: usize,
+    /// Log entries cited in each sent message's causal history (default 10).
+    pub max_causal_history: usize,
+    /// Delay before an unacknowledged message is sent again (default 60 s).
+    pub resend_interval: u64,
+    /// Delay before a possibly-acknowledged message is sent again (default 120 s).
+    pub possibly_acked_resend_interval: u64,
+    /// Resends before a message is given up with `SendFailed` (default 5).
+    pub max_resend_attempts: u32,
+    /// Bloom-filter hits, from distinct received messages, that acknowledge a message
+    /// (default 2; 1 behaves like nim-sds).
+    pub possible_ack_threshold: u32,
+    /// Interval of periodic sync messages once started (default 30 s).
+    pub sync_interval: u64,
+    /// Time after which a dependency that has not arrived is declared irretrievably lost and its
+    /// dependents are delivered anyway; `None` waits forever (default 10 minutes).
+    pub lost_dependency_timeout: Option<u64>,
+    /// Most messages waiting for dependencies (default 10 000).
+    pub max_incoming_buffer: usize,
+    /// Most bytes of messages waiting for dependencies (default 256 MiB).
+    pub max_incoming_buffer_bytes: usize,
+    /// Most unacknowledged own messages; the oldest is given up when a send would exceed it
+    /// (default 50 000).
+    pub max_outgoing_buffer: usize,
+    /// Ids remembered for duplicate detection and dependency checks beyond the log
+    /// (default 10 000; at least `max_message_history`).
+    pub max_known_ids: usize,
+    /// Bounds on received messages.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bloom_capacity: 10_000,
+            bloom_error_rate: 0.001,
+            max_message_history: 1_000,
+            max_causal_history: 10,
+            resend_interval: 60_000,
+            possibly_acked_resend_interval: 120_000,
+            max_resend_attempts: 5,
+            possible_ack_threshold: 2,
+            sync_interval: 30_000,
+            lost_dependency_timeout: Some(600_000),
+            max_incoming_buffer: 10_000,
+            max_incoming_buffer_bytes: 256 * 1024 * 1024,
+            max_outgoing_buffer: 50_000,
+            max_known_ids: 10_000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Checks that every setting can work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |m: &str| Err(ConfigError(m.to_string()));
+        if self.bloom_capacity <= 0 {
+            return fail("bloom_capacity must be positive");
+        }
+        if !(self.bloom_error_rate > 0.0 && self.bloom_error_rate < 1.0) {
+            return fail("bloom_error_rate must be strictly between 0 and 1");
+        }
+        if self.max_message_history == 0 {
+            return fail("max_message_history must be at least 1");
+        }
+        if self.max_causal_history > self.limits.max_causal_history {
+            return fail("max_causal_history exceeds limits.max_causal_history");
+        }
+        if self.resend_interval == 0 || self.possibly_acked_resend_interval == 0 {
+            return fail("resend intervals must be positive");
+        }
+        if self.sync_interval == 0 {
+            return fail("sync_interval must be positive");
+        }
+        if self.possible_ack_threshold == 0 {
+            return fail("possible_ack_threshold must be at least 1");
+        }
+        if self.lost_dependency_timeout == Some(0) {
+            return fail("lost_dependency_timeout must be positive (or None)");
+        }
+        if self.max_incoming_buffer == 0 || self.max_outgoing_buffer == 0 {
+            return fail("buffer capacities must be at least 1");
+        }
+        if self.max_known_ids < self.max_message_history {
+            return fail("max_known_ids must be at least max_message_history");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,56 @@
+//! A bounded memory of ids beyond the log: what was delivered (for duplicate detection after
+//! eviction) and what counts as met for dependency purposes without being in the log.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::id::MessageId;
+
+/// What is known about an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Known {
+    /// Delivered (it may have left the log since).
+    Delivered,
+    /// Marked met by the application (retrieved out of band).
+    Met,
+    /// Declared irretrievably lost.
+    Lost,
+    /// A sync message (ours or received): never logged, but a peer may cite it.
+    Sync,
+}
+
+/// Up to `cap` ids with their status; the oldest insertion is forgotten first.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownIds {
+    status: HashMap<MessageId, Known>,
+    order: VecDeque<MessageId>,
+    cap: usize,
+}
+
+impl KnownIds {
+    pub(crate) fn new(cap: usize) -> Self {
+        KnownIds {
+            status: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    pub(crate) fn get(&self, id: &MessageId) -> Option<Known> {
+        self.status.get(id).copied()
+    }
+
+    /// Records or updates the status of `id`.
+    pub(crate) fn set(&mut self, id: MessageId, known: Known) {
+        if let Some(s) = self.status.get_mut(&id) {
+            *s = known;
+            return;
+        }
+        if self.order.len() == self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.status.remove(&old);
+            }
+        }
+        self.order.push_back(id.clone());
+        self.status.insert(id, known);
+    }
+}

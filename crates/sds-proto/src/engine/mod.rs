@@ -1,0 +1,1019 @@
+//! The SDS protocol engine: one [`Channel`] per channel id, a sans-IO state machine.
+//!
+//! Every input carries `now` (milliseconds since the Unix epoch) and nothing reads a clock. Each
+//! input's effects are queued as data for the caller to drain, in this order of concern:
+//!
+//! 1. [`Channel::take_store_ops`]: the operation's changes to stored state — one batch, to be
+//!    committed atomically first;
+//! 2. [`Channel::poll_event`] and [`Channel::poll_transmit`]: what to announce and broadcast once
+//!    the batch is durable;
+//! 3. [`Channel::poll_timeout`]: when to call [`Channel::handle_timeout`] next.
+//!
+//! The same inputs in the same order give the same outputs: no iteration order of a hash map
+//! ever decides an output's order.
+//!
+//! ```
+//! use sds_proto::engine::{Channel, Config, Event};
+//! use sds_proto::Bytes;
+//!
+//! let t0 = 1_700_000_000_000;
+//! let mut alice = Channel::new("chat".into(), "alice".into(), Config::default(), t0).unwrap();
+//! let mut bob = Channel::new("chat".into(), "bob".into(), Config::default(), t0).unwrap();
+//! let wire = alice.wrap(Bytes::from_static(b"hi"), "m1".into(), t0).unwrap();
+//! let got = bob.unwrap(wire, t0 + 5).unwrap();
+//! assert_eq!(&got.content[..], b"hi");
+//! assert!(matches!(bob.poll_event(), Some(Event::MessageReady { .. })));
+//! ```
+
+mod config;
+mod known;
+mod log;
+mod types;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use config::{Config, ConfigError};
+pub use types::{
+    ChannelSnapshot, EngineError, Event, IncomingEntry, IncomingRepairEntry, LogEntry,
+    OutgoingEntry, OutgoingRepairEntry, ReceivedKind, SendFailure, StoreOp, Transmit, TransmitKind,
+    Unwrapped,
+};
+
+use self::known::{Known, KnownIds};
+use self::log::Log;
+use crate::bloom::{BloomFilter, FilterView, IdHashes, RollingBloomFilter};
+use crate::id::{ChannelId, MessageId, ParticipantId};
+use crate::message::{HistoryEntry, SdsMessage};
+use crate::wire::nim;
+
+/// Supplies the retrieval hint of one of our logged messages when it is cited (for example the
+/// transport's hash of the message). Called only for entries that have no hint yet; a non-empty
+/// answer is kept in the log and stored.
+pub type HintProvider = Arc<dyn Fn(&MessageId) -> Option<Bytes> + Send + Sync>;
+
+/// One of our messages awaiting acknowledgement, with what the engine needs beside it.
+#[derive(Debug, Clone)]
+struct OutSlot {
+    entry: OutgoingEntry,
+    hashes: IdHashes,
+    /// Received messages whose bloom filter held this one (counted once each).
+    voters: Vec<MessageId>,
+    due: u64,
+}
+
+/// Unacknowledged messages in send order, with their resend timers.
+#[derive(Debug, Clone, Default)]
+struct Outgoing {
+    slots: BTreeMap<u64, OutSlot>,
+    seq_of: HashMap<MessageId, u64>,
+    timers: BTreeSet<(u64, u64)>,
+    next_seq: u64,
+}
+
+impl Outgoing {
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn contains(&self, id: &MessageId) -> bool {
+        self.seq_of.contains_key(id)
+    }
+
+    fn push(&mut self, slot: OutSlot) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.seq_of.insert(slot.entry.message_id.clone(), seq);
+        self.timers.insert((slot.due, seq));
+        self.slots.insert(seq, slot);
+    }
+
+    fn remove_seq(&mut self, seq: u64) -> Option<OutSlot> {
+        let slot = self.slots.remove(&seq)?;
+        self.seq_of.remove(&slot.entry.message_id);
+        self.timers.remove(&(slot.due, seq));
+        Some(slot)
+    }
+
+    fn reschedule(&mut self, seq: u64, due: u64) {
+        if let Some(slot) = self.slots.get_mut(&seq) {
+            self.timers.remove(&(slot.due, seq));
+            slot.due = due;
+            self.timers.insert((due, seq));
+        }
+    }
+}
+
+/// A received message waiting for dependencies.
+#[derive(Debug, Clone)]
+struct Waiting {
+    msg: SdsMessage,
+    bytes: Bytes,
+    missing: Vec<HistoryEntry>,
+    received_at: u64,
+}
+
+impl Waiting {
+    fn to_entry(&self) -> IncomingEntry {
+        IncomingEntry {
+            message_id: self.msg.message_id.clone(),
+            bytes: self.bytes.clone(),
+            missing: self.missing.clone(),
+            received_at: self.received_at,
+        }
+    }
+}
+
+/// Messages waiting for dependencies, indexed by what they wait for.
+#[derive(Debug, Clone, Default)]
+struct Incoming {
+    entries: HashMap<MessageId, Waiting>,
+    /// Missing id → the messages waiting for it, in arrival order.
+    waiters: HashMap<MessageId, Vec<MessageId>>,
+    bytes: usize,
+}
+
+impl Incoming {
+    fn insert(&mut self, w: Waiting) {
+        for dep in &w.missing {
+            self.waiters
+                .entry(dep.message_id.clone())
+                .or_default()
+                .push(w.msg.message_id.clone());
+        }
+        self.bytes += w.bytes.len();
+        self.entries.insert(w.msg.message_id.clone(), w);
+    }
+
+    fn remove(&mut self, id: &MessageId) -> Option<Waiting> {
+        let w = self.entries.remove(id)?;
+        self.bytes -= w.bytes.len();
+        Some(w)
+    }
+}
+
+/// Deliveries waiting to happen within one operation, smallest (lamport, id) first.
+type ReadyQueue = BinaryHeap<Reverse<(i64, MessageId)>>;
+
+/// The state of one SDS channel for one participant.
+pub struct Channel {
+    channel_id: ChannelId,
+    participant_id: ParticipantId,
+    config: Config,
+    lamport: i64,
+    log: Log,
+    bloom: RollingBloomFilter,
+    known: KnownIds,
+    outgoing: Outgoing,
+    incoming: Incoming,
+    /// Missing id → (deadline, entry as first cited), for the lost-dependency timeout.
+    lost_deadline: HashMap<MessageId, (u64, HistoryEntry)>,
+    lost_timers: BTreeSet<(u64, MessageId)>,
+    outgoing_repair: BTreeMap<MessageId, OutgoingRepairEntry>,
+    incoming_repair: BTreeMap<MessageId, IncomingRepairEntry>,
+    next_sync: Option<u64>,
+    hint_provider: Option<HintProvider>,
+    events: VecDeque<Event>,
+    transmits: VecDeque<Transmit>,
+    store_ops: Vec<StoreOp>,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("channel_id", &self.channel_id)
+            .field("participant_id", &self.participant_id)
+            .field("lamport", &self.lamport)
+            .field("log", &self.log.len())
+            .field("outgoing", &self.outgoing.len())
+            .field("incoming", &self.incoming.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn clock(now: u64) -> i64 {
+    i64::try_from(now).unwrap_or(i64::MAX)
+}
+
+impl Channel {
+    /// A new, empty channel. Its lamport clock starts at `now`.
+    pub fn new(
+        channel_id: ChannelId,
+        participant_id: ParticipantId,
+        config: Config,
+        now: u64,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let bloom = RollingBloomFilter::new(config.bloom_capacity, config.bloom_error_rate)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        Ok(Channel {
+            channel_id,
+            participant_id,
+            lamport: clock(now),
+            log: Log::new(config.max_message_history),
+            bloom,
+            known: KnownIds::new(config.max_known_ids),
+            outgoing: Outgoing::default(),
+            incoming: Incoming::default(),
+            lost_deadline: HashMap::new(),
+            lost_timers: BTreeSet::new(),
+            outgoing_repair: BTreeMap::new(),
+            incoming_repair: BTreeMap::new(),
+            next_sync: None,
+            hint_provider: None,
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+            store_ops: Vec::new(),
+            config,
+        })
+    }
+
+    /// Rebuilds a channel from stored state. The log is put in (lamport, id) order and trimmed
+    /// to `max_message_history` (the trimmed entries come out as `RemoveLogEntry` ops); the bloom
+    /// filter is rebuilt from the log; timers are recomputed from the stored absolute times; a
+    /// stored message whose dependencies are all met is delivered. Stored entries that do not
+    /// decode are dropped (with their remove ops).
+    pub fn restore(
+        channel_id: ChannelId,
+        participant_id: ParticipantId,
+        config: Config,
+        snapshot: ChannelSnapshot,
+        now: u64,
+    ) -> Result<Self, ConfigError> {
+        let mut ch = Channel::new(channel_id, participant_id, config, now)?;
+        if let Some(l) = snapshot.lamport {
+            ch.lamport = l;
+        }
+        let mut log = snapshot.log;
+        log.sort_by(|a, b| {
+            (a.lamport_timestamp, &a.message_id).cmp(&(b.lamport_timestamp, &b.message_id))
+        });
+        log.dedup_by(|a, b| a.message_id == b.message_id);
+        for entry in log {
+            if ch.log.contains(&entry.message_id) {
+                continue;
+            }
+            let id = entry.message_id.clone();
+            for old in ch.log.insert(entry) {
+                ch.store_ops.push(StoreOp::RemoveLogEntry(old.message_id));
+            }
+            ch.known.set(id, Known::Delivered);
+        }
+        let ids: Vec<MessageId> = ch.log.iter().map(|e| e.message_id.clone()).collect();
+        for id in ids {
+            ch.bloom.add(id);
+        }
+
+        for entry in snapshot.outgoing {
+            if ch.outgoing.contains(&entry.message_id) {
+                continue;
+            }
+            let hashes = IdHashes::of(entry.message_id.as_bytes());
+            let due = entry
+                .send_time
+                .saturating_add(ch.resend_delay(entry.possible_acks));
+            ch.outgoing.push(OutSlot {
+                entry,
+                hashes,
+                voters: Vec::new(),
+                due,
+            });
+        }
+
+        let mut ready = ReadyQueue::new();
+        let mut incoming = snapshot.incoming;
+        incoming.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+        for entry in incoming {
+            if ch.incoming.entries.contains_key(&entry.message_id) {
+                continue;
+            }
+            let decoded = nim::decode(&entry.bytes, &ch.config.limits)
+                .ok()
+                .filter(|m| m.message_id == entry.message_id && !ch.is_duplicate(&m.message_id));
+            let Some(msg) = decoded else {
+                ch.store_ops.push(StoreOp::RemoveIncoming(entry.message_id));
+                continue;
+            };
+            ch.bloom.add(msg.message_id.clone());
+            let missing = ch.missing_of(&msg);
+            let lamport = msg.lamport_timestamp;
+            let id = msg.message_id.clone();
+            ch.track_lost(&missing, entry.received_at);
+            ch.incoming.insert(Waiting {
+                msg,
+                bytes: entry.bytes,
+                missing,
+                received_at: entry.received_at,
+            });
+            if ch
+                .incoming
+                .entries
+                .get(&id)
+                .is_some_and(|w| w.missing.is_empty())
+            {
+                ready.push(Reverse((lamport, id)));
+            }
+        }
+        ch.outgoing_repair = snapshot
+            .outgoing_repair
+            .into_iter()
+            .map(|e| (e.entry.message_id.clone(), e))
+            .collect();
+        ch.incoming_repair = snapshot
+            .incoming_repair
+            .into_iter()
+            .map(|e| (e.entry.message_id.clone(), e))
+            .collect();
+        ch.deliver_ready(ready);
+        Ok(ch)
+    }
+
+    /// Sets (or clears) the retrieval-hint provider.
+    pub fn set_hint_provider(&mut self, provider: Option<HintProvider>) {
+        self.hint_provider = provider;
+    }
+
+    /// Starts (`Some(now)`) or stops (`None`) periodic sync messages: when started, the first is
+    /// due one sync interval after `now`.
+    pub fn set_sync_timer(&mut self, start: Option<u64>) {
+        self.next_sync = start.map(|now| now.saturating_add(self.config.sync_interval));
+    }
+
+    // ----- sending -------------------------------------------------------------------------
+
+    /// Wraps application content in an SDS message and returns the bytes to broadcast.
+    ///
+    /// The message gets the next lamport timestamp (`max(now, lamport + 1)`), the newest
+    /// `max_causal_history` log entries as causal history, the current bloom filter (before its
+    /// own id is added) and the participant id as sender. Afterwards it is in the log, the bloom
+    /// filter and the outgoing buffer.
+    pub fn wrap(
+        &mut self,
+        content: Bytes,
+        message_id: MessageId,
+        now: u64,
+    ) -> Result<Bytes, EngineError> {
+        if content.is_empty() {
+            return Err(EngineError::EmptyContent);
+        }
+        let limits = &self.config.limits;
+        if content.len() > limits.max_content_size {
+            return Err(EngineError::MessageTooLarge {
+                size: content.len(),
+                limit: limits.max_content_size,
+            });
+        }
+        self.check_new_id(&message_id)?;
+        let lamport = self.next_lamport(now)?;
+        let (causal_history, hints) = self.causal_history();
+        let msg = SdsMessage {
+            message_id: message_id.clone(),
+            lamport_timestamp: lamport,
+            causal_history,
+            channel_id: self.channel_id.clone(),
+            content: content.clone(),
+            bloom_filter: Bytes::new(),
+            sender_id: self.participant_id.clone(),
+            repair_request: Vec::new(),
+        };
+        let bytes = Bytes::from(nim::encode_with_filter(&msg, self.bloom.filter()));
+
+        self.apply_hints(hints);
+        self.set_lamport(lamport);
+        self.append_log(LogEntry {
+            message_id: message_id.clone(),
+            lamport_timestamp: lamport,
+            sender_id: self.participant_id.clone(),
+            retrieval_hint: Bytes::new(),
+            bytes: bytes.clone(),
+        });
+        self.known.set(message_id.clone(), Known::Delivered);
+        self.bloom.add(message_id.clone());
+        if self.outgoing.len() >= self.config.max_outgoing_buffer {
+            if let Some(&seq) = self.outgoing.slots.keys().next() {
+                if let Some(old) = self.outgoing.remove_seq(seq) {
+                    self.give_up(old.entry.message_id, SendFailure::BufferFull);
+                }
+            }
+        }
+        let entry = OutgoingEntry {
+            message_id: message_id.clone(),
+            bytes: bytes.clone(),
+            send_time: now,
+            attempts: 0,
+            possible_acks: 0,
+        };
+        self.store_ops.push(StoreOp::SaveOutgoing(entry.clone()));
+        self.outgoing.push(OutSlot {
+            entry,
+            hashes: IdHashes::of(message_id.as_bytes()),
+            voters: Vec::new(),
+            due: now.saturating_add(self.config.resend_interval),
+        });
+        Ok(bytes)
+    }
+
+    /// Builds a sync message: empty content, a fresh id and lamport timestamp, causal history and
+    /// bloom filter by the send rules. It is not logged, buffered or added to the filter.
+    /// Returns `None` when the log is empty (there is nothing to acknowledge).
+    pub fn sync_message(&mut self, now: u64) -> Result<Option<Bytes>, EngineError> {
+        Ok(self.build_sync(now)?.map(|(_, bytes)| bytes))
+    }
+
+    fn build_sync(&mut self, now: u64) -> Result<Option<(MessageId, Bytes)>, EngineError> {
+        if self.log.is_empty() {
+            return Ok(None);
+        }
+        let lamport = self.next_lamport(now)?;
+        let message_id = MessageId::from(format!("sync-{}-{lamport}", self.participant_id));
+        let (causal_history, hints) = self.causal_history();
+        let msg = SdsMessage {
+            message_id: message_id.clone(),
+            lamport_timestamp: lamport,
+            causal_history,
+            channel_id: self.channel_id.clone(),
+            content: Bytes::new(),
+            bloom_filter: Bytes::new(),
+            sender_id: self.participant_id.clone(),
+            repair_request: Vec::new(),
+        };
+        let bytes = Bytes::from(nim::encode_with_filter(&msg, self.bloom.filter()));
+        self.apply_hints(hints);
+        self.set_lamport(lamport);
+        self.known.set(message_id.clone(), Known::Sync);
+        Ok(Some((message_id, bytes)))
+    }
+
+    // ----- receiving -----------------------------------------------------------------------
+
+    /// Processes a received message.
+    ///
+    /// Returns its content and, when it must wait, its missing dependencies — also for a
+    /// message that is buffered. Delivery is signalled by `MessageReady` events, always after the
+    /// message's dependencies, and in (lamport, id) order among messages released together.
+    /// On error nothing changed.
+    pub fn unwrap(&mut self, bytes: Bytes, now: u64) -> Result<Unwrapped, EngineError> {
+        let msg = nim::decode(&bytes, &self.config.limits)?;
+        if msg.channel_id != self.channel_id {
+            return Err(EngineError::WrongChannel {
+                expected: self.channel_id.clone(),
+                got: msg.channel_id,
+            });
+        }
+        let cited = msg.causal_history.iter().chain(&msg.repair_request);
+        if msg.message_id.is_empty() || cited.clone().any(|e| e.message_id.is_empty()) {
+            return Err(EngineError::EmptyMessageId);
+        }
+        if msg
+            .causal_history
+            .iter()
+            .any(|e| e.message_id == msg.message_id)
+        {
+            return Err(EngineError::SelfCitation(msg.message_id));
+        }
+        let result = |msg: &SdsMessage, missing, kind| Unwrapped {
+            message_id: msg.message_id.clone(),
+            content: msg.content.clone(),
+            missing_dependencies: missing,
+            channel_id: msg.channel_id.clone(),
+            kind,
+        };
+
+        if !self.participant_id.is_empty() && msg.sender_id == self.participant_id {
+            return Ok(result(&msg, Vec::new(), ReceivedKind::Own));
+        }
+        if msg.content.is_empty() {
+            self.review_acks(&msg);
+            if self.known.get(&msg.message_id).is_none() {
+                self.known.set(msg.message_id.clone(), Known::Sync);
+            }
+            return Ok(result(&msg, Vec::new(), ReceivedKind::Sync));
+        }
+        if self.is_duplicate(&msg.message_id) {
+            let missing = self
+                .incoming
+                .entries
+                .get(&msg.message_id)
+                .map(|w| w.missing.clone())
+                .unwrap_or_default();
+            return Ok(result(&msg, missing, ReceivedKind::Duplicate));
+        }
+
+        let missing = self.missing_of(&msg);
+        if !missing.is_empty()
+            && (self.incoming.entries.len() >= self.config.max_incoming_buffer
+                || self.incoming.bytes + bytes.len() > self.config.max_incoming_buffer_bytes)
+        {
+            return Err(EngineError::IncomingBufferFull);
+        }
+
+        self.review_acks(&msg);
+        self.bloom.add(msg.message_id.clone());
+        if missing.is_empty() {
+            let out = result(&msg, Vec::new(), ReceivedKind::Delivered);
+            let mut ready = ReadyQueue::new();
+            self.deliver(msg, bytes, &mut ready);
+            self.deliver_ready(ready);
+            Ok(out)
+        } else {
+            let out = result(&msg, missing.clone(), ReceivedKind::Buffered);
+            self.track_lost(&missing, now);
+            self.events.push_back(Event::MissingDependencies {
+                channel_id: self.channel_id.clone(),
+                message_id: msg.message_id.clone(),
+                missing: missing.clone(),
+            });
+            let waiting = Waiting {
+                msg,
+                bytes,
+                missing,
+                received_at: now,
+            };
+            self.store_ops
+                .push(StoreOp::SaveIncoming(waiting.to_entry()));
+            self.incoming.insert(waiting);
+            Ok(out)
+        }
+    }
+
+    /// Treats `ids` as delivered for dependency purposes (the application retrieved them by
+    /// other means): messages waiting only for them are delivered. The ids join the bloom filter
+    /// but are not announced, logged or cited.
+    pub fn mark_dependencies_met(&mut self, ids: &[MessageId], _now: u64) {
+        let mut ready = ReadyQueue::new();
+        for id in ids {
+            if id.is_empty() || self.log.contains(id) {
+                continue;
+            }
+            if matches!(self.known.get(id), Some(Known::Delivered | Known::Met)) {
+                continue;
+            }
+            self.known.set(id.clone(), Known::Met);
+            self.bloom.add(id.clone());
+            self.release(id, &mut ready);
+        }
+        self.deliver_ready(ready);
+    }
+
+    // ----- timers --------------------------------------------------------------------------
+
+    /// The next instant at which [`handle_timeout`](Self::handle_timeout) has work to do.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        [
+            self.outgoing.timers.first().map(|&(due, _)| due),
+            self.lost_timers.first().map(|(due, _)| *due),
+            self.next_sync,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Does whatever is due at `now`: resends (unacknowledged before possibly-acknowledged),
+    /// give-ups, lost-dependency timeouts and the periodic sync message.
+    pub fn handle_timeout(&mut self, now: u64) {
+        let due: Vec<u64> = self
+            .outgoing
+            .timers
+            .range(..=(now, u64::MAX))
+            .map(|&(_, seq)| seq)
+            .collect();
+        let (unacked, possibly): (Vec<u64>, Vec<u64>) = due.into_iter().partition(|seq| {
+            self.outgoing
+                .slots
+                .get(seq)
+                .is_some_and(|s| s.entry.possible_acks == 0)
+        });
+        for seq in unacked.into_iter().chain(possibly) {
+            self.resend_or_give_up(seq, now);
+        }
+
+        let mut ready = ReadyQueue::new();
+        while let Some((deadline, id)) = self.lost_timers.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.lost_timers.remove(&(deadline, id.clone()));
+            let Some((_, entry)) = self.lost_deadline.remove(&id) else {
+                continue;
+            };
+            if self.incoming.waiters.contains_key(&id) && !self.satisfied(&id) {
+                self.known.set(id.clone(), Known::Lost);
+                self.events.push_back(Event::IrretrievablyLost {
+                    channel_id: self.channel_id.clone(),
+                    entry,
+                });
+                self.release(&id, &mut ready);
+            }
+        }
+        self.deliver_ready(ready);
+
+        if self.next_sync.is_some_and(|t| t <= now) {
+            self.next_sync = Some(now.saturating_add(self.config.sync_interval));
+            // A sync that cannot be built (empty log, exhausted clock) is simply skipped.
+            if let Ok(Some((message_id, bytes))) = self.build_sync(now) {
+                self.transmits.push_back(Transmit {
+                    channel_id: self.channel_id.clone(),
+                    message_id,
+                    bytes,
+                    kind: TransmitKind::Sync,
+                });
+            }
+        }
+    }
+
+    // ----- outputs -------------------------------------------------------------------------
+
+    /// The next event, in the order they happened.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next bytes to broadcast (resends and periodic syncs; `wrap` returns its own bytes).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The store operations of everything since the last call, in order: commit them as one
+    /// batch before publishing the events and transmissions of the same inputs.
+    pub fn take_store_ops(&mut self) -> Vec<StoreOp> {
+        std::mem::take(&mut self.store_ops)
+    }
+
+    // ----- getters -------------------------------------------------------------------------
+
+    /// The channel id.
+    pub fn channel_id(&self) -> &ChannelId {
+        &self.channel_id
+    }
+
+    /// Our participant id.
+    pub fn participant_id(&self) -> &ParticipantId {
+        &self.participant_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The lamport clock.
+    pub fn lamport(&self) -> i64 {
+        self.lamport
+    }
+
+    /// The local log, oldest first in (lamport, id) order.
+    pub fn log(&self) -> impl DoubleEndedIterator<Item = &LogEntry> {
+        self.log.iter()
+    }
+
+    /// A logged message.
+    pub fn log_entry(&self, id: &MessageId) -> Option<&LogEntry> {
+        self.log.get(id)
+    }
+
+    /// Number of entries in the log.
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// Unacknowledged outgoing messages, in send order.
+    pub fn outgoing(&self) -> impl Iterator<Item = &OutgoingEntry> {
+        self.outgoing.slots.values().map(|s| &s.entry)
+    }
+
+    /// Messages waiting for dependencies, sorted by id.
+    pub fn incoming(&self) -> Vec<IncomingEntry> {
+        let mut v: Vec<IncomingEntry> = self
+            .incoming
+            .entries
+            .values()
+            .map(Waiting::to_entry)
+            .collect();
+        v.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+        v
+    }
+
+    /// The bloom filter of sent, received and marked-met ids.
+    pub fn bloom_filter(&self) -> &BloomFilter {
+        self.bloom.filter()
+    }
+
+    /// The whole channel state in stored form.
+    pub fn snapshot(&self) -> ChannelSnapshot {
+        ChannelSnapshot {
+            lamport: Some(self.lamport),
+            log: self.log.iter().cloned().collect(),
+            outgoing: self.outgoing().cloned().collect(),
+            incoming: self.incoming(),
+            outgoing_repair: self.outgoing_repair.values().cloned().collect(),
+            incoming_repair: self.incoming_repair.values().cloned().collect(),
+        }
+    }
+
+    // ----- internals -----------------------------------------------------------------------
+
+    fn check_new_id(&self, id: &MessageId) -> Result<(), EngineError> {
+        if id.is_empty() {
+            return Err(EngineError::EmptyMessageId);
+        }
+        if id.len() > self.config.limits.max_id_len {
+            return Err(EngineError::IdTooLong {
+                len: id.len(),
+                limit: self.config.limits.max_id_len,
+            });
+        }
+        if self.outgoing.contains(id) || self.is_duplicate(id) {
+            return Err(EngineError::DuplicateMessageId(id.clone()));
+        }
+        Ok(())
+    }
+
+    fn next_lamport(&self, now: u64) -> Result<i64, EngineError> {
+        let next = self
+            .lamport
+            .checked_add(1)
+            .ok_or(EngineError::ClockOverflow)?;
+        Ok(next.max(clock(now)))
+    }
+
+    fn set_lamport(&mut self, lamport: i64) {
+        if lamport != self.lamport {
+            self.lamport = lamport;
+            self.store_ops.push(StoreOp::SaveLamport(lamport));
+        }
+    }
+
+    /// The causal history for a new message, and the hints newly obtained from the provider.
+    fn causal_history(&self) -> (Vec<HistoryEntry>, Vec<(MessageId, Bytes)>) {
+        let mut hints = Vec::new();
+        let history = self
+            .log
+            .last(self.config.max_causal_history)
+            .map(|e| {
+                let mut hint = e.retrieval_hint.clone();
+                if hint.is_empty() {
+                    if let Some(h) = self.hint_provider.as_ref().and_then(|p| p(&e.message_id)) {
+                        if !h.is_empty() {
+                            hints.push((e.message_id.clone(), h.clone()));
+                            hint = h;
+                        }
+                    }
+                }
+                HistoryEntry {
+                    message_id: e.message_id.clone(),
+                    retrieval_hint: hint,
+                    sender_id: e.sender_id.clone(),
+                }
+            })
+            .collect();
+        (history, hints)
+    }
+
+    fn apply_hints(&mut self, hints: Vec<(MessageId, Bytes)>) {
+        for (id, hint) in hints {
+            if let Some(e) = self.log.get_mut(&id) {
+                e.retrieval_hint = hint.clone();
+                self.store_ops.push(StoreOp::SetRetrievalHint {
+                    message_id: id,
+                    hint,
+                });
+            }
+        }
+    }
+
+    fn append_log(&mut self, entry: LogEntry) {
+        self.store_ops.push(StoreOp::AppendLogEntry(entry.clone()));
+        for old in self.log.insert(entry) {
+            self.store_ops.push(StoreOp::RemoveLogEntry(old.message_id));
+        }
+    }
+
+    /// Whether a dependency on `id` is met.
+    fn satisfied(&self, id: &MessageId) -> bool {
+        self.log.contains(id) || self.known.get(id).is_some()
+    }
+
+    /// Whether a content message with this id was already delivered or is buffered.
+    fn is_duplicate(&self, id: &MessageId) -> bool {
+        self.log.contains(id)
+            || self.known.get(id) == Some(Known::Delivered)
+            || self.incoming.entries.contains_key(id)
+    }
+
+    /// The cited entries of `msg` that are not met, in causal-history order, once each.
+    fn missing_of(&self, msg: &SdsMessage) -> Vec<HistoryEntry> {
+        let mut missing: Vec<HistoryEntry> = Vec::new();
+        for e in &msg.causal_history {
+            if !self.satisfied(&e.message_id)
+                && !missing.iter().any(|m| m.message_id == e.message_id)
+            {
+                missing.push(e.clone());
+            }
+        }
+        missing
+    }
+
+    fn track_lost(&mut self, missing: &[HistoryEntry], now: u64) {
+        let Some(timeout) = self.config.lost_dependency_timeout else {
+            return;
+        };
+        for e in missing {
+            if !self.lost_deadline.contains_key(&e.message_id) {
+                let deadline = now.saturating_add(timeout);
+                self.lost_deadline
+                    .insert(e.message_id.clone(), (deadline, e.clone()));
+                self.lost_timers.insert((deadline, e.message_id.clone()));
+            }
+        }
+    }
+
+    /// Delivers a message whose dependencies are met: log, clock, event; queues what it releases.
+    fn deliver(&mut self, msg: SdsMessage, bytes: Bytes, ready: &mut ReadyQueue) {
+        if msg.lamport_timestamp > self.lamport {
+            self.set_lamport(msg.lamport_timestamp);
+        }
+        let id = msg.message_id;
+        self.append_log(LogEntry {
+            message_id: id.clone(),
+            lamport_timestamp: msg.lamport_timestamp,
+            sender_id: msg.sender_id,
+            retrieval_hint: Bytes::new(),
+            bytes,
+        });
+        self.known.set(id.clone(), Known::Delivered);
+        self.events.push_back(Event::MessageReady {
+            channel_id: self.channel_id.clone(),
+            message_id: id.clone(),
+            content: msg.content,
+        });
+        self.release(&id, ready);
+    }
+
+    /// `id` is now met: waiting messages drop it from their missing sets; those left with none
+    /// are queued for delivery.
+    fn release(&mut self, id: &MessageId, ready: &mut ReadyQueue) {
+        if let Some((deadline, _)) = self.lost_deadline.remove(id) {
+            self.lost_timers.remove(&(deadline, id.clone()));
+        }
+        let Some(waiters) = self.incoming.waiters.remove(id) else {
+            return;
+        };
+        for w in waiters {
+            if let Some(entry) = self.incoming.entries.get_mut(&w) {
+                entry.missing.retain(|e| &e.message_id != id);
+                if entry.missing.is_empty() {
+                    ready.push(Reverse((entry.msg.lamport_timestamp, w)));
+                } else {
+                    let updated = entry.to_entry();
+                    self.store_ops.push(StoreOp::SaveIncoming(updated));
+                }
+            }
+        }
+    }
+
+    /// Delivers queued messages smallest (lamport, id) first, including those they release.
+    fn deliver_ready(&mut self, mut ready: ReadyQueue) {
+        while let Some(Reverse((_, id))) = ready.pop() {
+            if let Some(w) = self.incoming.remove(&id) {
+                self.store_ops.push(StoreOp::RemoveIncoming(id));
+                self.deliver(w.msg, w.bytes, &mut ready);
+            }
+        }
+    }
+
+    fn resend_delay(&self, possible_acks: u32) -> u64 {
+        if possible_acks == 0 {
+            self.config.resend_interval
+        } else {
+            self.config.possibly_acked_resend_interval
+        }
+    }
+
+    fn give_up(&mut self, message_id: MessageId, reason: SendFailure) {
+        self.store_ops
+            .push(StoreOp::RemoveOutgoing(message_id.clone()));
+        self.events.push_back(Event::SendFailed {
+            channel_id: self.channel_id.clone(),
+            message_id,
+            reason,
+        });
+    }
+
+    fn resend_or_give_up(&mut self, seq: u64, now: u64) {
+        let max = self.config.max_resend_attempts;
+        let Some(slot) = self.outgoing.slots.get_mut(&seq) else {
+            return;
+        };
+        if slot.entry.attempts >= max {
+            if let Some(old) = self.outgoing.remove_seq(seq) {
+                self.give_up(old.entry.message_id, SendFailure::RetriesExhausted);
+            }
+            return;
+        }
+        slot.entry.attempts += 1;
+        slot.entry.send_time = now;
+        let entry = slot.entry.clone();
+        let due = now.saturating_add(self.resend_delay(entry.possible_acks));
+        self.outgoing.reschedule(seq, due);
+        self.transmits.push_back(Transmit {
+            channel_id: self.channel_id.clone(),
+            message_id: entry.message_id.clone(),
+            bytes: entry.bytes.clone(),
+            kind: TransmitKind::Resend,
+        });
+        self.store_ops.push(StoreOp::SaveOutgoing(entry));
+    }
+
+    /// Reviews our outgoing buffer against a received message's causal history (acknowledged)
+    /// and bloom filter (possibly acknowledged, acknowledged at the threshold). Events come in
+    /// outgoing-buffer order.
+    fn review_acks(&mut self, msg: &SdsMessage) {
+        if self.outgoing.len() == 0 {
+            return;
+        }
+        let view = if msg.bloom_filter.is_empty() {
+            None
+        } else {
+            match FilterView::parse(&msg.bloom_filter) {
+                Ok(v) => Some(v),
+                Err(error) => {
+                    self.events.push_back(Event::InvalidBloomFilter {
+                        channel_id: self.channel_id.clone(),
+                        message_id: msg.message_id.clone(),
+                        error,
+                    });
+                    None
+                }
+            }
+        };
+        enum Verdict {
+            Acked,
+            Possibly,
+        }
+        let mut verdicts: Vec<(u64, Verdict)> = Vec::new();
+        match &view {
+            Some(view) => {
+                for (&seq, slot) in &self.outgoing.slots {
+                    let id = &slot.entry.message_id;
+                    if msg.causal_history.iter().any(|e| &e.message_id == id) {
+                        verdicts.push((seq, Verdict::Acked));
+                    } else if view.contains_hashes(slot.hashes)
+                        && !slot.voters.contains(&msg.message_id)
+                    {
+                        verdicts.push((seq, Verdict::Possibly));
+                    }
+                }
+            }
+            None => {
+                for e in &msg.causal_history {
+                    if let Some(&seq) = self.outgoing.seq_of.get(&e.message_id) {
+                        verdicts.push((seq, Verdict::Acked));
+                    }
+                }
+                verdicts.sort_by_key(|(seq, _)| *seq);
+                verdicts.dedup_by_key(|(seq, _)| *seq);
+            }
+        }
+        let threshold = self.config.possible_ack_threshold;
+        for (seq, verdict) in verdicts {
+            let acked = match verdict {
+                Verdict::Acked => true,
+                Verdict::Possibly => {
+                    let Some(slot) = self.outgoing.slots.get_mut(&seq) else {
+                        continue;
+                    };
+                    slot.voters.push(msg.message_id.clone());
+                    slot.entry.possible_acks += 1;
+                    slot.entry.possible_acks >= threshold
+                }
+            };
+            if acked {
+                if let Some(old) = self.outgoing.remove_seq(seq) {
+                    self.store_ops
+                        .push(StoreOp::RemoveOutgoing(old.entry.message_id.clone()));
+                    self.events.push_back(Event::Acknowledged {
+                        channel_id: self.channel_id.clone(),
+                        message_id: old.entry.message_id,
+                    });
+                }
+            } else if let Some(slot) = self.outgoing.slots.get(&seq) {
+                let entry = slot.entry.clone();
+                let due = entry
+                    .send_time
+                    .saturating_add(self.config.possibly_acked_resend_interval);
+                self.outgoing.reschedule(seq, due);
+                self.events.push_back(Event::PossiblyAcknowledged {
+                    channel_id: self.channel_id.clone(),
+                    message_id: entry.message_id.clone(),
+                    count: entry.possible_acks,
+                });
+                self.store_ops.push(StoreOp::SaveOutgoing(entry));
+            }
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! What goes in and out of a [`Channel`](super::Channel): events, transmissions, store
+//! operations, snapshots and errors.
+
+use bytes::Bytes;
+
+use crate::bloom::BloomError;
+use crate::id::{ChannelId, MessageId};
+use crate::message::HistoryEntry;
+use crate::wire::DecodeError;
+
+/// Something the application should learn about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A message is delivered, in causal order: its dependencies were delivered before it.
+    MessageReady {
+        /// Channel.
+        channel_id: ChannelId,
+        /// The delivered message.
+        message_id: MessageId,
+        /// Its content.
+        content: Bytes,
+    },
+    /// One of our messages is acknowledged: it was cited in a received causal history, or
+    /// found in enough received bloom filters.
+    Acknowledged {
+        /// Channel.
+        channel_id: ChannelId,
+        /// Our message.
+        message_id: MessageId,
+    },
+    /// One of our messages was found in a received bloom filter, `count` times so far.
+    PossiblyAcknowledged {
+        /// Channel.
+        channel_id: ChannelId,
+        /// Our message.
+        message_id: MessageId,
+        /// Distinct received messages whose filter held it.
+        count: u32,
+    },
+    /// A received message waits for dependencies we do not have.
+    MissingDependencies {
+        /// Channel.
+        channel_id: ChannelId,
+        /// The waiting message.
+        message_id: MessageId,
+        /// What it waits for, as the sender cited them (with retrieval hints).
+        missing: Vec<HistoryEntry>,
+    },
+    /// One of our messages was given up without acknowledgement.
+    SendFailed {
+        /// Channel.
+        channel_id: ChannelId,
+        /// Our message.
+        message_id: MessageId,
+        /// Why.
+        reason: SendFailure,
+    },
+    /// A dependency did not arrive within the lost-dependency timeout; messages waiting for it
+    /// are delivered without it.
+    IrretrievablyLost {
+        /// Channel.
+        channel_id: ChannelId,
+        /// The lost message, as it was cited.
+        entry: HistoryEntry,
+    },
+    /// A received message carried a bloom filter that failed validation; it was ignored for
+    /// acknowledgement and the message was otherwise processed.
+    InvalidBloomFilter {
+        /// Channel.
+        channel_id: ChannelId,
+        /// The message that carried it.
+        message_id: MessageId,
+        /// What was wrong.
+        error: BloomError,
+    },
+}
+
+/// Why a message was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailure {
+    /// It was sent `max_resend_attempts` more times without acknowledgement.
+    RetriesExhausted,
+    /// The outgoing buffer was full and it was the oldest entry.
+    BufferFull,
+}
+
+/// Why bytes are to be broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransmitKind {
+    /// A resend of an unacknowledged message (the original bytes).
+    Resend,
+    /// A periodic sync message.
+    Sync,
+}
+
+/// Bytes to broadcast on the channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmit {
+    /// Channel.
+    pub channel_id: ChannelId,
+    /// Id of the message carried.
+    pub message_id: MessageId,
+    /// The encoded message.
+    pub bytes: Bytes,
+    /// Why.
+    pub kind: TransmitKind,
+}
+
+/// A message in the local log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Message id.
+    pub message_id: MessageId,
+    /// Its lamport timestamp.
+    pub lamport_timestamp: i64,
+    /// Who sent it (empty when unknown).
+    pub sender_id: crate::id::ParticipantId,
+    /// Retrieval hint for citing it (empty when none).
+    pub retrieval_hint: Bytes,
+    /// The message as received or sent, byte for byte.
+    pub bytes: Bytes,
+}
+
+/// One of our messages awaiting acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingEntry {
+    /// Message id.
+    pub message_id: MessageId,
+    /// The bytes sent (resends repeat them).
+    pub bytes: Bytes,
+    /// When it was last sent (ms since the epoch).
+    pub send_time: u64,
+    /// Resends so far.
+    pub attempts: u32,
+    /// Distinct received bloom filters that held it.
+    pub possible_acks: u32,
+}
+
+/// A received message waiting for dependencies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingEntry {
+    /// Message id.
+    pub message_id: MessageId,
+    /// The message as received.
+    pub bytes: Bytes,
+    /// Dependencies still missing, as cited.
+    pub missing: Vec<HistoryEntry>,
+    /// When it was received (ms since the epoch).
+    pub received_at: u64,
+}
+
+/// A missing message we will ask the group to repair (SDS-R).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingRepairEntry {
+    /// The missing message, as cited.
+    pub entry: HistoryEntry,
+    /// Absolute time from which the request may be sent (ms since the epoch).
+    pub t_req: u64,
+}
+
+/// A repair we may answer by rebroadcasting a message (SDS-R).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingRepairEntry {
+    /// The requested message, as requested.
+    pub entry: HistoryEntry,
+    /// Its original bytes.
+    pub bytes: Bytes,
+    /// Absolute time at which we rebroadcast unless someone else does first.
+    pub t_resp: u64,
+}
+
+/// A change to a channel's stored state. One protocol operation yields a batch of these, meant
+/// to be applied atomically before its events are published.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreOp {
+    /// The channel's lamport clock.
+    SaveLamport(i64),
+    /// A message entered the log.
+    AppendLogEntry(LogEntry),
+    /// A message left the log.
+    RemoveLogEntry(MessageId),
+    /// A logged message got a retrieval hint.
+    SetRetrievalHint {
+        /// Message id.
+        message_id: MessageId,
+        /// The hint.
+        hint: Bytes,
+    },
+    /// An outgoing entry was added or changed.
+    SaveOutgoing(OutgoingEntry),
+    /// An outgoing entry was removed.
+    RemoveOutgoing(MessageId),
+    /// An incoming entry was added or changed.
+    SaveIncoming(IncomingEntry),
+    /// An incoming entry was removed.
+    RemoveIncoming(MessageId),
+    /// An outgoing repair entry was added or changed.
+    SaveOutgoingRepair(OutgoingRepairEntry),
+    /// An outgoing repair entry was removed.
+    RemoveOutgoingRepair(MessageId),
+    /// An incoming repair entry was added or changed.
+    SaveIncomingRepair(IncomingRepairEntry),
+    /// An incoming repair entry was removed.
+    RemoveIncomingRepair(MessageId),
+}
+
+/// Everything stored about a channel, from which [`Channel::restore`](super::Channel::restore)
+/// rebuilds it. The bloom filter is not stored: it is rebuilt from the log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChannelSnapshot {
+    /// The lamport clock, if one was stored.
+    pub lamport: Option<i64>,
+    /// The log, oldest first.
+    pub log: Vec<LogEntry>,
+    /// Unacknowledged outgoing messages.
+    pub outgoing: Vec<OutgoingEntry>,
+    /// Messages waiting for dependencies.
+    pub incoming: Vec<IncomingEntry>,
+    /// Repairs we will request.
+    pub outgoing_repair: Vec<OutgoingRepairEntry>,
+    /// Repairs we may answer.
+    pub incoming_repair: Vec<IncomingRepairEntry>,
+}
+
+/// How a received message was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceivedKind {
+    /// Delivered now (see the `MessageReady` events).
+    Delivered,
+    /// Waiting for dependencies.
+    Buffered,
+    /// Already delivered or buffered; nothing changed.
+    Duplicate,
+    /// Sent by this participant; ignored.
+    Own,
+    /// A sync message: acknowledgements reviewed, nothing delivered.
+    Sync,
+}
+
+/// The result of receiving a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unwrapped {
+    /// The message id.
+    pub message_id: MessageId,
+    /// The content (also for a message that must wait).
+    pub content: Bytes,
+    /// Dependencies still missing, as cited (empty when delivered).
+    pub missing_dependencies: Vec<HistoryEntry>,
+    /// The channel the message belongs to.
+    pub channel_id: ChannelId,
+    /// What happened.
+    pub kind: ReceivedKind,
+}
+
+/// Why an input was refused. The channel is unchanged whenever one is returned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    /// `wrap` needs content; sync messages have their own call.
+    #[error("content must not be empty")]
+    EmptyContent,
+    /// The message id is empty, or empty in a cited entry.
+    #[error("message id must not be empty")]
+    EmptyMessageId,
+    /// Content above the configured maximum.
+    #[error("content of {size} bytes exceeds the limit of {limit}")]
+    MessageTooLarge {
+        /// Content size.
+        size: usize,
+        /// Limit.
+        limit: usize,
+    },
+    /// An id longer than the configured maximum.
+    #[error("id of {len} bytes exceeds the limit of {limit}")]
+    IdTooLong {
+        /// Id length.
+        len: usize,
+        /// Limit.
+        limit: usize,
+    },
+    /// The bytes are not a valid message.
+    #[error("cannot decode message: {0}")]
+    Decode(#[from] DecodeError),
+    /// The message belongs to another channel.
+    #[error("message is for channel {got}, not {expected}")]
+    WrongChannel {
+        /// This channel.
+        expected: ChannelId,
+        /// The message's channel.
+        got: ChannelId,
+    },
+    /// A message cites itself as a dependency.
+    #[error("message {0} cites itself")]
+    SelfCitation(MessageId),
+    /// The id was already used for a message in this channel.
+    #[error("message id {0} is already in use in this channel")]
+    DuplicateMessageId(MessageId),
+    /// Buffering the message would exceed the incoming buffer's bounds.
+    #[error("incoming buffer is full")]
+    IncomingBufferFull,
+    /// The lamport clock cannot advance any further.
+    #[error("lamport clock would overflow")]
+    ClockOverflow,
+}
