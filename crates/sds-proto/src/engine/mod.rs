@@ -601,7 +601,13 @@ impl Channel {
             let Some((_, entry)) = self.lost_deadline.remove(&id) else {
                 continue;
             };
-            if self.incoming.waiters.contains_key(&id) && !self.satisfied(&id) {
+            // Only an id we do not have at all is lost. One that sits in our own incoming
+            // buffer is waiting itself (for example in a fabricated dependency cycle) and must
+            // not be delivered around.
+            if self.incoming.waiters.contains_key(&id)
+                && !self.satisfied(&id)
+                && !self.incoming.entries.contains_key(&id)
+            {
                 self.known.set(id.clone(), Known::Lost);
                 self.events.push_back(Event::IrretrievablyLost {
                     channel_id: self.channel_id.clone(),

@@ -1,0 +1,1367 @@
+//! Behaviour of the sans-IO engine, item by item from the conformance checklist (ids in test
+//! names). Times are milliseconds; T0 = 1 700 000 000 000.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sds_proto::bloom::BloomFilter;
+use sds_proto::engine::{
+    Channel, ChannelSnapshot, Config, EngineError, Event, ReceivedKind, SendFailure, StoreOp,
+    Transmit, TransmitKind, Unwrapped,
+};
+use sds_proto::wire::{nim, DecodeError, LimitKind, Limits};
+use sds_proto::{HistoryEntry, MessageId, SdsMessage};
+
+const T0: u64 = 1_700_000_000_000;
+const S: u64 = 1_000;
+
+/// One endpoint: a channel plus everything it has emitted, drained after every input.
+struct Node {
+    ch: Channel,
+    events: Vec<Event>,
+    transmits: Vec<Transmit>,
+    batches: Vec<Vec<StoreOp>>,
+}
+
+impl Node {
+    fn new(name: &str, config: Config) -> Self {
+        Node::at(name, config, T0)
+    }
+
+    fn at(name: &str, config: Config, now: u64) -> Self {
+        Node {
+            ch: Channel::new("c".into(), name.into(), config, now).unwrap(),
+            events: Vec::new(),
+            transmits: Vec::new(),
+            batches: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        let ops = self.ch.take_store_ops();
+        if !ops.is_empty() {
+            self.batches.push(ops);
+        }
+        while let Some(e) = self.ch.poll_event() {
+            self.events.push(e);
+        }
+        while let Some(t) = self.ch.poll_transmit() {
+            self.transmits.push(t);
+        }
+    }
+
+    fn wrap(&mut self, id: &str, now: u64) -> Bytes {
+        let bytes = self
+            .ch
+            .wrap(Bytes::from(format!("content of {id}")), id.into(), now)
+            .unwrap();
+        self.drain();
+        bytes
+    }
+
+    fn unwrap(&mut self, bytes: &Bytes, now: u64) -> Unwrapped {
+        let r = self.ch.unwrap(bytes.clone(), now).unwrap();
+        self.drain();
+        r
+    }
+
+    fn tick(&mut self, now: u64) {
+        self.ch.handle_timeout(now);
+        self.drain();
+    }
+
+    fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn log_ids(&self) -> Vec<String> {
+        self.ch.log().map(|e| e.message_id.to_string()).collect()
+    }
+
+    fn outgoing_ids(&self) -> Vec<String> {
+        self.ch
+            .outgoing()
+            .map(|e| e.message_id.to_string())
+            .collect()
+    }
+}
+
+fn ready(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageReady { message_id, .. } => Some(message_id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn acked(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Acknowledged { message_id, .. } => Some(message_id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A hand-made message on channel "c" from `sender`, citing `deps`.
+fn message(id: &str, lamport: i64, deps: &[&str], sender: &str) -> SdsMessage {
+    SdsMessage {
+        message_id: id.into(),
+        lamport_timestamp: lamport,
+        causal_history: deps.iter().map(|d| HistoryEntry::new(*d)).collect(),
+        channel_id: "c".into(),
+        content: Bytes::from(format!("content of {id}")),
+        sender_id: sender.into(),
+        ..SdsMessage::default()
+    }
+}
+
+fn bytes_of(msg: &SdsMessage) -> Bytes {
+    Bytes::from(nim::encode(msg))
+}
+
+fn decode(bytes: &Bytes) -> SdsMessage {
+    nim::decode(bytes, &Limits::default()).unwrap()
+}
+
+/// State that must not change when an input is refused.
+fn fingerprint(ch: &Channel) -> (i64, ChannelSnapshot, Vec<u64>) {
+    (
+        ch.lamport(),
+        ch.snapshot(),
+        ch.bloom_filter().words().to_vec(),
+    )
+}
+
+// ----- LAMPORT ---------------------------------------------------------------------------------
+
+#[test]
+fn lamport_01_new_channel_starts_at_now() {
+    let n = Node::new("alice", Config::default());
+    assert_eq!(n.ch.lamport(), T0 as i64);
+    let restored = Channel::restore(
+        "c".into(),
+        "a".into(),
+        Config::default(),
+        ChannelSnapshot::default(),
+        T0 + 7,
+    )
+    .unwrap();
+    assert_eq!(restored.lamport(), (T0 + 7) as i64);
+}
+
+#[test]
+fn lamport_02_send_is_max_of_now_and_next() {
+    let mut a = Node::new("alice", Config::default());
+    assert_eq!(decode(&a.wrap("m1", T0)).lamport_timestamp, T0 as i64 + 1);
+    assert_eq!(decode(&a.wrap("m2", T0)).lamport_timestamp, T0 as i64 + 2);
+    assert_eq!(
+        decode(&a.wrap("m3", T0 + 50)).lamport_timestamp,
+        T0 as i64 + 50
+    );
+    // A wall clock 10 s behind the clock: L + 1.
+    assert_eq!(
+        decode(&a.wrap("m4", T0 - 10 * S)).lamport_timestamp,
+        T0 as i64 + 51
+    );
+}
+
+#[test]
+fn lamport_04_buffered_message_moves_the_clock_only_when_delivered() {
+    let mut b = Node::new("bob", Config::default());
+    let far = T0 as i64 + 1_000_000;
+    b.unwrap(&bytes_of(&message("m2", far + 1, &["m1"], "alice")), T0);
+    assert_eq!(b.ch.lamport(), T0 as i64);
+    b.unwrap(&bytes_of(&message("m1", far, &[], "alice")), T0);
+    assert_eq!(b.ch.lamport(), far + 1);
+}
+
+#[test]
+fn lamport_05_duplicates_echoes_and_syncs_leave_the_clock() {
+    let mut a = Node::new("alice", Config::default());
+    let mut b = Node::new("bob", Config::default());
+    let m1 = a.wrap("m1", T0 + 10);
+    b.unwrap(&m1, T0);
+    let l = b.ch.lamport();
+    b.unwrap(&m1, T0 + 20); // duplicate
+    let sync = a.ch.sync_message(T0 + 500 * S).unwrap().unwrap();
+    b.unwrap(&sync, T0 + 30);
+    let own = b.wrap("b1", T0);
+    let l_after_send = b.ch.lamport();
+    assert_eq!(l_after_send, l + 1);
+    b.unwrap(&own, T0 + 40); // own echo
+    assert_eq!(b.ch.lamport(), l_after_send);
+    // Sending a sync advances the clock like a content send.
+    b.ch.sync_message(T0).unwrap().unwrap();
+    assert_eq!(b.ch.lamport(), l_after_send + 1);
+}
+
+#[test]
+fn lamport_06_resends_reuse_bytes_and_leave_the_clock() {
+    let mut a = Node::new("alice", Config::default());
+    let m1 = a.wrap("m1", T0);
+    let l = a.ch.lamport();
+    a.tick(T0 + 60 * S);
+    assert_eq!(a.transmits.len(), 1);
+    assert_eq!(a.transmits[0].bytes, m1);
+    assert_eq!(a.transmits[0].kind, TransmitKind::Resend);
+    assert_eq!(a.ch.lamport(), l);
+}
+
+#[test]
+fn lamport_08_clock_overflow_is_a_typed_error() {
+    let snapshot = ChannelSnapshot {
+        lamport: Some(i64::MAX),
+        ..ChannelSnapshot::default()
+    };
+    let mut ch = Channel::restore("c".into(), "a".into(), Config::default(), snapshot, T0).unwrap();
+    let before = fingerprint(&ch);
+    assert_eq!(
+        ch.wrap(Bytes::from_static(b"x"), "m".into(), T0),
+        Err(EngineError::ClockOverflow)
+    );
+    assert_eq!(fingerprint(&ch), before);
+    assert!(ch.take_store_ops().is_empty());
+}
+
+// ----- SEND ------------------------------------------------------------------------------------
+
+#[test]
+fn send_01_empty_content_is_refused_without_effects() {
+    let mut a = Node::new("alice", Config::default());
+    assert_eq!(
+        a.ch.wrap(Bytes::new(), "m".into(), T0 + 5),
+        Err(EngineError::EmptyContent)
+    );
+    assert_eq!(a.ch.lamport(), T0 as i64);
+    assert!(a.ch.take_store_ops().is_empty());
+}
+
+#[test]
+fn send_02_content_size_limit() {
+    let mut a = Node::new("alice", Config::default());
+    let ok = Bytes::from(vec![7u8; 1_048_576]);
+    let wire = a.ch.wrap(ok, "big".into(), T0).unwrap();
+    // It also decodes on the receiving side with the default limits.
+    let mut b = Node::new("bob", Config::default());
+    assert_eq!(b.unwrap(&wire, T0).kind, ReceivedKind::Delivered);
+    let before = fingerprint(&a.ch);
+    let too_big = Bytes::from(vec![7u8; 1_048_577]);
+    assert!(matches!(
+        a.ch.wrap(too_big, "bigger".into(), T0),
+        Err(EngineError::MessageTooLarge {
+            size: 1_048_577,
+            ..
+        })
+    ));
+    assert_eq!(fingerprint(&a.ch), before);
+}
+
+#[test]
+fn send_03_04_wrapped_message_fields_and_state_after() {
+    let mut a = Node::new("alice", Config::default());
+    a.wrap("m1", T0);
+    a.wrap("m2", T0);
+    let bytes = a.wrap("m3", T0 + 9);
+    let m = decode(&bytes);
+    assert_eq!(m.message_id, "m3");
+    assert_eq!(m.lamport_timestamp, T0 as i64 + 9);
+    let cited: Vec<String> = m
+        .causal_history
+        .iter()
+        .map(|e| e.message_id.to_string())
+        .collect();
+    assert_eq!(cited, ["m1", "m2"]);
+    assert_eq!(m.channel_id, "c");
+    assert_eq!(&m.content[..], b"content of m3");
+    assert_eq!(m.sender_id, "alice");
+    // The filter is the one before m3 went in.
+    let filter = BloomFilter::deserialize(&m.bloom_filter).unwrap();
+    assert!(filter.contains(b"m1") && filter.contains(b"m2") && !filter.contains(b"m3"));
+    // Afterwards m3 is in the log (with its bytes), the filter and the outgoing buffer.
+    assert_eq!(a.log_ids(), ["m1", "m2", "m3"]);
+    assert_eq!(a.ch.log_entry(&"m3".into()).unwrap().bytes, bytes);
+    assert!(a.ch.bloom_filter().contains(b"m3"));
+    let out = a.ch.outgoing().last().unwrap();
+    assert_eq!((out.attempts, out.send_time), (0, T0 + 9));
+}
+
+#[test]
+fn send_03_causal_history_setting_zero_and_empty_sender() {
+    let config = Config {
+        max_causal_history: 0,
+        ..Config::default()
+    };
+    let mut a = Node {
+        ch: Channel::new("c".into(), "".into(), config, T0).unwrap(),
+        events: vec![],
+        transmits: vec![],
+        batches: vec![],
+    };
+    a.wrap("m1", T0);
+    let m = decode(&a.wrap("m2", T0));
+    assert!(m.causal_history.is_empty());
+    assert!(m.sender_id.is_empty());
+    // The nim-sds layout leaves field 7 out for an empty sender.
+    assert!(!nim::encode(&m).windows(1).any(|w| w[0] == 0x3a));
+}
+
+#[test]
+fn send_05_causal_entries_carry_senders() {
+    let mut a = Node::new("alice", Config::default());
+    let mut b = Node::new("bob", Config::default());
+    let b1 = b.wrap("b1", T0);
+    a.unwrap(&b1, T0);
+    a.wrap("m1", T0);
+    let m = decode(&a.wrap("m2", T0));
+    let senders: Vec<(String, String)> = m
+        .causal_history
+        .iter()
+        .map(|e| (e.message_id.to_string(), e.sender_id.to_string()))
+        .collect();
+    assert_eq!(
+        senders,
+        [
+            ("b1".to_string(), "bob".to_string()),
+            ("m1".to_string(), "alice".to_string())
+        ]
+    );
+}
+
+#[test]
+fn send_06_hint_provider_fills_hints_once() {
+    let mut a = Node::new("alice", Config::default());
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    a.ch.set_hint_provider(Some(Arc::new(move |id: &MessageId| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(Bytes::from(format!("hint:{id}")))
+    })));
+    a.wrap("msg1", T0);
+    let m = decode(&a.wrap("msg2", T0));
+    assert_eq!(&m.causal_history[0].retrieval_hint[..], b"hint:msg1");
+    assert!(a.batches.last().unwrap().iter().any(
+        |op| matches!(op, StoreOp::SetRetrievalHint { message_id, .. } if message_id == "msg1")
+    ));
+    // The hint is kept: citing msg1 again does not ask again.
+    let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+    a.wrap("msg3", T0);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), before + 1); // only msg2
+}
+
+#[test]
+fn send_09_log_eviction_in_the_same_batch() {
+    let mut a = Node::new("alice", Config::default());
+    for i in 0..1006 {
+        a.wrap(&format!("msg{i}"), T0);
+    }
+    let log = a.log_ids();
+    assert_eq!(log.len(), 1000);
+    assert_eq!(log.first().unwrap(), "msg6");
+    assert_eq!(log.last().unwrap(), "msg1005");
+    let last = a.batches.last().unwrap();
+    assert!(last
+        .iter()
+        .any(|op| matches!(op, StoreOp::RemoveLogEntry(id) if id == "msg5")));
+    assert!(last
+        .iter()
+        .any(|op| matches!(op, StoreOp::AppendLogEntry(e) if e.message_id == "msg1005")));
+    assert_eq!(a.batches.len(), 1006, "one batch per wrap");
+}
+
+#[test]
+fn wrapping_an_id_twice_is_refused() {
+    let mut a = Node::new("alice", Config::default());
+    a.wrap("m1", T0);
+    let before = fingerprint(&a.ch);
+    assert_eq!(
+        a.ch.wrap(Bytes::from_static(b"x"), "m1".into(), T0),
+        Err(EngineError::DuplicateMessageId("m1".into()))
+    );
+    assert_eq!(fingerprint(&a.ch), before);
+}
+
+// ----- RECV ------------------------------------------------------------------------------------
+
+#[test]
+fn recv_01_delivery() {
+    let mut a = Node::new("alice", Config::default());
+    let mut b = Node::new("bob", Config::default());
+    let m1 = a.wrap("m1", T0 + 100);
+    let r = b.unwrap(&m1, T0);
+    assert_eq!(r.kind, ReceivedKind::Delivered);
+    assert_eq!(&r.content[..], b"content of m1");
+    assert!(r.missing_dependencies.is_empty());
+    assert_eq!(r.channel_id, "c");
+    assert_eq!(ready(&b.events), ["m1"]);
+    assert_eq!(b.log_ids(), ["m1"]);
+    assert!(b.ch.bloom_filter().contains(b"m1"));
+    assert_eq!(b.ch.lamport(), T0 as i64 + 100);
+}
+
+#[test]
+fn recv_02_own_messages_are_ignored() {
+    let mut a = Node::new("alice", Config::default());
+    let m1 = a.wrap("m1", T0);
+    let echo = bytes_of(&message("other", T0 as i64 + 5, &[], "alice"));
+    let before = fingerprint(&a.ch);
+    let r = a.unwrap(&echo, T0);
+    assert_eq!(r.kind, ReceivedKind::Own);
+    assert_eq!(&r.content[..], b"content of other");
+    assert!(r.missing_dependencies.is_empty());
+    assert_eq!(fingerprint(&a.ch), before);
+    let r = a.unwrap(&m1, T0);
+    assert_eq!(r.kind, ReceivedKind::Own);
+    assert!(a.events.is_empty());
+}
+
+#[test]
+fn recv_04_duplicates_change_nothing() {
+    let mut a = Node::new("alice", Config::default());
+    let mut b = Node::new("bob", Config::default());
+    let m1 = a.wrap("m1", T0);
+    b.unwrap(&m1, T0);
+    let before = fingerprint(&b.ch);
+    let batches = b.batches.len();
+    let r = b.unwrap(&m1, T0 + 5);
+    assert_eq!(r.kind, ReceivedKind::Duplicate);
+    assert_eq!(&r.content[..], b"content of m1");
+    assert_eq!(ready(&b.events), ["m1"]);
+    assert_eq!(fingerprint(&b.ch), before);
+    assert_eq!(b.batches.len(), batches, "no store batch for a duplicate");
+}
+
+#[test]
+fn recv_04_duplicates_of_evicted_messages_are_still_caught() {
+    let config = Config {
+        max_message_history: 3,
+        ..Config::default()
+    };
+    let mut a = Node::new("alice", config.clone());
+    let mut b = Node::new("bob", config);
+    let wires: Vec<Bytes> = (0..6).map(|i| a.wrap(&format!("m{i}"), T0)).collect();
+    for w in &wires {
+        b.unwrap(w, T0);
+    }
+    assert_eq!(b.log_ids(), ["m3", "m4", "m5"]);
+    assert_eq!(b.unwrap(&wires[0], T0).kind, ReceivedKind::Duplicate);
+    assert_eq!(ready(&b.events).len(), 6);
+}
+
+#[test]
+fn recv_05_duplicate_of_buffered_message_changes_nothing() {
+    let mut b = Node::new("bob", Config::default());
+    let m2 = bytes_of(&message("m2", 5, &["m1"], "alice"));
+    b.unwrap(&m2, T0);
+    let events = b.take_events();
+    assert_eq!(events.len(), 1);
+    let before = fingerprint(&b.ch);
+    let timeout = b.ch.poll_timeout();
+    let r = b.unwrap(&m2, T0 + 30 * S);
+    assert_eq!(r.kind, ReceivedKind::Duplicate);
+    assert_eq!(r.missing_dependencies.len(), 1);
+    assert!(b.events.is_empty());
+    assert_eq!(fingerprint(&b.ch), before);
+    assert_eq!(b.ch.poll_timeout(), timeout);
+}
+
+#[test]
+fn recv_07_missing_entries_keep_hint_and_sender() {
+    let mut b = Node::new("bob", Config::default());
+    let mut m = message("m", 5, &[], "alice");
+    m.causal_history = vec![HistoryEntry {
+        message_id: "another-missing".into(),
+        retrieval_hint: Bytes::from_static(b"remote-hint"),
+        sender_id: "carol".into(),
+    }];
+    let r = b.unwrap(&bytes_of(&m), T0);
+    assert_eq!(r.kind, ReceivedKind::Buffered);
+    assert_eq!(r.missing_dependencies, m.causal_history);
+    assert_eq!(
+        b.events,
+        [Event::MissingDependencies {
+            channel_id: "c".into(),
+            message_id: "m".into(),
+            missing: m.causal_history.clone(),
+        }]
+    );
+}
+
+#[test]
+fn recv_09_acknowledgements_come_before_deliveries() {
+    // basic_out_of_order: alice receives bob's b1 citing a1, a2, a3.
+    let mut a = Node::new("alice", Config::default());
+    let mut b = Node::new("bob", Config::default());
+    let wires: Vec<Bytes> = ["a1", "a2", "a3"].iter().map(|id| a.wrap(id, T0)).collect();
+    for i in [2, 0, 1, 1] {
+        b.unwrap(&wires[i], T0);
+    }
+    let b1 = b.wrap("b1", T0);
+    a.unwrap(&b1, T0);
+    let kinds: Vec<String> = a
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Acknowledged { message_id, .. } => format!("ack {message_id}"),
+            Event::MessageReady { message_id, .. } => format!("ready {message_id}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["ack a1", "ack a2", "ack a3", "ready b1"]);
+}
+
+// ----- DEP -------------------------------------------------------------------------------------
+
+#[test]
+fn dep_01_buffered_messages_report_missing_dependencies() {
+    let mut b = Node::new("bob", Config::default());
+    let r3 = b.unwrap(&bytes_of(&message("msg3", 3, &["msg1", "msg2"], "a")), T0);
+    assert_eq!(r3.kind, ReceivedKind::Buffered);
+    assert_eq!(&r3.content[..], b"content of msg3");
+    b.unwrap(&bytes_of(&message("msg2", 2, &["msg1"], "a")), T0);
+    let missing: Vec<(String, Vec<String>)> = b
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::MissingDependencies {
+                message_id,
+                missing,
+                ..
+            } => (
+                message_id.to_string(),
+                missing.iter().map(|m| m.message_id.to_string()).collect(),
+            ),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        missing,
+        [
+            (
+                "msg3".to_string(),
+                vec!["msg1".to_string(), "msg2".to_string()]
+            ),
+            ("msg2".to_string(), vec!["msg1".to_string()])
+        ]
+    );
+}
+
+#[test]
+fn dep_02_the_filter_never_satisfies_a_dependency() {
+    let mut b = Node::new("bob", Config::default());
+    // msg1 reaches bob's filter (received ids join it even while buffered) but is not delivered.
+    b.unwrap(&bytes_of(&message("msg1", 1, &["msg0"], "x")), T0);
+    assert!(b.ch.bloom_filter().contains(b"msg1"));
+    let r = b.unwrap(&bytes_of(&message("msg2", 2, &["msg1"], "x")), T0);
+    assert_eq!(r.kind, ReceivedKind::Buffered);
+    assert_eq!(r.missing_dependencies[0].message_id, "msg1");
+}
+
+#[test]
+fn dep_03_dependencies_are_announced_before_dependents() {
+    let mut a = Node::new("alice", Config::default());
+    let mut b = Node::new("bob", Config::default());
+    let w: Vec<Bytes> = ["a1", "a2", "a3"].iter().map(|id| a.wrap(id, T0)).collect();
+    b.unwrap(&w[2], T0);
+    b.unwrap(&w[0], T0);
+    assert_eq!(ready(&b.events), ["a1"]);
+    b.unwrap(&w[1], T0);
+    assert_eq!(ready(&b.events), ["a1", "a2", "a3"]);
+}
+
+#[test]
+fn dep_05_log_is_ordered_by_lamport_then_id() {
+    let mut b = Node::new("bob", Config::default());
+    b.unwrap(&bytes_of(&message("b", 20, &[], "x")), T0);
+    b.unwrap(&bytes_of(&message("a", 10, &[], "x")), T0);
+    assert_eq!(b.log_ids(), ["a", "b"]);
+    b.unwrap(&bytes_of(&message("d", 30, &[], "x")), T0);
+    b.unwrap(&bytes_of(&message("c", 30, &[], "x")), T0);
+    assert_eq!(b.log_ids(), ["a", "b", "c", "d"]);
+    let m = decode(&b.wrap("e", T0));
+    let cited: Vec<String> = m
+        .causal_history
+        .iter()
+        .map(|e| e.message_id.to_string())
+        .collect();
+    assert_eq!(cited, ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn dep_07_long_chain_in_reverse_is_delivered_in_order() {
+    let config = Config {
+        max_message_history: 2_000,
+        max_known_ids: 4_000,
+        ..Config::default()
+    };
+    let mut a = Node::new("alice", config.clone());
+    let wires: Vec<Bytes> = (0..2000).map(|i| a.wrap(&format!("m{i}"), T0)).collect();
+    let mut b = Node::new("bob", config);
+    for w in wires.iter().rev() {
+        b.unwrap(w, T0);
+    }
+    let expected: Vec<String> = (0..2000).map(|i| format!("m{i}")).collect();
+    assert_eq!(ready(&b.events), expected);
+    assert!(b.ch.incoming().is_empty());
+}
+
+#[test]
+fn dep_08_deliveries_shrink_missing_sets_in_the_same_batch() {
+    let mut b = Node::new("bob", Config::default());
+    b.unwrap(&bytes_of(&message("c", 3, &["a", "b"], "x")), T0);
+    let batches = b.batches.len();
+    b.unwrap(&bytes_of(&message("a", 1, &[], "x")), T0);
+    assert_eq!(b.batches.len(), batches + 1);
+    let batch = b.batches.last().unwrap();
+    assert!(batch.iter().any(|op| matches!(op,
+        StoreOp::SaveIncoming(e) if e.message_id == "c" && e.missing.len() == 1)));
+    // A timer tick re-reports nothing.
+    b.take_events();
+    b.tick(T0 + 30 * S);
+    assert!(b.events.is_empty());
+}
+
+// ----- ACK -------------------------------------------------------------------------------------
+
+#[test]
+fn ack_01_causal_history_acknowledges_in_buffer_order() {
+    let mut a = Node::new("alice", Config::default());
+    for i in 0..6 {
+        a.wrap(&format!("msg{i}"), T0);
+    }
+    let reply = bytes_of(&message("r", 1, &["msg4", "msg0", "msg2"], "bob"));
+    a.unwrap(&reply, T0);
+    assert_eq!(acked(&a.events), ["msg0", "msg2", "msg4"]);
+    assert_eq!(a.outgoing_ids(), ["msg1", "msg3", "msg5"]);
+}
+
+fn with_filter(mut m: SdsMessage, ids: &[&str]) -> SdsMessage {
+    let mut f = BloomFilter::new(10_000, 0.001).unwrap();
+    for id in ids {
+        f.insert(id.as_bytes());
+    }
+    m.bloom_filter = Bytes::from(f.serialize());
+    m
+}
+
+#[test]
+fn ack_02_03_bloom_hits_count_up_to_the_threshold() {
+    let mut a = Node::new("alice", Config::default());
+    a.wrap("msg1", T0);
+    a.unwrap(
+        &bytes_of(&with_filter(message("r1", 1, &[], "bob"), &["msg1"])),
+        T0,
+    );
+    assert_eq!(
+        a.take_events()[0],
+        Event::PossiblyAcknowledged {
+            channel_id: "c".into(),
+            message_id: "msg1".into(),
+            count: 1
+        }
+    );
+    assert_eq!(a.outgoing_ids(), ["msg1"]);
+    a.unwrap(
+        &bytes_of(&with_filter(message("r2", 1, &[], "carol"), &["msg1"])),
+        T0,
+    );
+    assert_eq!(acked(&a.events), ["msg1"]);
+    assert!(a.outgoing_ids().is_empty());
+}
+
+#[test]
+fn ack_04_threshold_is_configurable() {
+    for (threshold, acks_after) in [(1u32, 1usize), (3, 3)] {
+        let config = Config {
+            possible_ack_threshold: threshold,
+            ..Config::default()
+        };
+        let mut a = Node::new("alice", config);
+        a.wrap("msg1", T0);
+        for i in 0..acks_after {
+            assert!(acked(&a.events).is_empty());
+            let m = with_filter(message(&format!("r{i}"), 1, &[], "bob"), &["msg1"]);
+            a.unwrap(&bytes_of(&m), T0);
+        }
+        assert_eq!(acked(&a.events), ["msg1"], "threshold {threshold}");
+        let counts: Vec<u32> = a
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::PossiblyAcknowledged { count, .. } => Some(*count),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counts, (1..threshold).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn ack_05_the_same_message_twice_is_one_hit() {
+    let mut a = Node::new("alice", Config::default());
+    a.wrap("msg1", T0);
+    let r1 = bytes_of(&with_filter(message("r1", 1, &["zzz"], "bob"), &["msg1"]));
+    a.unwrap(&r1, T0);
+    a.unwrap(&r1, T0);
+    // Even a sync that reuses an id counts once.
+    let s = bytes_of(&with_filter(
+        SdsMessage {
+            content: Bytes::new(),
+            ..message("s1", 1, &[], "bob")
+        },
+        &["msg1"],
+    ));
+    a.unwrap(&s, T0);
+    a.unwrap(&s, T0);
+    assert_eq!(acked(&a.events), ["msg1"]);
+    let hits = a
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::PossiblyAcknowledged { .. }))
+        .count();
+    assert_eq!(hits, 1);
+}
+
+#[test]
+fn ack_07_only_outstanding_ids_are_hit() {
+    let mut a = Node::new("alice", Config::default());
+    a.wrap("msg1", T0);
+    a.wrap("msg2", T0);
+    let mut ids: Vec<String> = (0..100).map(|i| format!("noise-{i}")).collect();
+    ids.push("msg1".into());
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    a.unwrap(
+        &bytes_of(&with_filter(message("r", 1, &[], "bob"), &refs)),
+        T0,
+    );
+    a.events
+        .retain(|e| !matches!(e, Event::MessageReady { .. }));
+    assert_eq!(
+        a.events,
+        [Event::PossiblyAcknowledged {
+            channel_id: "c".into(),
+            message_id: "msg1".into(),
+            count: 1
+        }]
+    );
+}
+
+#[test]
+fn ack_08_invalid_filter_is_reported_and_the_message_still_processed() {
+    let mut a = Node::new("alice", Config::default());
+    a.wrap("msg1", T0);
+    let mut m = message("r", 1, &["msg1"], "bob");
+    // mBits = 0: nim-sds divides by zero on this.
+    let mut bad = Vec::new();
+    bad.extend_from_slice(&[0x0a, 0x08, 0, 0, 0, 0, 0, 0, 0, 0]);
+    bad.extend_from_slice(&[0x10, 0x0a, 0x18, 0xe8, 0x07, 0x20, 0x07, 0x28, 0x00]);
+    m.bloom_filter = Bytes::from(bad);
+    let r = a.unwrap(&bytes_of(&m), T0);
+    assert_eq!(r.kind, ReceivedKind::Delivered);
+    assert!(matches!(a.events[0], Event::InvalidBloomFilter { .. }));
+    assert_eq!(acked(&a.events), ["msg1"], "causal acks still apply");
+    assert_eq!(ready(&a.events), ["r"]);
+}
+
+// ----- RESEND ----------------------------------------------------------------------------------
+
+#[test]
+fn resend_01_02_schedule_and_send_failed() {
+    let mut a = Node::new("alice", Config::default());
+    let m1 = a.wrap("m1", T0);
+    a.tick(T0 + 60 * S - 1);
+    assert!(a.transmits.is_empty());
+    for k in 1..=5u64 {
+        assert_eq!(a.ch.poll_timeout(), Some(T0 + 60 * S * k));
+        a.tick(T0 + 60 * S * k);
+        assert_eq!(a.transmits.len() as u64, k);
+        assert_eq!(a.transmits.last().unwrap().bytes, m1);
+        let e = a.ch.outgoing().next().unwrap();
+        assert_eq!((e.attempts as u64, e.send_time), (k, T0 + 60 * S * k));
+    }
+    a.tick(T0 + 360 * S);
+    assert_eq!(a.transmits.len(), 5);
+    assert_eq!(
+        a.events,
+        [Event::SendFailed {
+            channel_id: "c".into(),
+            message_id: "m1".into(),
+            reason: SendFailure::RetriesExhausted
+        }]
+    );
+    assert!(a.outgoing_ids().is_empty());
+    assert!(a
+        .batches
+        .last()
+        .unwrap()
+        .contains(&StoreOp::RemoveOutgoing("m1".into())));
+}
+
+#[test]
+fn resend_03_nim_scenario_spec_correct() {
+    let config = Config {
+        resend_interval: 100,
+        max_resend_attempts: 3,
+        bloom_capacity: 2,
+        ..Config::default()
+    };
+    let mut a = Node::new("alice", config);
+    a.wrap("msg1", T0);
+    for t in (0..=500).step_by(50) {
+        a.tick(T0 + t);
+    }
+    a.wrap("msg2", T0 + 500);
+    a.wrap("msg3", T0 + 500);
+    let failed: Vec<&Event> = a
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::SendFailed { .. }))
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(acked(&a.events).is_empty());
+    assert_eq!(a.outgoing_ids(), ["msg2", "msg3"]);
+    assert_eq!(a.ch.outgoing().next().unwrap().attempts, 0);
+    assert!(a.ch.bloom_filter().contains(b"msg3"));
+    assert!(!a.ch.bloom_filter().contains(b"msg1"));
+}
+
+#[test]
+fn resend_04_possibly_acknowledged_use_their_own_interval_and_go_second() {
+    let config = Config {
+        resend_interval: 60 * S,
+        possibly_acked_resend_interval: 60 * S,
+        ..Config::default()
+    };
+    let mut a = Node::new("alice", config);
+    a.wrap("p", T0);
+    a.wrap("u", T0);
+    a.unwrap(
+        &bytes_of(&with_filter(message("r", 1, &[], "bob"), &["p"])),
+        T0,
+    );
+    a.tick(T0 + 60 * S);
+    let order: Vec<String> = a
+        .transmits
+        .iter()
+        .map(|t| t.message_id.to_string())
+        .collect();
+    assert_eq!(order, ["u", "p"]);
+
+    let config = Config::default(); // possibly-acked interval 120 s
+    let mut a = Node::new("alice", config);
+    a.wrap("p", T0);
+    a.unwrap(
+        &bytes_of(&with_filter(message("r", 1, &[], "bob"), &["p"])),
+        T0,
+    );
+    a.tick(T0 + 60 * S);
+    assert!(a.transmits.is_empty());
+    a.tick(T0 + 120 * S);
+    assert_eq!(a.transmits.len(), 1);
+}
+
+#[test]
+fn resend_05_06_ack_stops_resends_and_resends_change_no_state() {
+    let mut a = Node::new("alice", Config::default());
+    a.wrap("m1", T0);
+    a.tick(T0 + 60 * S);
+    let batch = a.batches.last().unwrap().clone();
+    assert_eq!(batch.len(), 1);
+    assert!(matches!(&batch[0], StoreOp::SaveOutgoing(e) if e.attempts == 1));
+    assert_eq!(a.log_ids(), ["m1"]);
+    a.unwrap(&bytes_of(&message("r", 1, &["m1"], "bob")), T0 + 61 * S);
+    assert_eq!(acked(&a.events), ["m1"]);
+    a.tick(T0 + 500 * S);
+    assert_eq!(a.transmits.len(), 1);
+    // An ack after the give-up: no event.
+    let mut a = Node::new(
+        "alice",
+        Config {
+            max_resend_attempts: 0,
+            ..Config::default()
+        },
+    );
+    a.wrap("m1", T0);
+    a.tick(T0 + 60 * S);
+    a.take_events();
+    a.unwrap(&bytes_of(&message("r", 1, &["m1"], "bob")), T0 + 61 * S);
+    assert!(acked(&a.events).is_empty());
+}
+
+#[test]
+fn resend_08_zero_attempts_fail_at_first_due_time() {
+    let mut a = Node::new(
+        "alice",
+        Config {
+            max_resend_attempts: 0,
+            ..Config::default()
+        },
+    );
+    a.wrap("m1", T0);
+    a.tick(T0 + 60 * S);
+    assert!(a.transmits.is_empty());
+    assert!(matches!(a.events[0], Event::SendFailed { .. }));
+}
+
+#[test]
+fn resend_09_next_deadline_and_early_ticks() {
+    let mut a = Node::new("alice", Config::default());
+    assert_eq!(a.ch.poll_timeout(), None);
+    a.wrap("m1", T0);
+    a.ch.set_sync_timer(Some(T0));
+    assert_eq!(a.ch.poll_timeout(), Some(T0 + 30 * S));
+    a.tick(T0 + 29 * S);
+    assert!(a.transmits.is_empty() && a.events.is_empty() && a.batches.len() == 1);
+}
+
+// ----- SYNC ------------------------------------------------------------------------------------
+
+#[test]
+fn sync_01_02_04_05_sync_messages() {
+    let mut a = Node::new("alice", Config::default());
+    assert_eq!(a.ch.sync_message(T0).unwrap(), None, "empty log: no sync");
+    a.wrap("m1", T0);
+    let before_out = a.outgoing_ids();
+    let s1 = decode(&a.ch.sync_message(T0).unwrap().unwrap());
+    let s2 = decode(&a.ch.sync_message(T0).unwrap().unwrap());
+    assert!(s1.content.is_empty());
+    assert_ne!(s1.message_id, s2.message_id);
+    assert_eq!(s1.lamport_timestamp, T0 as i64 + 2);
+    assert_eq!(s1.causal_history[0].message_id, "m1");
+    assert_eq!(s1.sender_id, "alice");
+    assert_eq!(a.outgoing_ids(), before_out);
+    assert_eq!(a.log_ids(), ["m1"]);
+    assert!(!a.ch.bloom_filter().contains(s1.message_id.as_bytes()));
+    let next = decode(&a.wrap("m2", T0));
+    assert!(next.causal_history.iter().all(|e| e.message_id == "m1"));
+    // The nim-sds layout writes an empty field 5.
+    assert!(nim::encode(&s1).windows(2).any(|w| w == [0x2a, 0x00]));
+}
+
+#[test]
+fn sync_06_received_sync_only_reviews_acks() {
+    let mut a = Node::new("alice", Config::default());
+    let mut b = Node::new("bob", Config::default());
+    let w: Vec<Bytes> = ["a1", "a2", "a3"].iter().map(|id| a.wrap(id, T0)).collect();
+    for x in &w {
+        b.unwrap(x, T0);
+    }
+    let sync = b.ch.sync_message(T0 + 1).unwrap().unwrap();
+    let before = (
+        a.ch.lamport(),
+        a.log_ids(),
+        a.ch.bloom_filter().words().to_vec(),
+    );
+    let r = a.unwrap(&sync, T0 + 2);
+    assert_eq!(r.kind, ReceivedKind::Sync);
+    assert_eq!(acked(&a.events), ["a1", "a2", "a3"]);
+    assert!(ready(&a.events).is_empty());
+    assert_eq!(
+        (
+            a.ch.lamport(),
+            a.log_ids(),
+            a.ch.bloom_filter().words().to_vec()
+        ),
+        before
+    );
+    assert!(a.ch.incoming().is_empty());
+}
+
+#[test]
+fn sync_08_periodic_sync_timer() {
+    let mut a = Node::new(
+        "alice",
+        Config {
+            sync_interval: 250,
+            ..Config::default()
+        },
+    );
+    a.wrap("m1", T0);
+    a.ch.set_sync_timer(Some(T0));
+    a.tick(T0 + 249);
+    assert!(a.transmits.is_empty());
+    a.tick(T0 + 250);
+    a.tick(T0 + 500);
+    let syncs: Vec<&Transmit> = a
+        .transmits
+        .iter()
+        .filter(|t| t.kind == TransmitKind::Sync)
+        .collect();
+    assert_eq!(syncs.len(), 2);
+    assert_eq!(a.ch.poll_timeout(), Some(T0 + 750));
+    a.ch.set_sync_timer(None);
+    a.tick(T0 + 10_000);
+    assert_eq!(
+        a.transmits
+            .iter()
+            .filter(|t| t.kind == TransmitKind::Sync)
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn sync_09_a_cited_sync_id_is_not_waited_for() {
+    let mut a = Node::new("alice", Config::default());
+    let mut n = Node::new("nim", Config::default());
+    let m1 = a.wrap("m1", T0);
+    n.unwrap(&m1, T0);
+    let sync = a.ch.sync_message(T0).unwrap().unwrap();
+    let sync_id = decode(&sync).message_id;
+    // A nim-sds peer logs the sync like any message and cites it later.
+    let later = bytes_of(&message(
+        "n1",
+        T0 as i64 + 9,
+        &["m1", &sync_id.to_string()],
+        "nim",
+    ));
+    let r = a.unwrap(&later, T0);
+    assert_eq!(r.kind, ReceivedKind::Delivered);
+}
+
+// ----- LOST ------------------------------------------------------------------------------------
+
+fn lost_config() -> Config {
+    Config {
+        lost_dependency_timeout: Some(60 * S),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn lost_01_02_03_lost_dependencies_are_reported_once_and_dependents_delivered() {
+    let mut b = Node::new("bob", lost_config());
+    let mut m2 = message("m2", 2, &[], "alice");
+    m2.causal_history = vec![HistoryEntry {
+        message_id: "m1".into(),
+        retrieval_hint: Bytes::from_static(b"h1"),
+        sender_id: "alice".into(),
+    }];
+    b.unwrap(&bytes_of(&m2), T0);
+    b.unwrap(
+        &bytes_of(&message("m3", 3, &["m1", "m2"], "alice")),
+        T0 + 10 * S,
+    );
+    b.take_events();
+    b.tick(T0 + 30 * S);
+    assert!(b.events.is_empty());
+    assert_eq!(b.ch.poll_timeout(), Some(T0 + 60 * S));
+    b.tick(T0 + 60 * S);
+    assert_eq!(
+        b.events[0],
+        Event::IrretrievablyLost {
+            channel_id: "c".into(),
+            entry: m2.causal_history[0].clone()
+        }
+    );
+    let lost = b
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::IrretrievablyLost { .. }))
+        .count();
+    assert_eq!(lost, 1);
+    assert_eq!(ready(&b.events), ["m2", "m3"]);
+}
+
+#[test]
+fn lost_05_a_lost_message_arriving_later_is_delivered_once() {
+    let mut b = Node::new("bob", lost_config());
+    b.unwrap(&bytes_of(&message("m2", 20, &["m1"], "a")), T0);
+    b.tick(T0 + 60 * S);
+    b.unwrap(&bytes_of(&message("m1", 10, &[], "a")), T0 + 61 * S);
+    assert_eq!(ready(&b.events), ["m2", "m1"]);
+    assert_eq!(b.log_ids(), ["m1", "m2"]);
+    b.unwrap(&bytes_of(&message("m1", 10, &[], "a")), T0 + 62 * S);
+    assert_eq!(ready(&b.events).len(), 2);
+}
+
+#[test]
+fn lost_06_without_timeout_nothing_is_lost() {
+    let mut b = Node::new(
+        "bob",
+        Config {
+            lost_dependency_timeout: None,
+            ..Config::default()
+        },
+    );
+    b.unwrap(&bytes_of(&message("m2", 20, &["m1"], "a")), T0);
+    assert_eq!(b.ch.poll_timeout(), None);
+    b.tick(T0 + 1_000_000 * S);
+    assert!(ready(&b.events).is_empty());
+    assert_eq!(b.ch.incoming().len(), 1);
+}
+
+// ----- MDM -------------------------------------------------------------------------------------
+
+#[test]
+fn mdm_01_04_07_marking_met_releases_waiters_without_announcing() {
+    let mut b = Node::new("bob", Config::default());
+    b.unwrap(&bytes_of(&message("msg3", 3, &["msg1", "msg2"], "a")), T0);
+    b.unwrap(&bytes_of(&message("msg2", 2, &["msg1"], "a")), T0);
+    b.take_events();
+    let batches = b.batches.len();
+    b.ch.mark_dependencies_met(&["msg1".into()], T0);
+    b.drain();
+    assert_eq!(b.batches.len(), batches + 1, "one batch");
+    assert_eq!(ready(&b.events), ["msg2", "msg3"]);
+    assert!(b
+        .events
+        .iter()
+        .all(|e| matches!(e, Event::MessageReady { .. })));
+    assert!(b.ch.incoming().is_empty());
+    assert!(b.ch.bloom_filter().contains(b"msg1"));
+    // Stays met; never cited.
+    let r = b.unwrap(&bytes_of(&message("msg4", 4, &["msg1"], "a")), T0);
+    assert_eq!(r.kind, ReceivedKind::Delivered);
+    let m = decode(&b.wrap("mine", T0));
+    assert!(m.causal_history.iter().all(|e| e.message_id != "msg1"));
+    // Marking ids nobody waits for: no event.
+    b.take_events();
+    b.ch.mark_dependencies_met(&["nobody".into()], T0);
+    b.drain();
+    assert!(b.events.is_empty());
+}
+
+#[test]
+fn mdm_02_marked_ids_join_only_their_channel() {
+    let mut c1 = Channel::new("channel1".into(), "b".into(), Config::default(), T0).unwrap();
+    let c2 = Channel::new("channel2".into(), "b".into(), Config::default(), T0).unwrap();
+    c1.mark_dependencies_met(&["dep1".into(), "dep2".into(), "dep3".into()], T0);
+    for d in ["dep1", "dep2", "dep3"] {
+        assert!(c1.bloom_filter().contains(d.as_bytes()));
+        assert!(!c2.bloom_filter().contains(d.as_bytes()));
+    }
+}
+
+// ----- restore (PERSIST, engine side) ----------------------------------------------------------
+
+#[test]
+fn persist_03_05_06_restore_rebuilds_state() {
+    let config = Config {
+        max_message_history: 3,
+        ..Config::default()
+    };
+    let mut b = Node::new("bob", config.clone());
+    for (i, id) in ["m1", "m2", "m3", "m4", "m5"].iter().enumerate() {
+        b.unwrap(&bytes_of(&message(id, i as i64 + 1, &[], "a")), T0);
+    }
+    b.unwrap(&bytes_of(&message("c", 30, &["bb"], "a")), T0);
+    b.unwrap(&bytes_of(&message("bb", 20, &["aa"], "a")), T0);
+    let mut snap = b.ch.snapshot();
+    // A backend may return the log in any order and untrimmed.
+    snap.log.reverse();
+    snap.log.insert(
+        0,
+        sds_proto::engine::LogEntry {
+            message_id: "m0".into(),
+            lamport_timestamp: 0,
+            sender_id: "a".into(),
+            retrieval_hint: Bytes::new(),
+            bytes: bytes_of(&message("m0", 0, &[], "a")),
+        },
+    );
+    let mut r = Channel::restore("c".into(), "bob".into(), config, snap, T0 + 5).unwrap();
+    let log: Vec<String> = r.log().map(|e| e.message_id.to_string()).collect();
+    assert_eq!(log, ["m3", "m4", "m5"]);
+    assert!(r
+        .take_store_ops()
+        .contains(&StoreOp::RemoveLogEntry("m0".into())));
+    for id in ["m3", "m4", "m5"] {
+        assert!(r.bloom_filter().contains(id.as_bytes()));
+    }
+    assert_eq!(r.incoming().len(), 2);
+    r.unwrap(bytes_of(&message("aa", 10, &[], "a")), T0 + 6)
+        .unwrap();
+    let mut delivered = Vec::new();
+    while let Some(e) = r.poll_event() {
+        if let Event::MessageReady { message_id, .. } = e {
+            delivered.push(message_id.to_string());
+        }
+    }
+    assert_eq!(delivered, ["aa", "bb", "c"]);
+    assert!(r.incoming().is_empty());
+}
+
+#[test]
+fn restore_keeps_outgoing_timers_from_stored_times() {
+    let mut a = Node::new("alice", Config::default());
+    let m1 = a.wrap("m1", T0);
+    let snap = a.ch.snapshot();
+    let mut r = Channel::restore(
+        "c".into(),
+        "alice".into(),
+        Config::default(),
+        snap,
+        T0 + 10 * S,
+    )
+    .unwrap();
+    assert_eq!(r.poll_timeout(), Some(T0 + 60 * S));
+    r.handle_timeout(T0 + 60 * S);
+    assert_eq!(r.poll_transmit().unwrap().bytes, m1);
+}
+
+// ----- HOSTILE ---------------------------------------------------------------------------------
+
+#[test]
+fn hostile_07_08_10_invalid_messages_are_typed_errors_with_no_effect() {
+    let mut b = Node::new("bob", Config::default());
+    b.unwrap(&bytes_of(&message("ok", 1, &[], "a")), T0);
+    let before = fingerprint(&b.ch);
+    let many: Vec<String> = (0..513).map(|i| format!("d{i}")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    type ErrorCheck = fn(&EngineError) -> bool;
+    let cases: Vec<(Bytes, ErrorCheck)> = vec![
+        (bytes_of(&message("h", 1, &refs, "a")), |e| {
+            matches!(
+                e,
+                EngineError::Decode(DecodeError::LimitExceeded {
+                    kind: LimitKind::CausalHistory,
+                    ..
+                })
+            )
+        }),
+        (bytes_of(&message("", 1, &[], "a")), |e| {
+            matches!(e, EngineError::EmptyMessageId)
+        }),
+        (bytes_of(&message("x", 1, &[""], "a")), |e| {
+            matches!(e, EngineError::EmptyMessageId)
+        }),
+        (bytes_of(&message("self", 1, &["self"], "a")), |e| {
+            matches!(e, EngineError::SelfCitation(_))
+        }),
+        (
+            bytes_of(&SdsMessage {
+                channel_id: "other".into(),
+                ..message("w", 1, &[], "a")
+            }),
+            |e| matches!(e, EngineError::WrongChannel { .. }),
+        ),
+        (Bytes::from_static(&[0x0a]), |e| {
+            matches!(e, EngineError::Decode(_))
+        }),
+        (Bytes::from(hex_lamport_2pow63()), |e| {
+            matches!(e, EngineError::Decode(DecodeError::LamportOutOfRange(_)))
+        }),
+    ];
+    for (bytes, check) in cases {
+        let err = b.ch.unwrap(bytes, T0).unwrap_err();
+        assert!(check(&err), "{err:?}");
+        assert_eq!(fingerprint(&b.ch), before);
+        assert!(b.ch.take_store_ops().is_empty());
+        assert!(b.ch.poll_event().is_none());
+    }
+}
+
+fn hex_lamport_2pow63() -> Vec<u8> {
+    vec![
+        0x0a, 0x01, 0x6d, 0x10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x22,
+        0x01, 0x63, 0x2a, 0x01, 0x78,
+    ]
+}
+
+#[test]
+fn hostile_10_dependency_cycle_is_never_delivered_and_never_loops() {
+    let mut b = Node::new("bob", lost_config());
+    b.unwrap(&bytes_of(&message("a", 1, &["b"], "x")), T0);
+    b.unwrap(&bytes_of(&message("b", 2, &["a"], "x")), T0);
+    b.tick(T0 + 120 * S);
+    assert!(ready(&b.events).is_empty());
+    assert_eq!(b.ch.poll_timeout(), None);
+}
+
+#[test]
+fn hostile_12_incoming_buffer_cap() {
+    let mut b = Node::new(
+        "bob",
+        Config {
+            max_incoming_buffer: 2,
+            ..Config::default()
+        },
+    );
+    b.unwrap(&bytes_of(&message("w1", 1, &["x"], "a")), T0);
+    b.unwrap(&bytes_of(&message("w2", 1, &["x"], "a")), T0);
+    let before = fingerprint(&b.ch);
+    assert_eq!(
+        b.ch.unwrap(bytes_of(&message("w3", 1, &["x"], "a")), T0),
+        Err(EngineError::IncomingBufferFull)
+    );
+    assert_eq!(fingerprint(&b.ch), before);
+    // A message that needs no buffering is still accepted.
+    assert_eq!(
+        b.unwrap(&bytes_of(&message("free", 1, &[], "a")), T0).kind,
+        ReceivedKind::Delivered
+    );
+}
+
+#[test]
+fn outgoing_buffer_cap_gives_up_the_oldest() {
+    let mut a = Node::new(
+        "alice",
+        Config {
+            max_outgoing_buffer: 2,
+            ..Config::default()
+        },
+    );
+    for id in ["m1", "m2", "m3"] {
+        a.wrap(id, T0);
+    }
+    assert_eq!(a.outgoing_ids(), ["m2", "m3"]);
+    assert_eq!(
+        a.events,
+        [Event::SendFailed {
+            channel_id: "c".into(),
+            message_id: "m1".into(),
+            reason: SendFailure::BufferFull
+        }]
+    );
+}
+
+#[test]
+fn multi_09_invalid_config_is_refused() {
+    let bad = [
+        Config {
+            bloom_capacity: 0,
+            ..Config::default()
+        },
+        Config {
+            bloom_error_rate: 1.0,
+            ..Config::default()
+        },
+        Config {
+            resend_interval: 0,
+            ..Config::default()
+        },
+        Config {
+            sync_interval: 0,
+            ..Config::default()
+        },
+        Config {
+            max_message_history: 0,
+            ..Config::default()
+        },
+    ];
+    for config in bad {
+        assert!(Channel::new("c".into(), "a".into(), config, T0).is_err());
+    }
+}
+
+#[test]
+fn same_inputs_give_same_outputs() {
+    let run = || {
+        let mut a = Node::new("alice", lost_config());
+        let mut b = Node::new("bob", lost_config());
+        let w: Vec<Bytes> = (0..30).map(|i| a.wrap(&format!("m{i}"), T0 + i)).collect();
+        for i in [5, 3, 29, 0, 1, 2, 4, 7, 6, 8, 9, 10] {
+            b.unwrap(&w[i], T0 + 100);
+        }
+        b.tick(T0 + 70 * S);
+        let reply = b.wrap("r", T0 + 71 * S);
+        a.unwrap(&reply, T0 + 72 * S);
+        a.tick(T0 + 200 * S);
+        (a.events, a.transmits, a.batches, b.events, b.batches)
+    };
+    assert_eq!(format!("{:?}", run()), format!("{:?}", run()));
+}
