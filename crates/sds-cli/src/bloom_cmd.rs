@@ -40,7 +40,7 @@ pub(crate) fn run(args: BloomArgs) -> CmdResult {
     let out = json!({
         "kHashes": filter.k_hashes(),
         "mBits": filter.m_bits(),
-        "words": filter.words().len(),
+        "words": filter.word_count(),
         "serialized": hex::encode(filter.serialize()),
     });
     println!("{out}");

@@ -3,13 +3,18 @@
 //! * `sds wire decode` / `sds wire encode`: convert between wire bytes (hex) and the JSON
 //!   message object of the golden vectors.
 //! * `sds bloom`: build a bloom filter and print its parameters and serialization.
+//! * `sds bench pipeline`: benchmark B1 (wrap N messages, unwrap them in some order).
 
+mod bench_cmd;
 mod bloom_cmd;
 mod wire_cmd;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Command-line tools for Scalable Data Sync (SDS): wire codec and bloom filters, byte-compatible
 /// with nim-sds.
@@ -27,6 +32,9 @@ enum Command {
     Wire(wire_cmd::WireCommand),
     /// Build a bloom filter (nim-sds parameters) and print it as JSON.
     Bloom(bloom_cmd::BloomArgs),
+    /// Run a benchmark and print its result as one JSON line.
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
 }
 
 /// What a command reports back: its exit code, or an error for stderr.
@@ -37,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Wire(cmd) => wire_cmd::run(cmd),
         Command::Bloom(args) => bloom_cmd::run(args),
+        Command::Bench(cmd) => bench_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -42,6 +42,14 @@ impl Id {
         std::str::from_utf8(&self.0).ok()
     }
 
+    /// A copy of the id in its own small allocation.
+    ///
+    /// Ids decoded from a message are slices of the message's buffer and keep all of it alive;
+    /// detach an id before keeping it longer than the message.
+    pub fn detached(&self) -> Id {
+        Id(Bytes::copy_from_slice(&self.0))
+    }
+
     /// The underlying shared buffer.
     pub fn to_bytes(&self) -> Bytes {
         self.0.clone()

@@ -128,11 +128,11 @@ fn decode(bytes: &Bytes) -> SdsMessage {
 }
 
 /// State that must not change when an input is refused.
-fn fingerprint(ch: &Channel) -> (i64, ChannelSnapshot, Vec<u64>) {
+fn fingerprint(ch: &Channel) -> (i64, ChannelSnapshot, Vec<u8>) {
     (
         ch.lamport(),
         ch.snapshot(),
-        ch.bloom_filter().words().to_vec(),
+        ch.bloom_filter().bit_bytes().to_vec(),
     )
 }
 
@@ -953,7 +953,7 @@ fn sync_06_received_sync_only_reviews_acks() {
     let before = (
         a.ch.lamport(),
         a.log_ids(),
-        a.ch.bloom_filter().words().to_vec(),
+        a.ch.bloom_filter().bit_bytes().to_vec(),
     );
     let r = a.unwrap(&sync, T0 + 2);
     assert_eq!(r.kind, ReceivedKind::Sync);
@@ -963,7 +963,7 @@ fn sync_06_received_sync_only_reviews_acks() {
         (
             a.ch.lamport(),
             a.log_ids(),
-            a.ch.bloom_filter().words().to_vec()
+            a.ch.bloom_filter().bit_bytes().to_vec()
         ),
         before
     );

@@ -7,7 +7,9 @@
 //!   `hA = |H(id)| mod m`, `hB = |H(id ‖ " b")| mod m`, position i = `|hA + i·hB| mod m` for
 //!   i < k, in wrapping two's-complement arithmetic. [`IdHashes`] holds the two base hashes, so a
 //!   caller can compute them once per id and test any filter with them.
-//! * Bits: bit p is bit `p mod 64` of word `p div 64`; there are `1 + m div 64` words.
+//! * Bits: bit p is bit `p mod 64` of word `p div 64`; there are `1 + m div 64` words, written
+//!   as little-endian u64s — so bit p is simply bit `p mod 8` of byte `p div 8`, which is how
+//!   the bits are kept in memory, ready to be copied onto the wire.
 //! * Serialization: a nested protobuf message {1: words as little-endian u64 bytes, 2: capacity,
 //!   3: trunc(error rate × 10⁶), 4: k, 5: m} ([`BloomFilter::serialize`]).
 //!
@@ -251,7 +253,8 @@ impl BloomParams {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BloomFilter {
     params: BloomParams,
-    words: Vec<u64>,
+    /// The bit array in its serialized form: 64-bit words as little-endian bytes.
+    bits: Vec<u8>,
 }
 
 impl BloomFilter {
@@ -265,7 +268,7 @@ impl BloomFilter {
     /// An empty filter with the given sizing.
     pub fn with_params(params: BloomParams) -> Self {
         BloomFilter {
-            words: vec![0; params.words()],
+            bits: vec![0; params.words() * 8],
             params,
         }
     }
@@ -295,14 +298,20 @@ impl BloomFilter {
         self.params.m_bits
     }
 
-    /// The bit array.
-    pub fn words(&self) -> &[u64] {
-        &self.words
+    /// Number of 64-bit words in the bit array.
+    pub fn word_count(&self) -> usize {
+        self.bits.len() / 8
+    }
+
+    /// The bit array as serialized: 64-bit little-endian words (bit p is bit `p mod 8` of byte
+    /// `p div 8`).
+    pub fn bit_bytes(&self) -> &[u8] {
+        &self.bits
     }
 
     /// Number of set bits.
     pub fn count_ones(&self) -> u64 {
-        self.words.iter().map(|w| u64::from(w.count_ones())).sum()
+        self.bits.iter().map(|b| u64::from(b.count_ones())).sum()
     }
 
     /// Adds an id.
@@ -314,8 +323,8 @@ impl BloomFilter {
     pub fn insert_hashes(&mut self, hashes: IdHashes) {
         for p in hashes.positions(self.params.k_hashes, self.params.m_bits) {
             // p < m_bits < 64 × words, so the index is in range.
-            if let Some(w) = self.words.get_mut((p / 64) as usize) {
-                *w |= 1 << (p % 64);
+            if let Some(byte) = self.bits.get_mut((p / 8) as usize) {
+                *byte |= 1 << (p % 8);
             }
         }
     }
@@ -330,21 +339,21 @@ impl BloomFilter {
         hashes
             .positions(self.params.k_hashes, self.params.m_bits)
             .all(|p| {
-                self.words
-                    .get((p / 64) as usize)
-                    .is_some_and(|w| w & (1 << (p % 64)) != 0)
+                self.bits
+                    .get((p / 8) as usize)
+                    .is_some_and(|byte| byte & (1 << (p % 8)) != 0)
             })
     }
 
     /// Clears every bit.
     pub fn clear(&mut self) {
-        self.words.fill(0);
+        self.bits.fill(0);
     }
 
     /// Size of [`serialize`](Self::serialize)'s output.
     pub fn serialized_len(&self) -> usize {
         let p = &self.params;
-        pb::bytes_field_len(1, self.words.len() * 8)
+        pb::bytes_field_len(1, self.bits.len())
             + pb::varint_field_len(2, p.capacity)
             + pb::varint_field_len(3, p.error_rate_field())
             + pb::varint_field_len(4, u64::from(p.k_hashes))
@@ -362,10 +371,7 @@ impl BloomFilter {
     pub fn serialize_into(&self, out: &mut Vec<u8>) {
         let p = &self.params;
         out.reserve(self.serialized_len());
-        pb::put_len_header(out, 1, self.words.len() * 8);
-        for w in &self.words {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
+        pb::put_bytes_field(out, 1, &self.bits);
         pb::put_varint_field(out, 2, p.capacity);
         pb::put_varint_field(out, 3, p.error_rate_field());
         pb::put_varint_field(out, 4, u64::from(p.k_hashes));
@@ -522,15 +528,6 @@ impl<'a> FilterView<'a> {
 
     /// An owned copy.
     pub fn to_filter(&self) -> BloomFilter {
-        let words = self
-            .bits
-            .chunks_exact(8)
-            .map(|c| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(c);
-                u64::from_le_bytes(w)
-            })
-            .collect();
         BloomFilter {
             params: BloomParams {
                 capacity: self.capacity,
@@ -538,7 +535,7 @@ impl<'a> FilterView<'a> {
                 k_hashes: self.k_hashes,
                 m_bits: self.m_bits,
             },
-            words,
+            bits: self.bits.to_vec(),
         }
     }
 }

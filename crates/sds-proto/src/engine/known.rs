@@ -50,6 +50,8 @@ impl KnownIds {
                 self.status.remove(&old);
             }
         }
+        // Kept far longer than the message it came from: do not pin that message's buffer.
+        let id = id.detached();
         self.order.push_back(id.clone());
         self.status.insert(id, known);
     }

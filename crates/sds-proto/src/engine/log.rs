@@ -61,10 +61,9 @@ impl Log {
         evicted
     }
 
-    /// The newest `n` entries, oldest first.
-    pub(crate) fn last(&self, n: usize) -> impl Iterator<Item = &LogEntry> {
-        let skip = self.ordered.len().saturating_sub(n);
-        self.ordered.values().skip(skip)
+    /// The newest `n` entries, newest first (walks only those `n`).
+    pub(crate) fn newest(&self, n: usize) -> impl Iterator<Item = &LogEntry> {
+        self.ordered.values().rev().take(n)
     }
 
     /// All entries, oldest first.

@@ -108,19 +108,35 @@ impl Outgoing {
     }
 }
 
-/// A received message waiting for dependencies.
+/// A received message waiting for dependencies: what its delivery needs, not the whole decoded
+/// message (its causal history is not needed again).
 #[derive(Debug, Clone)]
 struct Waiting {
-    msg: SdsMessage,
+    message_id: MessageId,
+    lamport: i64,
+    sender_id: ParticipantId,
+    content: Bytes,
     bytes: Bytes,
     missing: Vec<HistoryEntry>,
     received_at: u64,
 }
 
 impl Waiting {
+    fn new(msg: SdsMessage, bytes: Bytes, missing: Vec<HistoryEntry>, received_at: u64) -> Self {
+        Waiting {
+            message_id: msg.message_id,
+            lamport: msg.lamport_timestamp,
+            sender_id: msg.sender_id,
+            content: msg.content,
+            bytes,
+            missing,
+            received_at,
+        }
+    }
+
     fn to_entry(&self) -> IncomingEntry {
         IncomingEntry {
-            message_id: self.msg.message_id.clone(),
+            message_id: self.message_id.clone(),
             bytes: self.bytes.clone(),
             missing: self.missing.clone(),
             received_at: self.received_at,
@@ -143,10 +159,10 @@ impl Incoming {
             self.waiters
                 .entry(dep.message_id.clone())
                 .or_default()
-                .push(w.msg.message_id.clone());
+                .push(w.message_id.clone());
         }
         self.bytes += w.bytes.len();
-        self.entries.insert(w.msg.message_id.clone(), w);
+        self.entries.insert(w.message_id.clone(), w);
     }
 
     fn remove(&mut self, id: &MessageId) -> Option<Waiting> {
@@ -173,6 +189,8 @@ pub struct Channel {
     /// Missing id → (deadline, entry as first cited), for the lost-dependency timeout.
     lost_deadline: HashMap<MessageId, (u64, HistoryEntry)>,
     lost_timers: BTreeSet<(u64, MessageId)>,
+    /// Waiting messages whose missing sets shrank during the current operation.
+    shrunk_incoming: BTreeSet<MessageId>,
     outgoing_repair: BTreeMap<MessageId, OutgoingRepairEntry>,
     incoming_repair: BTreeMap<MessageId, IncomingRepairEntry>,
     next_sync: Option<u64>,
@@ -221,6 +239,7 @@ impl Channel {
             incoming: Incoming::default(),
             lost_deadline: HashMap::new(),
             lost_timers: BTreeSet::new(),
+            shrunk_incoming: BTreeSet::new(),
             outgoing_repair: BTreeMap::new(),
             incoming_repair: BTreeMap::new(),
             next_sync: None,
@@ -265,7 +284,7 @@ impl Channel {
         }
         let ids: Vec<MessageId> = ch.log.iter().map(|e| e.message_id.clone()).collect();
         for id in ids {
-            ch.bloom.add(id);
+            ch.filter_add(&id);
         }
 
         for entry in snapshot.outgoing {
@@ -298,17 +317,13 @@ impl Channel {
                 ch.store_ops.push(StoreOp::RemoveIncoming(entry.message_id));
                 continue;
             };
-            ch.bloom.add(msg.message_id.clone());
+            ch.filter_add(&msg.message_id);
             let missing = ch.missing_of(&msg);
             let lamport = msg.lamport_timestamp;
             let id = msg.message_id.clone();
             ch.track_lost(&missing, entry.received_at);
-            ch.incoming.insert(Waiting {
-                msg,
-                bytes: entry.bytes,
-                missing,
-                received_at: entry.received_at,
-            });
+            ch.incoming
+                .insert(Waiting::new(msg, entry.bytes, missing, entry.received_at));
             if ch
                 .incoming
                 .entries
@@ -392,7 +407,7 @@ impl Channel {
             bytes: bytes.clone(),
         });
         self.known.set(message_id.clone(), Known::Delivered);
-        self.bloom.add(message_id.clone());
+        self.filter_add(&message_id);
         if self.outgoing.len() >= self.config.max_outgoing_buffer {
             if let Some(&seq) = self.outgoing.slots.keys().next() {
                 if let Some(old) = self.outgoing.remove_seq(seq) {
@@ -512,11 +527,11 @@ impl Channel {
         }
 
         self.review_acks(&msg);
-        self.bloom.add(msg.message_id.clone());
+        self.filter_add(&msg.message_id);
         if missing.is_empty() {
             let out = result(&msg, Vec::new(), ReceivedKind::Delivered);
             let mut ready = ReadyQueue::new();
-            self.deliver(msg, bytes, &mut ready);
+            self.deliver(Waiting::new(msg, bytes, Vec::new(), now), &mut ready);
             self.deliver_ready(ready);
             Ok(out)
         } else {
@@ -527,12 +542,7 @@ impl Channel {
                 message_id: msg.message_id.clone(),
                 missing: missing.clone(),
             });
-            let waiting = Waiting {
-                msg,
-                bytes,
-                missing,
-                received_at: now,
-            };
+            let waiting = Waiting::new(msg, bytes, missing, now);
             self.store_ops
                 .push(StoreOp::SaveIncoming(waiting.to_entry()));
             self.incoming.insert(waiting);
@@ -553,7 +563,7 @@ impl Channel {
                 continue;
             }
             self.known.set(id.clone(), Known::Met);
-            self.bloom.add(id.clone());
+            self.filter_add(id);
             self.release(id, &mut ready);
         }
         self.deliver_ready(ready);
@@ -757,9 +767,9 @@ impl Channel {
     /// The causal history for a new message, and the hints newly obtained from the provider.
     fn causal_history(&self) -> (Vec<HistoryEntry>, Vec<(MessageId, Bytes)>) {
         let mut hints = Vec::new();
-        let history = self
+        let mut history: Vec<HistoryEntry> = self
             .log
-            .last(self.config.max_causal_history)
+            .newest(self.config.max_causal_history)
             .map(|e| {
                 let mut hint = e.retrieval_hint.clone();
                 if hint.is_empty() {
@@ -777,6 +787,8 @@ impl Channel {
                 }
             })
             .collect();
+        history.reverse();
+        hints.reverse();
         (history, hints)
     }
 
@@ -815,6 +827,10 @@ impl Channel {
     fn missing_of(&self, msg: &SdsMessage) -> Vec<HistoryEntry> {
         let mut missing: Vec<HistoryEntry> = Vec::new();
         for e in &msg.causal_history {
+            if missing.is_empty() && !self.satisfied(&e.message_id) {
+                // Reserve once: most often either nothing or everything is missing.
+                missing.reserve_exact(msg.causal_history.len());
+            }
             if !self.satisfied(&e.message_id)
                 && !missing.iter().any(|m| m.message_id == e.message_id)
             {
@@ -839,25 +855,30 @@ impl Channel {
     }
 
     /// Delivers a message whose dependencies are met: log, clock, event; queues what it releases.
-    fn deliver(&mut self, msg: SdsMessage, bytes: Bytes, ready: &mut ReadyQueue) {
-        if msg.lamport_timestamp > self.lamport {
-            self.set_lamport(msg.lamport_timestamp);
+    fn deliver(&mut self, w: Waiting, ready: &mut ReadyQueue) {
+        if w.lamport > self.lamport {
+            self.set_lamport(w.lamport);
         }
-        let id = msg.message_id;
+        let id = w.message_id;
         self.append_log(LogEntry {
             message_id: id.clone(),
-            lamport_timestamp: msg.lamport_timestamp,
-            sender_id: msg.sender_id,
+            lamport_timestamp: w.lamport,
+            sender_id: w.sender_id,
             retrieval_hint: Bytes::new(),
-            bytes,
+            bytes: w.bytes,
         });
         self.known.set(id.clone(), Known::Delivered);
         self.events.push_back(Event::MessageReady {
             channel_id: self.channel_id.clone(),
             message_id: id.clone(),
-            content: msg.content,
+            content: w.content,
         });
         self.release(&id, ready);
+    }
+
+    /// Adds an id to the bloom filter, which remembers ids far longer than their messages.
+    fn filter_add(&mut self, id: &MessageId) {
+        self.bloom.add(id.detached());
     }
 
     /// `id` is now met: waiting messages drop it from their missing sets; those left with none
@@ -873,21 +894,27 @@ impl Channel {
             if let Some(entry) = self.incoming.entries.get_mut(&w) {
                 entry.missing.retain(|e| &e.message_id != id);
                 if entry.missing.is_empty() {
-                    ready.push(Reverse((entry.msg.lamport_timestamp, w)));
+                    ready.push(Reverse((entry.lamport, w)));
                 } else {
-                    let updated = entry.to_entry();
-                    self.store_ops.push(StoreOp::SaveIncoming(updated));
+                    // Saved once at the end of the operation, however often it shrinks.
+                    self.shrunk_incoming.insert(w);
                 }
             }
         }
     }
 
-    /// Delivers queued messages smallest (lamport, id) first, including those they release.
+    /// Delivers queued messages smallest (lamport, id) first, including those they release;
+    /// then stores the new missing sets of messages that still wait.
     fn deliver_ready(&mut self, mut ready: ReadyQueue) {
         while let Some(Reverse((_, id))) = ready.pop() {
             if let Some(w) = self.incoming.remove(&id) {
                 self.store_ops.push(StoreOp::RemoveIncoming(id));
-                self.deliver(w.msg, w.bytes, &mut ready);
+                self.deliver(w, &mut ready);
+            }
+        }
+        for id in std::mem::take(&mut self.shrunk_incoming) {
+            if let Some(w) = self.incoming.entries.get(&id) {
+                self.store_ops.push(StoreOp::SaveIncoming(w.to_entry()));
             }
         }
     }

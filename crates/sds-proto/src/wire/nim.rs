@@ -177,11 +177,11 @@ fn push_bounded<'a>(
     Ok(())
 }
 
-fn id(bytes: &[u8], limits: &Limits) -> Result<Id, DecodeError> {
+fn id(buf: &Bytes, bytes: &[u8], limits: &Limits) -> Result<Id, DecodeError> {
     check_len(LimitKind::IdLength, bytes.len(), limits.max_id_len)?;
-    // Ids are copied out of the buffer: they are small and often outlive the message, and a
-    // slice would keep the whole ~19 KB message alive.
-    Ok(Id::from(bytes))
+    // Zero-copy like everything else: an id keeps the message buffer alive, so whoever keeps an
+    // id longer than its message should `Id::detached` it.
+    Ok(Id::from(buf.slice_ref(bytes)))
 }
 
 fn decode_entry(buf: &Bytes, raw: &[u8], limits: &Limits) -> Result<HistoryEntry, DecodeError> {
@@ -203,10 +203,10 @@ fn decode_entry(buf: &Bytes, raw: &[u8], limits: &Limits) -> Result<HistoryEntry
         None => Bytes::new(),
     };
     Ok(HistoryEntry {
-        message_id: id(msg_id, limits)?,
+        message_id: id(buf, msg_id, limits)?,
         retrieval_hint,
         sender_id: sender
-            .map(|s| id(s, limits))
+            .map(|s| id(buf, s, limits))
             .transpose()?
             .unwrap_or_default(),
     })
@@ -215,7 +215,8 @@ fn decode_entry(buf: &Bytes, raw: &[u8], limits: &Limits) -> Result<HistoryEntry
 /// Decodes a nim-sds message, accepting and rejecting exactly what nim-sds's `SdsMessage.decode`
 /// accepts and rejects (within `limits`), without panicking on any input.
 ///
-/// Content, bloom filter and retrieval hints are zero-copy slices of `buf`.
+/// Every id, the content, the bloom filter and the retrieval hints are zero-copy slices of
+/// `buf` (see [`Id::detached`] for keeping an id beyond the message).
 pub fn decode(buf: &Bytes, limits: &Limits) -> Result<SdsMessage, DecodeError> {
     check_len(LimitKind::MessageSize, buf.len(), limits.max_message_size)?;
     let mut msg_id = None;
@@ -253,6 +254,7 @@ pub fn decode(buf: &Bytes, limits: &Limits) -> Result<SdsMessage, DecodeError> {
     // The checks below run in the order nim-sds runs them, so that a message with several
     // problems reports the same one.
     let message_id = id(
+        buf,
         msg_id.ok_or(DecodeError::MissingField(Field::MessageId))?,
         limits,
     )?;
@@ -264,6 +266,7 @@ pub fn decode(buf: &Bytes, limits: &Limits) -> Result<SdsMessage, DecodeError> {
         .map(|raw| decode_entry(buf, raw, limits))
         .collect::<Result<Vec<_>, _>>()?;
     let channel_id = id(
+        buf,
         channel.ok_or(DecodeError::MissingField(Field::ChannelId))?,
         limits,
     )?;
@@ -276,7 +279,7 @@ pub fn decode(buf: &Bytes, limits: &Limits) -> Result<SdsMessage, DecodeError> {
     let content = buf.slice_ref(content);
     let bloom_filter = bloom.map(|b| buf.slice_ref(b)).unwrap_or_default();
     let sender_id = sender
-        .map(|s| id(s, limits))
+        .map(|s| id(buf, s, limits))
         .transpose()?
         .unwrap_or_default();
     let repair_request = repair
