@@ -29,6 +29,7 @@ pub mod id;
 pub mod json;
 pub mod message;
 pub mod nim_hash;
+pub mod repair;
 pub mod wire;
 
 pub use bytes::Bytes;

@@ -9,6 +9,7 @@ use sds_proto::json::{
     channel_result_to_json, decode_error_to_json, message_from_json, message_to_json,
 };
 use sds_proto::nim_hash::{nim_hash, nim_hash_concat};
+use sds_proto::repair::{in_response_group, t_req_offset, t_resp_offset};
 use sds_proto::wire::{nim, Limits};
 use sds_proto::Id;
 use serde_json::Value;
@@ -370,6 +371,35 @@ fn rolling_filter_cases_match_nim_sds() {
         assert_eq!(
             Value::Array(never),
             case["neverAddedButContained(never-0..never-49)"]
+        );
+    }
+}
+
+// REPAIR-01, REPAIR-02, REPAIR-03
+#[test]
+fn sds_r_timing_matches_nim_sds() {
+    let v = load("sds_r.json");
+    for case in v["vectors"].as_array().unwrap() {
+        let p = str_of(&case["participantId"]).as_bytes();
+        let s = str_of(&case["senderId"]).as_bytes();
+        let m = str_of(&case["messageId"]).as_bytes();
+        let t_min = case["tMinMs"].as_i64().unwrap();
+        let t_max = case["tMaxMs"].as_i64().unwrap();
+        let groups = case["numResponseGroups"].as_i64().unwrap();
+        assert_eq!(
+            Some(t_req_offset(p, m, t_min, t_max)),
+            case["tReqMs"].as_i64(),
+            "{case}"
+        );
+        assert_eq!(
+            Some(t_resp_offset(p, s, m, t_max)),
+            case["tRespMs"].as_i64(),
+            "{case}"
+        );
+        assert_eq!(
+            Some(in_response_group(p, s, m, groups)),
+            case["isInResponseGroup"].as_bool(),
+            "{case}"
         );
     }
 }
