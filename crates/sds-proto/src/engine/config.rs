@@ -38,6 +38,18 @@ pub struct Config {
     /// Ids remembered for duplicate detection and dependency checks beyond the log
     /// (default 10 000; at least `max_message_history`).
     pub max_known_ids: usize,
+    /// SDS-R: minimum delay before a missing message is requested (default 30 s).
+    pub repair_t_min: u64,
+    /// SDS-R: maximum delay of requests and responses; outgoing requests older than this are
+    /// dropped (default 300 s).
+    pub repair_t_max: u64,
+    /// SDS-R: number of response groups (default 1: everyone may respond).
+    pub num_response_groups: u32,
+    /// SDS-R: most repair requests attached to one message (default 3).
+    pub max_repair_requests: usize,
+    /// SDS-R: most entries in each repair buffer; on overflow the entry due last is dropped
+    /// (default 1 000).
+    pub max_repair_buffer: usize,
     /// Bounds on received messages.
     pub limits: Limits,
 }
@@ -59,6 +71,11 @@ impl Default for Config {
             max_incoming_buffer_bytes: 256 * 1024 * 1024,
             max_outgoing_buffer: 50_000,
             max_known_ids: 10_000,
+            repair_t_min: 30_000,
+            repair_t_max: 300_000,
+            num_response_groups: 1,
+            max_repair_requests: 3,
+            max_repair_buffer: 1_000,
             limits: Limits::default(),
         }
     }
@@ -99,6 +116,12 @@ impl Config {
         }
         if self.max_incoming_buffer == 0 || self.max_outgoing_buffer == 0 {
             return fail("buffer capacities must be at least 1");
+        }
+        if self.max_repair_requests > self.limits.max_repair_request {
+            return fail("max_repair_requests exceeds limits.max_repair_request");
+        }
+        if self.repair_t_max > i64::MAX as u64 || self.repair_t_min > i64::MAX as u64 {
+            return fail("repair times must fit in a signed 64-bit integer");
         }
         if self.max_known_ids < self.max_message_history {
             return fail("max_known_ids must be at least max_message_history");

@@ -192,7 +192,11 @@ pub struct Channel {
     /// Waiting messages whose missing sets shrank during the current operation.
     shrunk_incoming: BTreeSet<MessageId>,
     outgoing_repair: BTreeMap<MessageId, OutgoingRepairEntry>,
+    /// (T_req, id) of `outgoing_repair`: eligibility order and expiry.
+    outgoing_repair_timers: BTreeSet<(u64, MessageId)>,
     incoming_repair: BTreeMap<MessageId, IncomingRepairEntry>,
+    /// (T_resp, id) of `incoming_repair`.
+    incoming_repair_timers: BTreeSet<(u64, MessageId)>,
     next_sync: Option<u64>,
     hint_provider: Option<HintProvider>,
     events: VecDeque<Event>,
@@ -210,6 +214,15 @@ impl fmt::Debug for Channel {
             .field("outgoing", &self.outgoing.len())
             .field("incoming", &self.incoming.entries.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// A copy of an entry that does not keep the message it was read from alive.
+fn detached_entry(e: &HistoryEntry) -> HistoryEntry {
+    HistoryEntry {
+        message_id: e.message_id.detached(),
+        retrieval_hint: Bytes::copy_from_slice(&e.retrieval_hint),
+        sender_id: e.sender_id.detached(),
     }
 }
 
@@ -241,7 +254,9 @@ impl Channel {
             lost_timers: BTreeSet::new(),
             shrunk_incoming: BTreeSet::new(),
             outgoing_repair: BTreeMap::new(),
+            outgoing_repair_timers: BTreeSet::new(),
             incoming_repair: BTreeMap::new(),
+            incoming_repair_timers: BTreeSet::new(),
             next_sync: None,
             hint_provider: None,
             events: VecDeque::new(),
@@ -333,16 +348,22 @@ impl Channel {
                 ready.push(Reverse((lamport, id)));
             }
         }
-        ch.outgoing_repair = snapshot
-            .outgoing_repair
-            .into_iter()
-            .map(|e| (e.entry.message_id.clone(), e))
-            .collect();
-        ch.incoming_repair = snapshot
-            .incoming_repair
-            .into_iter()
-            .map(|e| (e.entry.message_id.clone(), e))
-            .collect();
+        for e in snapshot.outgoing_repair {
+            let id = e.entry.message_id.clone();
+            if ch.outgoing_repair.contains_key(&id) {
+                continue;
+            }
+            ch.outgoing_repair_timers.insert((e.t_req, id.clone()));
+            ch.outgoing_repair.insert(id, e);
+        }
+        for e in snapshot.incoming_repair {
+            let id = e.entry.message_id.clone();
+            if ch.incoming_repair.contains_key(&id) {
+                continue;
+            }
+            ch.incoming_repair_timers.insert((e.t_resp, id.clone()));
+            ch.incoming_repair.insert(id, e);
+        }
         ch.deliver_ready(ready);
         Ok(ch)
     }
@@ -393,7 +414,7 @@ impl Channel {
             content: content.clone(),
             bloom_filter: Bytes::new(),
             sender_id: self.participant_id.clone(),
-            repair_request: Vec::new(),
+            repair_request: self.take_repair_requests(now),
         };
         let bytes = Bytes::from(nim::encode_with_filter(&msg, self.bloom.filter()));
 
@@ -433,14 +454,15 @@ impl Channel {
     }
 
     /// Builds a sync message: empty content, a fresh id and lamport timestamp, causal history and
-    /// bloom filter by the send rules. It is not logged, buffered or added to the filter.
-    /// Returns `None` when the log is empty (there is nothing to acknowledge).
+    /// bloom filter by the send rules, and eligible SDS-R repair requests. It is not logged,
+    /// buffered or added to the filter. Returns `None` when the log is empty and no repair
+    /// request is due (there is nothing to acknowledge or ask for).
     pub fn sync_message(&mut self, now: u64) -> Result<Option<Bytes>, EngineError> {
         Ok(self.build_sync(now)?.map(|(_, bytes)| bytes))
     }
 
     fn build_sync(&mut self, now: u64) -> Result<Option<(MessageId, Bytes)>, EngineError> {
-        if self.log.is_empty() {
+        if self.log.is_empty() && !self.has_eligible_repair(now) {
             return Ok(None);
         }
         let lamport = self.next_lamport(now)?;
@@ -454,7 +476,7 @@ impl Channel {
             content: Bytes::new(),
             bloom_filter: Bytes::new(),
             sender_id: self.participant_id.clone(),
-            repair_request: Vec::new(),
+            repair_request: self.take_repair_requests(now),
         };
         let bytes = Bytes::from(nim::encode_with_filter(&msg, self.bloom.filter()));
         self.apply_hints(hints);
@@ -499,16 +521,26 @@ impl Channel {
         };
 
         if !self.participant_id.is_empty() && msg.sender_id == self.participant_id {
+            // Someone rebroadcast our message: no need for us to answer the request too.
+            self.remove_incoming_repair(&msg.message_id);
             return Ok(result(&msg, Vec::new(), ReceivedKind::Own));
         }
         if msg.content.is_empty() {
             self.review_acks(&msg);
+            self.handle_repair_requests(&msg, now);
+            // The sync itself is not buffered, but what it cites and we lack is worth repairing.
+            for e in self.missing_of(&msg) {
+                self.add_outgoing_repair(&e, now);
+            }
             if self.known.get(&msg.message_id).is_none() {
                 self.known.set(msg.message_id.clone(), Known::Sync);
             }
             return Ok(result(&msg, Vec::new(), ReceivedKind::Sync));
         }
         if self.is_duplicate(&msg.message_id) {
+            // Someone else's copy arrived: cancel our request and our pending response.
+            self.remove_outgoing_repair(&msg.message_id);
+            self.remove_incoming_repair(&msg.message_id);
             let missing = self
                 .incoming
                 .entries
@@ -527,7 +559,13 @@ impl Channel {
         }
 
         self.review_acks(&msg);
+        self.remove_outgoing_repair(&msg.message_id);
+        self.remove_incoming_repair(&msg.message_id);
+        self.handle_repair_requests(&msg, now);
         self.filter_add(&msg.message_id);
+        for e in &missing {
+            self.add_outgoing_repair(e, now);
+        }
         if missing.is_empty() {
             let out = result(&msg, Vec::new(), ReceivedKind::Delivered);
             let mut ready = ReadyQueue::new();
@@ -556,7 +594,12 @@ impl Channel {
     pub fn mark_dependencies_met(&mut self, ids: &[MessageId], _now: u64) {
         let mut ready = ReadyQueue::new();
         for id in ids {
-            if id.is_empty() || self.log.contains(id) {
+            if id.is_empty() {
+                continue;
+            }
+            self.remove_outgoing_repair(id);
+            self.remove_incoming_repair(id);
+            if self.log.contains(id) {
                 continue;
             }
             if matches!(self.known.get(id), Some(Known::Delivered | Known::Met)) {
@@ -577,6 +620,10 @@ impl Channel {
             self.outgoing.timers.first().map(|&(due, _)| due),
             self.lost_timers.first().map(|(due, _)| *due),
             self.next_sync,
+            self.incoming_repair_timers.first().map(|(t, _)| *t),
+            self.outgoing_repair_timers
+                .first()
+                .map(|(t, _)| self.repair_expiry(*t)),
         ]
         .into_iter()
         .flatten()
@@ -584,7 +631,8 @@ impl Channel {
     }
 
     /// Does whatever is due at `now`: resends (unacknowledged before possibly-acknowledged),
-    /// give-ups, lost-dependency timeouts and the periodic sync message.
+    /// give-ups, lost-dependency timeouts, SDS-R rebroadcasts and expiry of old requests, and
+    /// the periodic sync message.
     pub fn handle_timeout(&mut self, now: u64) {
         let due: Vec<u64> = self
             .outgoing
@@ -619,6 +667,7 @@ impl Channel {
                 && !self.incoming.entries.contains_key(&id)
             {
                 self.known.set(id.clone(), Known::Lost);
+                self.remove_outgoing_repair(&id);
                 self.events.push_back(Event::IrretrievablyLost {
                     channel_id: self.channel_id.clone(),
                     entry,
@@ -627,6 +676,34 @@ impl Channel {
             }
         }
         self.deliver_ready(ready);
+
+        while let Some((t_resp, id)) = self.incoming_repair_timers.first().cloned() {
+            if t_resp > now {
+                break;
+            }
+            self.incoming_repair_timers.remove(&(t_resp, id.clone()));
+            if let Some(e) = self.incoming_repair.remove(&id) {
+                self.store_ops
+                    .push(StoreOp::RemoveIncomingRepair(id.clone()));
+                self.events.push_back(Event::RepairReady {
+                    channel_id: self.channel_id.clone(),
+                    message_id: id.clone(),
+                    bytes: e.bytes.clone(),
+                });
+                self.transmits.push_back(Transmit {
+                    channel_id: self.channel_id.clone(),
+                    message_id: id,
+                    bytes: e.bytes,
+                    kind: TransmitKind::Repair,
+                });
+            }
+        }
+        while let Some((t_req, id)) = self.outgoing_repair_timers.first().cloned() {
+            if self.repair_expiry(t_req) > now {
+                break;
+            }
+            self.remove_outgoing_repair(&id);
+        }
 
         if self.next_sync.is_some_and(|t| t <= now) {
             self.next_sync = Some(now.saturating_add(self.config.sync_interval));
@@ -714,6 +791,22 @@ impl Channel {
         v
     }
 
+    /// SDS-R: missing messages we will ask for, by T_req.
+    pub fn outgoing_repair(&self) -> Vec<OutgoingRepairEntry> {
+        self.outgoing_repair_timers
+            .iter()
+            .filter_map(|(_, id)| self.outgoing_repair.get(id).cloned())
+            .collect()
+    }
+
+    /// SDS-R: requested messages we may rebroadcast, by T_resp.
+    pub fn incoming_repair(&self) -> Vec<IncomingRepairEntry> {
+        self.incoming_repair_timers
+            .iter()
+            .filter_map(|(_, id)| self.incoming_repair.get(id).cloned())
+            .collect()
+    }
+
     /// The bloom filter of sent, received and marked-met ids.
     pub fn bloom_filter(&self) -> &BloomFilter {
         self.bloom.filter()
@@ -726,8 +819,8 @@ impl Channel {
             log: self.log.iter().cloned().collect(),
             outgoing: self.outgoing().cloned().collect(),
             incoming: self.incoming(),
-            outgoing_repair: self.outgoing_repair.values().cloned().collect(),
-            incoming_repair: self.incoming_repair.values().cloned().collect(),
+            outgoing_repair: self.outgoing_repair(),
+            incoming_repair: self.incoming_repair(),
         }
     }
 
@@ -916,6 +1009,149 @@ impl Channel {
             if let Some(w) = self.incoming.entries.get(&id) {
                 self.store_ops.push(StoreOp::SaveIncoming(w.to_entry()));
             }
+        }
+    }
+
+    // ----- SDS-R ---------------------------------------------------------------------------
+
+    /// SDS-R works only with a participant id: responders and groups are derived from it.
+    fn repair_enabled(&self) -> bool {
+        !self.participant_id.is_empty()
+    }
+
+    /// When an outgoing repair entry with this T_req is dropped: once now − T_req > T_max.
+    fn repair_expiry(&self, t_req: u64) -> u64 {
+        t_req
+            .saturating_add(self.config.repair_t_max)
+            .saturating_add(1)
+    }
+
+    fn has_eligible_repair(&self, now: u64) -> bool {
+        self.repair_enabled()
+            && self
+                .outgoing_repair_timers
+                .first()
+                .is_some_and(|(t, _)| *t <= now)
+    }
+
+    /// A missing dependency enters the outgoing repair buffer (once: seeing it missing again does
+    /// not move its T_req; never for a message we hold in the incoming buffer). When the buffer is full the entry due last gives way, or the new one
+    /// is not added if it would be due last.
+    fn add_outgoing_repair(&mut self, entry: &HistoryEntry, now: u64) {
+        let id = &entry.message_id;
+        // A message sitting in our own incoming buffer is not missing: we hold it.
+        if !self.repair_enabled()
+            || self.outgoing_repair.contains_key(id)
+            || self.incoming.entries.contains_key(id)
+        {
+            return;
+        }
+        let offset = crate::repair::t_req_offset(
+            self.participant_id.as_bytes(),
+            id.as_bytes(),
+            self.config.repair_t_min as i64,
+            self.config.repair_t_max as i64,
+        );
+        let t_req = now.saturating_add(offset.max(0) as u64);
+        if self.outgoing_repair.len() >= self.config.max_repair_buffer {
+            match self.outgoing_repair_timers.last().cloned() {
+                Some((last, last_id)) if last > t_req => self.remove_outgoing_repair(&last_id),
+                _ => return,
+            }
+        }
+        let entry = OutgoingRepairEntry {
+            entry: detached_entry(entry),
+            t_req,
+        };
+        let id = entry.entry.message_id.clone();
+        self.store_ops
+            .push(StoreOp::SaveOutgoingRepair(entry.clone()));
+        self.outgoing_repair_timers.insert((t_req, id.clone()));
+        self.outgoing_repair.insert(id, entry);
+    }
+
+    fn remove_outgoing_repair(&mut self, id: &MessageId) {
+        if let Some(e) = self.outgoing_repair.remove(id) {
+            self.outgoing_repair_timers.remove(&(e.t_req, id.clone()));
+            self.store_ops
+                .push(StoreOp::RemoveOutgoingRepair(id.clone()));
+        }
+    }
+
+    fn remove_incoming_repair(&mut self, id: &MessageId) {
+        if let Some(e) = self.incoming_repair.remove(id) {
+            self.incoming_repair_timers.remove(&(e.t_resp, id.clone()));
+            self.store_ops
+                .push(StoreOp::RemoveIncomingRepair(id.clone()));
+        }
+    }
+
+    /// Takes the eligible outgoing repair entries (T_req ≤ now), lowest T_req first, at most
+    /// `max_repair_requests`, for a message about to be sent.
+    fn take_repair_requests(&mut self, now: u64) -> Vec<HistoryEntry> {
+        if !self.repair_enabled() {
+            return Vec::new();
+        }
+        let due: Vec<MessageId> = self
+            .outgoing_repair_timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(self.config.max_repair_requests)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut requests = Vec::with_capacity(due.len());
+        for id in due {
+            if let Some(e) = self.outgoing_repair.get(&id) {
+                requests.push(e.entry.clone());
+            }
+            self.remove_outgoing_repair(&id);
+        }
+        requests
+    }
+
+    /// Handles a received message's repair requests: each requested id leaves our outgoing
+    /// repair buffer (someone asked already); one we have in our log, and whose response group
+    /// we are in, is scheduled for rebroadcast at now + T_resp.
+    fn handle_repair_requests(&mut self, msg: &SdsMessage, now: u64) {
+        for r in &msg.repair_request {
+            self.remove_outgoing_repair(&r.message_id);
+            if !self.repair_enabled()
+                || r.sender_id.is_empty()
+                || self.incoming_repair.contains_key(&r.message_id)
+            {
+                continue;
+            }
+            let Some(logged) = self.log.get(&r.message_id) else {
+                continue;
+            };
+            let (p, s, m) = (
+                self.participant_id.as_bytes(),
+                r.sender_id.as_bytes(),
+                r.message_id.as_bytes(),
+            );
+            let groups = i64::from(self.config.num_response_groups);
+            if !crate::repair::in_response_group(p, s, m, groups) {
+                continue;
+            }
+            let offset = crate::repair::t_resp_offset(p, s, m, self.config.repair_t_max as i64);
+            let t_resp = now.saturating_add(offset.max(0) as u64);
+            let bytes = logged.bytes.clone();
+            if self.incoming_repair.len() >= self.config.max_repair_buffer {
+                match self.incoming_repair_timers.last().cloned() {
+                    Some((last, last_id)) if last > t_resp => self.remove_incoming_repair(&last_id),
+                    _ => continue,
+                }
+            }
+            let entry = IncomingRepairEntry {
+                entry: detached_entry(r),
+                bytes,
+                t_resp,
+            };
+            let id = entry.entry.message_id.clone();
+            self.store_ops
+                .push(StoreOp::SaveIncomingRepair(entry.clone()));
+            self.incoming_repair_timers.insert((t_resp, id.clone()));
+            self.incoming_repair.insert(id, entry);
         }
     }
 

@@ -63,6 +63,16 @@ pub enum Event {
         /// The lost message, as it was cited.
         entry: HistoryEntry,
     },
+    /// SDS-R: we rebroadcast a message someone asked to be repaired (the bytes are also in the
+    /// matching [`Transmit`]).
+    RepairReady {
+        /// Channel.
+        channel_id: ChannelId,
+        /// The repaired message.
+        message_id: MessageId,
+        /// Its original bytes.
+        bytes: Bytes,
+    },
     /// A received message carried a bloom filter that failed validation; it was ignored for
     /// acknowledgement and the message was otherwise processed.
     InvalidBloomFilter {
@@ -91,6 +101,8 @@ pub enum TransmitKind {
     Resend,
     /// A periodic sync message.
     Sync,
+    /// An SDS-R rebroadcast of a requested message (its original bytes).
+    Repair,
 }
 
 /// Bytes to broadcast on the channel.
