@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use sds_proto::json::{
     channel_result_to_json, decode_error_to_json, message_from_json, message_to_json,
 };
+use sds_proto::repair;
 use sds_proto::wire::{Limits, Profile};
 use sds_proto::Bytes;
 use serde_json::{json, Value};
@@ -23,6 +24,31 @@ pub(crate) enum WireCommand {
     Decode(DecodeArgs),
     /// Read one JSON message object from stdin and print its encoding as lower-case hex.
     Encode(EncodeArgs),
+    /// Print the SDS-R timing of a repair: {"tReqMs","tRespMs","inGroup"}.
+    ///
+    /// tReqMs is the delay before `participant` may request `message-id`, tRespMs the delay
+    /// before it would rebroadcast it for `sender`, inGroup whether it is in the response group.
+    #[command(allow_negative_numbers = true)]
+    RepairTiming(RepairTimingArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct RepairTimingArgs {
+    /// Our participant id.
+    participant: String,
+    /// The original sender of the message.
+    sender: String,
+    /// The message id.
+    message_id: String,
+    /// T_min in milliseconds.
+    t_min_ms: i64,
+    /// T_max in milliseconds.
+    t_max_ms: i64,
+    /// Number of response groups.
+    groups: i64,
+    /// Wire profile.
+    #[arg(long, default_value = "nim-sds")]
+    profile: Profile,
 }
 
 #[derive(Args)]
@@ -50,7 +76,24 @@ pub(crate) fn run(cmd: WireCommand) -> CmdResult {
     match cmd {
         WireCommand::Decode(args) => decode(args),
         WireCommand::Encode(args) => encode(args),
+        WireCommand::RepairTiming(args) => repair_timing(args),
     }
+}
+
+fn repair_timing(args: RepairTimingArgs) -> CmdResult {
+    let Profile::NimSds = args.profile;
+    let (p, s, m) = (
+        args.participant.as_bytes(),
+        args.sender.as_bytes(),
+        args.message_id.as_bytes(),
+    );
+    let out = json!({
+        "tReqMs": repair::t_req_offset(p, m, args.t_min_ms, args.t_max_ms),
+        "tRespMs": repair::t_resp_offset(p, s, m, args.t_max_ms),
+        "inGroup": repair::in_response_group(p, s, m, args.groups),
+    });
+    println!("{out}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_stdin() -> Result<String, String> {

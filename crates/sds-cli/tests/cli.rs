@@ -126,6 +126,31 @@ fn bloom_prints_nim_sds_parameters_and_bytes() {
 }
 
 #[test]
+fn repair_timing_matches_the_sds_r_vectors() {
+    let v = vectors("sds_r.json");
+    for c in v["vectors"].as_array().unwrap() {
+        let args: Vec<String> = [
+            "wire".to_string(),
+            "repair-timing".to_string(),
+            c["participantId"].as_str().unwrap().to_string(),
+            c["senderId"].as_str().unwrap().to_string(),
+            c["messageId"].as_str().unwrap().to_string(),
+            c["tMinMs"].to_string(),
+            c["tMaxMs"].to_string(),
+            c["numResponseGroups"].to_string(),
+        ]
+        .into();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = sds(&args, None);
+        assert!(out.status.success(), "{c}");
+        let got = stdout_json(&out);
+        assert_eq!(got["tReqMs"], c["tReqMs"], "{c}");
+        assert_eq!(got["tRespMs"], c["tRespMs"], "{c}");
+        assert_eq!(got["inGroup"], c["isInResponseGroup"], "{c}");
+    }
+}
+
+#[test]
 fn bad_input_is_a_clear_error_not_a_crash() {
     let cases: [(&[&str], Option<&str>, &str); 6] = [
         (&["wire", "decode", "xyz"], None, "not hex"),
@@ -177,6 +202,8 @@ fn help_is_available_everywhere() {
         &["wire", "--help"],
         &["wire", "decode", "--help"],
         &["wire", "encode", "--help"],
+        &["wire", "repair-timing", "--help"],
+        &["bench", "pipeline", "--help"],
         &["bloom", "--help"],
     ] {
         let out = sds(args, None);

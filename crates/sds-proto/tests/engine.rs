@@ -1091,8 +1091,17 @@ fn lost_06_without_timeout_nothing_is_lost() {
     b.tick(T0 + 1_000_000 * S);
     assert!(ready(&b.events).is_empty());
     assert_eq!(b.ch.incoming().len(), 1);
-    // Only the SDS-R request had a timer (its expiry); nothing is left to wake up for.
-    assert_eq!(b.ch.poll_timeout(), None);
+    assert!(!b
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::IrretrievablyLost { .. })));
+    // What remains scheduled is SDS-R asking for m1 again, as long as m2 waits for it.
+    let asks: Vec<String> =
+        b.ch.outgoing_repair()
+            .iter()
+            .map(|e| e.entry.message_id.to_string())
+            .collect();
+    assert_eq!(asks, ["m1"]);
 }
 
 // ----- MDM -------------------------------------------------------------------------------------

@@ -702,7 +702,7 @@ impl Channel {
             if self.repair_expiry(t_req) > now {
                 break;
             }
-            self.remove_outgoing_repair(&id);
+            self.requeue_or_drop_repair(&id, now);
         }
 
         if self.next_sync.is_some_and(|t| t <= now) {
@@ -1046,13 +1046,7 @@ impl Channel {
         {
             return;
         }
-        let offset = crate::repair::t_req_offset(
-            self.participant_id.as_bytes(),
-            id.as_bytes(),
-            self.config.repair_t_min as i64,
-            self.config.repair_t_max as i64,
-        );
-        let t_req = now.saturating_add(offset.max(0) as u64);
+        let t_req = self.t_req(id, now);
         if self.outgoing_repair.len() >= self.config.max_repair_buffer {
             match self.outgoing_repair_timers.last().cloned() {
                 Some((last, last_id)) if last > t_req => self.remove_outgoing_repair(&last_id),
@@ -1068,6 +1062,35 @@ impl Channel {
             .push(StoreOp::SaveOutgoingRepair(entry.clone()));
         self.outgoing_repair_timers.insert((t_req, id.clone()));
         self.outgoing_repair.insert(id, entry);
+    }
+
+    fn t_req(&self, id: &MessageId, now: u64) -> u64 {
+        let offset = crate::repair::t_req_offset(
+            self.participant_id.as_bytes(),
+            id.as_bytes(),
+            self.config.repair_t_min as i64,
+            self.config.repair_t_max as i64,
+        );
+        now.saturating_add(offset.max(0) as u64)
+    }
+
+    /// An outgoing repair entry has been used (attached to a send), answered for by someone
+    /// else's request, or has expired. If messages in our incoming buffer still wait for it, it
+    /// stays, due again one T_req from now — a lost request or response is retried; otherwise it
+    /// goes.
+    fn requeue_or_drop_repair(&mut self, id: &MessageId, now: u64) {
+        if !self.incoming.waiters.contains_key(id) {
+            self.remove_outgoing_repair(id);
+            return;
+        }
+        let t_req = self.t_req(id, now);
+        if let Some(e) = self.outgoing_repair.get_mut(id) {
+            self.outgoing_repair_timers.remove(&(e.t_req, id.clone()));
+            e.t_req = t_req;
+            self.outgoing_repair_timers.insert((t_req, id.clone()));
+            let saved = e.clone();
+            self.store_ops.push(StoreOp::SaveOutgoingRepair(saved));
+        }
     }
 
     fn remove_outgoing_repair(&mut self, id: &MessageId) {
@@ -1104,17 +1127,20 @@ impl Channel {
             if let Some(e) = self.outgoing_repair.get(&id) {
                 requests.push(e.entry.clone());
             }
-            self.remove_outgoing_repair(&id);
+            self.requeue_or_drop_repair(&id, now);
         }
         requests
     }
 
     /// Handles a received message's repair requests: each requested id leaves our outgoing
-    /// repair buffer (someone asked already); one we have in our log, and whose response group
-    /// we are in, is scheduled for rebroadcast at now + T_resp.
+    /// repair buffer (someone asked already; if we still wait for it, it is due again one T_req
+    /// later); one we have in our log, and whose response group we are in, is scheduled for
+    /// rebroadcast at now + T_resp.
     fn handle_repair_requests(&mut self, msg: &SdsMessage, now: u64) {
         for r in &msg.repair_request {
-            self.remove_outgoing_repair(&r.message_id);
+            if self.outgoing_repair.contains_key(&r.message_id) {
+                self.requeue_or_drop_repair(&r.message_id, now);
+            }
             if !self.repair_enabled()
                 || r.sender_id.is_empty()
                 || self.incoming_repair.contains_key(&r.message_id)
