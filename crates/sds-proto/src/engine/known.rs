@@ -39,20 +39,24 @@ impl KnownIds {
         self.status.get(id).copied()
     }
 
-    /// Records or updates the status of `id`.
-    pub(crate) fn set(&mut self, id: MessageId, known: Known) {
+    /// Records or updates the status of `id`; returns the id (and its status) forgotten to make
+    /// room, if any.
+    pub(crate) fn set(&mut self, id: MessageId, known: Known) -> Option<(MessageId, Known)> {
         if let Some(s) = self.status.get_mut(&id) {
             *s = known;
-            return;
+            return None;
         }
+        let mut forgotten = None;
         if self.order.len() == self.cap {
             if let Some(old) = self.order.pop_front() {
-                self.status.remove(&old);
+                let status = self.status.remove(&old);
+                forgotten = status.map(|s| (old, s));
             }
         }
         // Kept far longer than the message it came from: do not pin that message's buffer.
         let id = id.detached();
         self.order.push_back(id.clone());
         self.status.insert(id, known);
+        forgotten
     }
 }

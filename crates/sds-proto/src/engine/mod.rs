@@ -288,6 +288,11 @@ impl Channel {
         });
         log.dedup_by(|a, b| a.message_id == b.message_id);
         for entry in log {
+            if entry.is_met_marker() {
+                ch.remember(entry.message_id.clone(), Known::Met);
+                ch.filter_add(&entry.message_id);
+                continue;
+            }
             if ch.log.contains(&entry.message_id) {
                 continue;
             }
@@ -295,7 +300,7 @@ impl Channel {
             for old in ch.log.insert(entry) {
                 ch.store_ops.push(StoreOp::RemoveLogEntry(old.message_id));
             }
-            ch.known.set(id, Known::Delivered);
+            ch.remember(id, Known::Delivered);
         }
         let ids: Vec<MessageId> = ch.log.iter().map(|e| e.message_id.clone()).collect();
         for id in ids {
@@ -379,6 +384,12 @@ impl Channel {
         self.next_sync = start.map(|now| now.saturating_add(self.config.sync_interval));
     }
 
+    /// Schedules the next periodic sync message at `at` exactly (`None` stops them); later ones
+    /// follow every sync interval.
+    pub fn schedule_sync_at(&mut self, at: Option<u64>) {
+        self.next_sync = at;
+    }
+
     // ----- sending -------------------------------------------------------------------------
 
     /// Wraps application content in an SDS message and returns the bytes to broadcast.
@@ -427,7 +438,7 @@ impl Channel {
             retrieval_hint: Bytes::new(),
             bytes: bytes.clone(),
         });
-        self.known.set(message_id.clone(), Known::Delivered);
+        self.remember(message_id.clone(), Known::Delivered);
         self.filter_add(&message_id);
         if self.outgoing.len() >= self.config.max_outgoing_buffer {
             if let Some(&seq) = self.outgoing.slots.keys().next() {
@@ -481,7 +492,7 @@ impl Channel {
         let bytes = Bytes::from(nim::encode_with_filter(&msg, self.bloom.filter()));
         self.apply_hints(hints);
         self.set_lamport(lamport);
-        self.known.set(message_id.clone(), Known::Sync);
+        self.remember(message_id.clone(), Known::Sync);
         Ok(Some((message_id, bytes)))
     }
 
@@ -495,6 +506,17 @@ impl Channel {
     /// On error nothing changed.
     pub fn unwrap(&mut self, bytes: Bytes, now: u64) -> Result<Unwrapped, EngineError> {
         let msg = nim::decode(&bytes, &self.config.limits)?;
+        self.unwrap_message(msg, bytes, now)
+    }
+
+    /// [`unwrap`](Self::unwrap) for a message its caller already decoded from `bytes` (with
+    /// this channel's limits), so routing by channel can look at the decoded message first.
+    pub fn unwrap_message(
+        &mut self,
+        msg: SdsMessage,
+        bytes: Bytes,
+        now: u64,
+    ) -> Result<Unwrapped, EngineError> {
         if msg.channel_id != self.channel_id {
             return Err(EngineError::WrongChannel {
                 expected: self.channel_id.clone(),
@@ -533,7 +555,7 @@ impl Channel {
                 self.add_outgoing_repair(&e, now);
             }
             if self.known.get(&msg.message_id).is_none() {
-                self.known.set(msg.message_id.clone(), Known::Sync);
+                self.remember(msg.message_id.clone(), Known::Sync);
             }
             return Ok(result(&msg, Vec::new(), ReceivedKind::Sync));
         }
@@ -605,7 +627,9 @@ impl Channel {
             if matches!(self.known.get(id), Some(Known::Delivered | Known::Met)) {
                 continue;
             }
-            self.known.set(id.clone(), Known::Met);
+            self.remember(id.clone(), Known::Met);
+            self.store_ops
+                .push(StoreOp::AppendLogEntry(LogEntry::met_marker(id.detached())));
             self.filter_add(id);
             self.release(id, &mut ready);
         }
@@ -666,7 +690,7 @@ impl Channel {
                 && !self.satisfied(&id)
                 && !self.incoming.entries.contains_key(&id)
             {
-                self.known.set(id.clone(), Known::Lost);
+                self.remember(id.clone(), Known::Lost);
                 self.remove_outgoing_repair(&id);
                 self.events.push_back(Event::IrretrievablyLost {
                     channel_id: self.channel_id.clone(),
@@ -960,13 +984,21 @@ impl Channel {
             retrieval_hint: Bytes::new(),
             bytes: w.bytes,
         });
-        self.known.set(id.clone(), Known::Delivered);
+        self.remember(id.clone(), Known::Delivered);
         self.events.push_back(Event::MessageReady {
             channel_id: self.channel_id.clone(),
             message_id: id.clone(),
             content: w.content,
         });
         self.release(&id, ready);
+    }
+
+    /// Records what is known about an id. A marked-met id is stored as a marker log entry (see
+    /// [`LogEntry::is_met_marker`]); when the bounded memory forgets one, so does the store.
+    fn remember(&mut self, id: MessageId, known: Known) {
+        if let Some((old, Known::Met)) = self.known.set(id, known) {
+            self.store_ops.push(StoreOp::RemoveLogEntry(old));
+        }
     }
 
     /// Adds an id to the bloom filter, which remembers ids far longer than their messages.

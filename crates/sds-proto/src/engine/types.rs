@@ -133,6 +133,27 @@ pub struct LogEntry {
     pub bytes: Bytes,
 }
 
+impl LogEntry {
+    /// A marker for an id marked met by the application: stored like a log entry (so the
+    /// marking survives a restart) but with no bytes and no lamport, and never part of the log
+    /// proper, its causal histories or its eviction count.
+    pub fn met_marker(message_id: MessageId) -> Self {
+        LogEntry {
+            message_id,
+            lamport_timestamp: 0,
+            sender_id: crate::id::ParticipantId::default(),
+            retrieval_hint: Bytes::new(),
+            bytes: Bytes::new(),
+        }
+    }
+
+    /// Whether this entry is a [`met_marker`](Self::met_marker): every real log entry carries
+    /// the message's bytes.
+    pub fn is_met_marker(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
 /// One of our messages awaiting acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingEntry {

@@ -1,0 +1,668 @@
+//! The `ReliabilityManager`: many channels over one participant id, persisted through a
+//! [`Persistence`] backend, with timer-driven periodic work.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sds_proto::engine::{
+    Channel, ChannelSnapshot, Config, ConfigError, EngineError, Event, IncomingEntry, LogEntry,
+    OutgoingEntry, Transmit, Unwrapped,
+};
+use sds_proto::wire::{nim, DecodeError};
+use sds_proto::{Bytes, ChannelId, MessageId, ParticipantId};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::persistence::{Persistence, PersistenceError};
+
+pub use sds_proto::engine::HintProvider;
+
+/// Settings of a manager.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagerConfig {
+    /// Settings of every channel.
+    pub engine: Config,
+    /// Most channels in memory at once; a message for a new channel beyond it is refused before
+    /// anything is loaded (default 1 000).
+    pub max_channels: usize,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            engine: Config::default(),
+            max_channels: 1_000,
+        }
+    }
+}
+
+/// Why a manager call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ManagerError {
+    /// An argument cannot be used (empty content or id, an id used twice, …).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Content or message above the configured size.
+    #[error("message too large: {size} bytes, limit {limit}")]
+    MessageTooLarge {
+        /// Size.
+        size: usize,
+        /// Limit.
+        limit: usize,
+    },
+    /// Received bytes are not a valid message.
+    #[error("cannot decode message: {0}")]
+    Decode(#[source] DecodeError),
+    /// The store failed; nothing of the operation was announced and the channel will be reloaded
+    /// from the store on next use.
+    #[error(transparent)]
+    Persistence(#[from] PersistenceError),
+    /// Creating another channel would exceed `max_channels`.
+    #[error("too many channels (limit {limit})")]
+    TooManyChannels {
+        /// The limit.
+        limit: usize,
+    },
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The protocol refused the input (for example a message citing itself, or a full incoming
+    /// buffer).
+    #[error("protocol: {0}")]
+    Protocol(#[source] EngineError),
+}
+
+impl From<EngineError> for ManagerError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Decode(d) => ManagerError::Decode(d),
+            EngineError::MessageTooLarge { size, limit } => {
+                ManagerError::MessageTooLarge { size, limit }
+            }
+            EngineError::EmptyContent
+            | EngineError::EmptyMessageId
+            | EngineError::IdTooLong { .. }
+            | EngineError::DuplicateMessageId(_) => ManagerError::InvalidArgument(e.to_string()),
+            other => ManagerError::Protocol(other),
+        }
+    }
+}
+
+/// Result of a manager call.
+pub type ManagerResult<T> = Result<T, ManagerError>;
+
+/// What the manager hands to the application, in order, once it is durable.
+#[derive(Debug, Clone)]
+pub enum Notification {
+    /// A protocol event.
+    Event(Event),
+    /// Bytes to broadcast, produced by periodic work (resends, syncs, repairs).
+    Transmit(Transmit),
+    /// Periodic work on a channel failed (for example its store batch); nothing of it was
+    /// announced, and it is retried about a second later.
+    TaskError {
+        /// The channel.
+        channel_id: ChannelId,
+        /// What failed.
+        error: ManagerError,
+    },
+}
+
+/// Milliseconds since the Unix epoch, advancing with tokio's clock (so a paused test clock
+/// pauses it too).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base_ms: u64,
+    base: Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let base_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Clock {
+            base_ms,
+            base: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base_ms
+            .saturating_add(self.base.elapsed().as_millis() as u64)
+    }
+
+    fn instant_of(&self, ms: u64) -> Instant {
+        self.base + Duration::from_millis(ms.saturating_sub(self.base_ms))
+    }
+}
+
+/// A channel's place in the manager: loaded or not (never loaded, or discarded after a store
+/// failure).
+#[derive(Default)]
+struct Slot {
+    channel: Option<Channel>,
+}
+
+/// Next deadlines of loaded channels.
+#[derive(Default)]
+struct Timers {
+    of: HashMap<ChannelId, u64>,
+    queue: BTreeSet<(u64, ChannelId)>,
+}
+
+impl Timers {
+    /// Sets a channel's deadline; returns whether it is now the earliest.
+    fn set(&mut self, id: &ChannelId, deadline: Option<u64>) -> bool {
+        if let Some(old) = self.of.remove(id) {
+            self.queue.remove(&(old, id.clone()));
+        }
+        let Some(d) = deadline else {
+            return false;
+        };
+        self.of.insert(id.clone(), d);
+        self.queue.insert((d, id.clone()));
+        self.queue.first().is_some_and(|(first, _)| *first == d)
+    }
+
+    fn take_due(&mut self, now: u64) -> Vec<ChannelId> {
+        let mut due = Vec::new();
+        while let Some((d, id)) = self.queue.first().cloned() {
+            if d > now {
+                break;
+            }
+            self.queue.remove(&(d, id.clone()));
+            self.of.remove(&id);
+            due.push(id);
+        }
+        due
+    }
+}
+
+struct Periodic {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+struct Inner {
+    participant_id: ParticipantId,
+    config: ManagerConfig,
+    persistence: Arc<dyn Persistence>,
+    clock: Clock,
+    channels: Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>>,
+    subscriber: Mutex<Option<mpsc::UnboundedSender<Notification>>>,
+    hint_provider: RwLock<Option<HintProvider>>,
+    timers: Mutex<Timers>,
+    wake: Notify,
+    periodic_on: AtomicBool,
+    periodic: tokio::sync::Mutex<Option<Periodic>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The SDS reliability manager of one participant: wraps outgoing and unwraps incoming messages
+/// on any number of channels, persists every change before announcing it, and runs the
+/// protocol's timers.
+///
+/// Cheap to clone; clones share the same manager. Each channel has its own lock, so channels
+/// proceed in parallel.
+#[derive(Clone)]
+pub struct ReliabilityManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ReliabilityManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReliabilityManager")
+            .field("participant_id", &self.inner.participant_id)
+            .field("channels", &lock(&self.inner.channels).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReliabilityManager {
+    /// A manager for `participant_id` (empty: SDS-R off and no sender id on the wire).
+    pub fn new(
+        participant_id: impl Into<ParticipantId>,
+        config: ManagerConfig,
+        persistence: Arc<dyn Persistence>,
+    ) -> ManagerResult<Self> {
+        config.engine.validate()?;
+        if config.max_channels == 0 {
+            return Err(ConfigError("max_channels must be at least 1".into()).into());
+        }
+        Ok(ReliabilityManager {
+            inner: Arc::new(Inner {
+                participant_id: participant_id.into(),
+                config,
+                persistence,
+                clock: Clock::new(),
+                channels: Mutex::new(HashMap::new()),
+                subscriber: Mutex::new(None),
+                hint_provider: RwLock::new(None),
+                timers: Mutex::new(Timers::default()),
+                wake: Notify::new(),
+                periodic_on: AtomicBool::new(false),
+                periodic: tokio::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The participant id.
+    pub fn participant_id(&self) -> &ParticipantId {
+        &self.inner.participant_id
+    }
+
+    /// Subscribes to events and periodic transmissions. There is one subscriber: a new call
+    /// replaces the previous one. Until the first call, notifications are discarded.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Notification> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&self.inner.subscriber) = Some(tx);
+        rx
+    }
+
+    /// Sets (or clears) the retrieval-hint provider of every channel.
+    pub async fn set_retrieval_hint_provider(&self, provider: Option<HintProvider>) {
+        *self
+            .inner
+            .hint_provider
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = provider.clone();
+        for slot in self.slots() {
+            if let Some(ch) = slot.lock().await.channel.as_mut() {
+                ch.set_hint_provider(provider.clone());
+            }
+        }
+    }
+
+    // ----- protocol operations -------------------------------------------------------------
+
+    /// Wraps `content` as message `message_id` on `channel` and returns the bytes to
+    /// broadcast. The message is stored as unacknowledged before this returns.
+    pub async fn wrap_outgoing_message(
+        &self,
+        content: impl Into<Bytes>,
+        message_id: impl Into<MessageId>,
+        channel: impl Into<ChannelId>,
+    ) -> ManagerResult<Bytes> {
+        let channel = nonempty_channel(channel.into())?;
+        let (content, message_id) = (content.into(), message_id.into());
+        self.inner
+            .with_channel(&channel, move |ch, now| ch.wrap(content, message_id, now))
+            .await
+    }
+
+    /// Processes a received message: returns its content, the dependencies it still waits for
+    /// (with retrieval hints) and its channel. Deliveries come as `MessageReady` events, in
+    /// causal order.
+    pub async fn unwrap_received_message(
+        &self,
+        bytes: impl Into<Bytes>,
+    ) -> ManagerResult<Unwrapped> {
+        let bytes = bytes.into();
+        let limits = &self.inner.config.engine.limits;
+        if bytes.len() > limits.max_message_size {
+            return Err(ManagerError::MessageTooLarge {
+                size: bytes.len(),
+                limit: limits.max_message_size,
+            });
+        }
+        // Decode before touching any channel: a malformed message creates and loads nothing.
+        let msg = nim::decode(&bytes, limits).map_err(ManagerError::Decode)?;
+        let channel = nonempty_channel(msg.channel_id.clone())?;
+        self.inner
+            .with_channel(&channel, move |ch, now| ch.unwrap_message(msg, bytes, now))
+            .await
+    }
+
+    /// Treats `ids` as delivered for dependency purposes on `channel` (retrieved out of band).
+    pub async fn mark_dependencies_met(
+        &self,
+        ids: &[MessageId],
+        channel: impl Into<ChannelId>,
+    ) -> ManagerResult<()> {
+        let channel = nonempty_channel(channel.into())?;
+        self.inner
+            .with_channel(&channel, |ch, now| {
+                ch.mark_dependencies_met(ids, now);
+                Ok(())
+            })
+            .await
+    }
+
+    /// Builds a sync message for `channel` (see [`Channel::sync_message`]).
+    pub async fn sync_message(
+        &self,
+        channel: impl Into<ChannelId>,
+    ) -> ManagerResult<Option<Bytes>> {
+        let channel = nonempty_channel(channel.into())?;
+        self.inner
+            .with_channel(&channel, |ch, now| ch.sync_message(now))
+            .await
+    }
+
+    /// Loads `channel` (from the store, or empty) if it is not in memory yet.
+    pub async fn ensure_channel(&self, channel: impl Into<ChannelId>) -> ManagerResult<()> {
+        let channel = nonempty_channel(channel.into())?;
+        self.inner.with_channel(&channel, |_, _| Ok(())).await
+    }
+
+    /// Deletes `channel`, in memory and in the store (exactly one `drop_channel`, also for a
+    /// channel that is only stored). On a store failure the channel stays as it was.
+    pub async fn remove_channel(&self, channel: impl Into<ChannelId>) -> ManagerResult<()> {
+        let channel = nonempty_channel(channel.into())?;
+        let slot = lock(&self.inner.channels).get(&channel).cloned();
+        match slot {
+            Some(slot) => {
+                let mut guard = slot.lock().await;
+                self.inner.persistence.drop_channel(&channel).await?;
+                guard.channel = None;
+                lock(&self.inner.channels).remove(&channel);
+            }
+            None => self.inner.persistence.drop_channel(&channel).await?,
+        }
+        lock(&self.inner.timers).set(&channel, None);
+        Ok(())
+    }
+
+    /// Deletes every channel the manager knows, in memory and in the store. A failure part-way
+    /// leaves the channels not yet dropped in place; calling again finishes.
+    pub async fn reset(&self) -> ManagerResult<()> {
+        let mut ids: Vec<ChannelId> = lock(&self.inner.channels).keys().cloned().collect();
+        ids.sort();
+        for id in ids {
+            self.remove_channel(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops periodic work (and waits for it), then releases all in-memory state. The store is
+    /// untouched: a new manager on it restores everything.
+    pub async fn cleanup(&self) {
+        self.stop_periodic_tasks().await;
+        lock(&self.inner.channels).clear();
+        *lock(&self.inner.timers) = Timers::default();
+    }
+
+    // ----- periodic work -------------------------------------------------------------------
+
+    /// Starts the timer-driven periodic work of every channel: resends and give-ups, lost
+    /// dependencies, SDS-R rebroadcasts, and a sync message per channel every sync interval.
+    /// Must be called within a tokio runtime. Calling it again while running does nothing.
+    pub async fn start_periodic_tasks(&self) {
+        let mut periodic = self.inner.periodic.lock().await;
+        if periodic.is_some() {
+            return;
+        }
+        self.inner.periodic_on.store(true, Ordering::SeqCst);
+        let now = self.inner.clock.now_ms();
+        for slot in self.slots() {
+            let mut guard = slot.lock().await;
+            if let Some(ch) = guard.channel.as_mut() {
+                ch.set_sync_timer(Some(now));
+                let id = ch.channel_id().clone();
+                let deadline = ch.poll_timeout();
+                lock(&self.inner.timers).set(&id, deadline);
+            }
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(drive(self.inner.clone(), stop_rx));
+        *periodic = Some(Periodic { stop, handle });
+    }
+
+    /// Stops periodic work and waits until it has stopped.
+    pub async fn stop_periodic_tasks(&self) {
+        let mut periodic = self.inner.periodic.lock().await;
+        self.inner.periodic_on.store(false, Ordering::SeqCst);
+        if let Some(p) = periodic.take() {
+            let _ = p.stop.send(true);
+            let _ = p.handle.await;
+        }
+        for slot in self.slots() {
+            if let Some(ch) = slot.lock().await.channel.as_mut() {
+                ch.set_sync_timer(None);
+            }
+        }
+    }
+
+    // ----- getters -------------------------------------------------------------------------
+
+    /// Ids of the channels in memory, sorted.
+    pub fn channel_ids(&self) -> Vec<ChannelId> {
+        let mut ids: Vec<ChannelId> = lock(&self.inner.channels).keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// The whole state of `channel` (loading it if needed).
+    pub async fn snapshot(&self, channel: impl Into<ChannelId>) -> ManagerResult<ChannelSnapshot> {
+        self.read(channel, |ch| ch.snapshot()).await
+    }
+
+    /// The log of `channel`, oldest first.
+    pub async fn get_log(&self, channel: impl Into<ChannelId>) -> ManagerResult<Vec<LogEntry>> {
+        self.read(channel, |ch| ch.log().cloned().collect()).await
+    }
+
+    /// The unacknowledged outgoing messages of `channel`.
+    pub async fn get_outgoing(
+        &self,
+        channel: impl Into<ChannelId>,
+    ) -> ManagerResult<Vec<OutgoingEntry>> {
+        self.read(channel, |ch| ch.outgoing().cloned().collect())
+            .await
+    }
+
+    /// The messages of `channel` waiting for dependencies.
+    pub async fn get_incoming(
+        &self,
+        channel: impl Into<ChannelId>,
+    ) -> ManagerResult<Vec<IncomingEntry>> {
+        self.read(channel, |ch| ch.incoming()).await
+    }
+
+    /// The lamport clock of `channel`.
+    pub async fn lamport(&self, channel: impl Into<ChannelId>) -> ManagerResult<i64> {
+        self.read(channel, |ch| ch.lamport()).await
+    }
+
+    /// Whether `channel`'s bloom filter holds `id`.
+    pub async fn bloom_contains(
+        &self,
+        channel: impl Into<ChannelId>,
+        id: &MessageId,
+    ) -> ManagerResult<bool> {
+        self.read(channel, |ch| ch.bloom_filter().contains(id.as_bytes()))
+            .await
+    }
+
+    async fn read<T>(
+        &self,
+        channel: impl Into<ChannelId>,
+        f: impl FnOnce(&Channel) -> T,
+    ) -> ManagerResult<T> {
+        let channel = nonempty_channel(channel.into())?;
+        self.inner.with_channel(&channel, |ch, _| Ok(f(ch))).await
+    }
+
+    fn slots(&self) -> Vec<Arc<tokio::sync::Mutex<Slot>>> {
+        lock(&self.inner.channels).values().cloned().collect()
+    }
+}
+
+fn nonempty_channel(channel: ChannelId) -> ManagerResult<ChannelId> {
+    if channel.is_empty() {
+        Err(ManagerError::InvalidArgument(
+            "channel id must not be empty".into(),
+        ))
+    } else {
+        Ok(channel)
+    }
+}
+
+impl Inner {
+    fn slot(&self, id: &ChannelId) -> ManagerResult<Arc<tokio::sync::Mutex<Slot>>> {
+        let mut channels = lock(&self.channels);
+        if let Some(slot) = channels.get(id) {
+            return Ok(slot.clone());
+        }
+        if channels.len() >= self.config.max_channels {
+            return Err(ManagerError::TooManyChannels {
+                limit: self.config.max_channels,
+            });
+        }
+        let slot = Arc::new(tokio::sync::Mutex::new(Slot::default()));
+        channels.insert(id.clone(), slot.clone());
+        Ok(slot)
+    }
+
+    /// Runs one protocol operation on a channel: load it if needed, apply `f`, commit the store
+    /// batch, then publish events and transmissions.
+    async fn with_channel<T>(
+        &self,
+        id: &ChannelId,
+        f: impl FnOnce(&mut Channel, u64) -> Result<T, EngineError>,
+    ) -> ManagerResult<T> {
+        let slot = self.slot(id)?;
+        let mut guard = slot.lock().await;
+        let now = self.clock.now_ms();
+        let ch = self.loaded(id, &mut guard, now).await?;
+        let value = f(ch, now)?;
+        self.commit(id, &mut guard).await?;
+        Ok(value)
+    }
+
+    /// The channel in the slot, loading (and restoring) it from the store first if needed.
+    async fn loaded<'a>(
+        &self,
+        id: &ChannelId,
+        slot: &'a mut Slot,
+        now: u64,
+    ) -> ManagerResult<&'a mut Channel> {
+        if slot.channel.is_none() {
+            let snapshot = self.persistence.load_channel(id).await?;
+            let mut ch = Channel::restore(
+                id.clone(),
+                self.participant_id.clone(),
+                self.config.engine.clone(),
+                snapshot,
+                now,
+            )?;
+            ch.set_hint_provider(
+                self.hint_provider
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            );
+            if self.periodic_on.load(Ordering::SeqCst) {
+                ch.set_sync_timer(Some(now));
+            }
+            slot.channel = Some(ch);
+            // Restoring can trim the log or deliver what became deliverable: commit that too.
+            self.commit(id, slot).await?;
+        }
+        slot.channel
+            .as_mut()
+            .ok_or_else(|| PersistenceError::new("channel state unavailable").into())
+    }
+
+    /// Commits the channel's pending store operations as one batch, then publishes its events
+    /// and transmissions. On a store failure the in-memory channel is discarded, so it is
+    /// reloaded from the store on next use, and nothing is published.
+    async fn commit(&self, id: &ChannelId, slot: &mut Slot) -> ManagerResult<()> {
+        let Some(ch) = slot.channel.as_mut() else {
+            return Ok(());
+        };
+        let ops = ch.take_store_ops();
+        let events: Vec<Event> = std::iter::from_fn(|| ch.poll_event()).collect();
+        let transmits: Vec<Transmit> = std::iter::from_fn(|| ch.poll_transmit()).collect();
+        let deadline = ch.poll_timeout();
+        if !ops.is_empty() {
+            if let Err(e) = self.persistence.apply_batch(id, &ops).await {
+                tracing::warn!(channel = %id, error = %e, "store batch failed; channel will be reloaded");
+                slot.channel = None;
+                lock(&self.timers).set(id, None);
+                return Err(e.into());
+            }
+        }
+        if lock(&self.timers).set(id, deadline) {
+            self.wake.notify_one();
+        }
+        let subscriber = lock(&self.subscriber).clone();
+        if let Some(tx) = subscriber {
+            for e in events {
+                let _ = tx.send(Notification::Event(e));
+            }
+            for t in transmits {
+                let _ = tx.send(Notification::Transmit(t));
+            }
+        }
+        Ok(())
+    }
+
+    fn notify(&self, n: Notification) {
+        if let Some(tx) = lock(&self.subscriber).as_ref() {
+            let _ = tx.send(n);
+        }
+    }
+
+    /// Periodic work of one channel at `now`.
+    async fn tick(&self, id: &ChannelId, now: u64) {
+        let slot = lock(&self.channels).get(id).cloned();
+        let Some(slot) = slot else {
+            return;
+        };
+        let mut guard = slot.lock().await;
+        let result = async {
+            // A channel dropped after a failed batch comes back from the store; its sync, which
+            // may be what failed, is redone now (resends and repairs follow from stored times).
+            let reloaded = guard.channel.is_none();
+            let ch = self.loaded(id, &mut guard, now).await?;
+            if reloaded && self.periodic_on.load(Ordering::SeqCst) {
+                ch.schedule_sync_at(Some(now));
+            }
+            ch.handle_timeout(now);
+            self.commit(id, &mut guard).await
+        }
+        .await;
+        if let Err(error) = result {
+            self.notify(Notification::TaskError {
+                channel_id: id.clone(),
+                error,
+            });
+            // Redo the work once the store may have recovered.
+            lock(&self.timers).set(id, Some(now.saturating_add(1_000)));
+        }
+    }
+}
+
+/// The periodic driver: sleeps until the earliest channel deadline (or until woken because an
+/// earlier one appeared), then runs every due channel.
+async fn drive(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let next = lock(&inner.timers).queue.first().map(|(d, _)| *d);
+        let sleep = match next {
+            Some(d) => tokio::time::sleep_until(inner.clock.instant_of(d)),
+            None => tokio::time::sleep(Duration::from_secs(3600)),
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = inner.wake.notified() => continue,
+            _ = sleep => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let now = inner.clock.now_ms();
+        let due = lock(&inner.timers).take_due(now);
+        for id in due {
+            inner.tick(&id, now).await;
+        }
+    }
+}
