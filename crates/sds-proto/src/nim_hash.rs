@@ -145,75 +145,85 @@ pub fn fingerprint64(s: &[u8]) -> u64 {
         return hash_len_33_to_64(s);
     }
     const SEED: u64 = 81;
-    let mut x = SEED;
-    let mut y = SEED.wrapping_mul(K1).wrapping_add(113);
-    let mut z = shift_mix(y.wrapping_mul(K2).wrapping_add(113)).wrapping_mul(K2);
-    let (mut v0, mut v1) = (0u64, 0u64);
-    let (mut w0, mut w1) = (0u64, 0u64);
-    x = x.wrapping_mul(K2).wrapping_add(fetch64(s, 0));
+    let mut st = LongState {
+        x: SEED,
+        y: SEED.wrapping_mul(K1).wrapping_add(113),
+        z: 0,
+        v: (0, 0),
+        w: (0, 0),
+    };
+    st.z = shift_mix(st.y.wrapping_mul(K2).wrapping_add(113)).wrapping_mul(K2);
+    st.x = st.x.wrapping_mul(K2).wrapping_add(fetch64(s, 0));
     // Whole 64-byte blocks, leaving 1..=64 bytes for the final round over the last 64 bytes.
-    let blocks = (len - 1) / 64;
-    for block in 0..blocks {
-        let at = block * 64;
-        x = x
-            .wrapping_add(y)
-            .wrapping_add(v0)
-            .wrapping_add(fetch64(s, at + 8))
-            .rotate_right(37)
-            .wrapping_mul(K1);
-        y = y
-            .wrapping_add(v1)
-            .wrapping_add(fetch64(s, at + 48))
-            .rotate_right(42)
-            .wrapping_mul(K1);
-        x ^= w1;
-        y = y.wrapping_add(v0).wrapping_add(fetch64(s, at + 40));
-        z = z.wrapping_add(w0).rotate_right(33).wrapping_mul(K1);
-        (v0, v1) = weak_hash_32(s, at, v1.wrapping_mul(K1), x.wrapping_add(w0));
-        (w0, w1) = weak_hash_32(
-            s,
-            at + 32,
-            z.wrapping_add(w1),
-            y.wrapping_add(fetch64(s, at + 16)),
-        );
-        std::mem::swap(&mut z, &mut x);
+    for block in 0..(len - 1) / 64 {
+        st.round(s, block * 64, K1, 1);
     }
-    let mul = K1.wrapping_add((z & 0xff) << 1);
-    let at = len - 64;
-    w0 = w0.wrapping_add(((len - 1) & 63) as u64);
-    v0 = v0.wrapping_add(w0);
-    w0 = w0.wrapping_add(v0);
-    x = x
-        .wrapping_add(y)
-        .wrapping_add(v0)
-        .wrapping_add(fetch64(s, at + 8))
-        .rotate_right(37)
-        .wrapping_mul(mul);
-    y = y
-        .wrapping_add(v1)
-        .wrapping_add(fetch64(s, at + 48))
-        .rotate_right(42)
-        .wrapping_mul(mul);
-    x ^= w1.wrapping_mul(9);
-    y = y
-        .wrapping_add(v0.wrapping_mul(9))
-        .wrapping_add(fetch64(s, at + 40));
-    z = z.wrapping_add(w0).rotate_right(33).wrapping_mul(mul);
-    (v0, v1) = weak_hash_32(s, at, v1.wrapping_mul(mul), x.wrapping_add(w0));
-    (w0, w1) = weak_hash_32(
-        s,
-        at + 32,
-        z.wrapping_add(w1),
-        y.wrapping_add(fetch64(s, at + 16)),
-    );
-    std::mem::swap(&mut z, &mut x);
+    let mul = K1.wrapping_add((st.z & 0xff) << 1);
+    st.w.0 = st.w.0.wrapping_add(((len - 1) & 63) as u64);
+    st.v.0 = st.v.0.wrapping_add(st.w.0);
+    st.w.0 = st.w.0.wrapping_add(st.v.0);
+    st.round(s, len - 64, mul, 9);
+    let LongState { x, y, z, v, w } = st;
     hash_len_16(
-        hash_len_16(v0, w0, mul)
+        hash_len_16(v.0, w.0, mul)
             .wrapping_add(shift_mix(y).wrapping_mul(K0))
             .wrapping_add(z),
-        hash_len_16(v1, w1, mul).wrapping_add(x),
+        hash_len_16(v.1, w.1, mul).wrapping_add(x),
         mul,
     )
+}
+
+/// The 56 bytes of state of the long-input path.
+struct LongState {
+    x: u64,
+    y: u64,
+    z: u64,
+    v: (u64, u64),
+    w: (u64, u64),
+}
+
+impl LongState {
+    /// One round over the 64 bytes at `s[at..]`. The block rounds use `mul = K1` and
+    /// `factor = 1`; the final round its own multiplier and `factor = 9`.
+    #[inline]
+    fn round(&mut self, s: &[u8], at: usize, mul: u64, factor: u64) {
+        self.x = self
+            .x
+            .wrapping_add(self.y)
+            .wrapping_add(self.v.0)
+            .wrapping_add(fetch64(s, at + 8))
+            .rotate_right(37)
+            .wrapping_mul(mul);
+        self.y = self
+            .y
+            .wrapping_add(self.v.1)
+            .wrapping_add(fetch64(s, at + 48))
+            .rotate_right(42)
+            .wrapping_mul(mul);
+        self.x ^= self.w.1.wrapping_mul(factor);
+        self.y = self
+            .y
+            .wrapping_add(self.v.0.wrapping_mul(factor))
+            .wrapping_add(fetch64(s, at + 40));
+        self.z = self
+            .z
+            .wrapping_add(self.w.0)
+            .rotate_right(33)
+            .wrapping_mul(mul);
+        self.v = weak_hash_32(
+            s,
+            at,
+            self.v.1.wrapping_mul(mul),
+            self.x.wrapping_add(self.w.0),
+        );
+        self.w = weak_hash_32(
+            s,
+            at + 32,
+            self.z.wrapping_add(self.w.1),
+            self.y.wrapping_add(fetch64(s, at + 16)),
+        );
+        std::mem::swap(&mut self.z, &mut self.x);
+    }
 }
 
 /// `hash(s)` as Nim 2.2 computes it on 64-bit targets.
