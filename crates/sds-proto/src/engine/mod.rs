@@ -28,6 +28,7 @@
 mod config;
 mod known;
 mod log;
+mod timed;
 mod types;
 
 use std::cmp::Reverse;
@@ -46,6 +47,7 @@ pub use types::{
 
 use self::known::{Known, KnownIds};
 use self::log::Log;
+use self::timed::TimedBuffer;
 use crate::bloom::{BloomFilter, FilterView, IdHashes, RollingBloomFilter};
 use crate::id::{ChannelId, MessageId, ParticipantId};
 use crate::message::{HistoryEntry, SdsMessage};
@@ -191,12 +193,10 @@ pub struct Channel {
     lost_timers: BTreeSet<(u64, MessageId)>,
     /// Waiting messages whose missing sets shrank during the current operation.
     shrunk_incoming: BTreeSet<MessageId>,
-    outgoing_repair: BTreeMap<MessageId, OutgoingRepairEntry>,
-    /// (T_req, id) of `outgoing_repair`: eligibility order and expiry.
-    outgoing_repair_timers: BTreeSet<(u64, MessageId)>,
-    incoming_repair: BTreeMap<MessageId, IncomingRepairEntry>,
-    /// (T_resp, id) of `incoming_repair`.
-    incoming_repair_timers: BTreeSet<(u64, MessageId)>,
+    /// SDS-R requests we will send, by T_req (eligibility order and expiry).
+    outgoing_repair: TimedBuffer<OutgoingRepairEntry>,
+    /// SDS-R responses we may send, by T_resp.
+    incoming_repair: TimedBuffer<IncomingRepairEntry>,
     next_sync: Option<u64>,
     hint_provider: Option<HintProvider>,
     events: VecDeque<Event>,
@@ -253,10 +253,8 @@ impl Channel {
             lost_deadline: HashMap::new(),
             lost_timers: BTreeSet::new(),
             shrunk_incoming: BTreeSet::new(),
-            outgoing_repair: BTreeMap::new(),
-            outgoing_repair_timers: BTreeSet::new(),
-            incoming_repair: BTreeMap::new(),
-            incoming_repair_timers: BTreeSet::new(),
+            outgoing_repair: TimedBuffer::default(),
+            incoming_repair: TimedBuffer::default(),
             next_sync: None,
             hint_provider: None,
             events: VecDeque::new(),
@@ -354,20 +352,10 @@ impl Channel {
             }
         }
         for e in snapshot.outgoing_repair {
-            let id = e.entry.message_id.clone();
-            if ch.outgoing_repair.contains_key(&id) {
-                continue;
-            }
-            ch.outgoing_repair_timers.insert((e.t_req, id.clone()));
-            ch.outgoing_repair.insert(id, e);
+            ch.outgoing_repair.insert(e);
         }
         for e in snapshot.incoming_repair {
-            let id = e.entry.message_id.clone();
-            if ch.incoming_repair.contains_key(&id) {
-                continue;
-            }
-            ch.incoming_repair_timers.insert((e.t_resp, id.clone()));
-            ch.incoming_repair.insert(id, e);
+            ch.incoming_repair.insert(e);
         }
         ch.deliver_ready(ready);
         Ok(ch)
@@ -644,10 +632,10 @@ impl Channel {
             self.outgoing.timers.first().map(|&(due, _)| due),
             self.lost_timers.first().map(|(due, _)| *due),
             self.next_sync,
-            self.incoming_repair_timers.first().map(|(t, _)| *t),
-            self.outgoing_repair_timers
+            self.incoming_repair.first().map(|(t, _)| t),
+            self.outgoing_repair
                 .first()
-                .map(|(t, _)| self.repair_expiry(*t)),
+                .map(|(t, _)| self.repair_expiry(t)),
         ]
         .into_iter()
         .flatten()
@@ -701,11 +689,10 @@ impl Channel {
         }
         self.deliver_ready(ready);
 
-        while let Some((t_resp, id)) = self.incoming_repair_timers.first().cloned() {
+        while let Some((t_resp, id)) = self.incoming_repair.first() {
             if t_resp > now {
                 break;
             }
-            self.incoming_repair_timers.remove(&(t_resp, id.clone()));
             if let Some(e) = self.incoming_repair.remove(&id) {
                 self.store_ops
                     .push(StoreOp::RemoveIncomingRepair(id.clone()));
@@ -722,7 +709,7 @@ impl Channel {
                 });
             }
         }
-        while let Some((t_req, id)) = self.outgoing_repair_timers.first().cloned() {
+        while let Some((t_req, id)) = self.outgoing_repair.first() {
             if self.repair_expiry(t_req) > now {
                 break;
             }
@@ -817,18 +804,12 @@ impl Channel {
 
     /// SDS-R: missing messages we will ask for, by T_req.
     pub fn outgoing_repair(&self) -> Vec<OutgoingRepairEntry> {
-        self.outgoing_repair_timers
-            .iter()
-            .filter_map(|(_, id)| self.outgoing_repair.get(id).cloned())
-            .collect()
+        self.outgoing_repair.iter().cloned().collect()
     }
 
     /// SDS-R: requested messages we may rebroadcast, by T_resp.
     pub fn incoming_repair(&self) -> Vec<IncomingRepairEntry> {
-        self.incoming_repair_timers
-            .iter()
-            .filter_map(|(_, id)| self.incoming_repair.get(id).cloned())
-            .collect()
+        self.incoming_repair.iter().cloned().collect()
     }
 
     /// The bloom filter of sent, received and marked-met ids.
@@ -1059,11 +1040,7 @@ impl Channel {
     }
 
     fn has_eligible_repair(&self, now: u64) -> bool {
-        self.repair_enabled()
-            && self
-                .outgoing_repair_timers
-                .first()
-                .is_some_and(|(t, _)| *t <= now)
+        self.repair_enabled() && self.outgoing_repair.first().is_some_and(|(t, _)| t <= now)
     }
 
     /// A missing dependency enters the outgoing repair buffer (once: seeing it missing again does
@@ -1073,27 +1050,25 @@ impl Channel {
         let id = &entry.message_id;
         // A message sitting in our own incoming buffer is not missing: we hold it.
         if !self.repair_enabled()
-            || self.outgoing_repair.contains_key(id)
+            || self.outgoing_repair.contains(id)
             || self.incoming.entries.contains_key(id)
         {
             return;
         }
-        let t_req = self.t_req(id, now);
-        if self.outgoing_repair.len() >= self.config.max_repair_buffer {
-            match self.outgoing_repair_timers.last().cloned() {
-                Some((last, last_id)) if last > t_req => self.remove_outgoing_repair(&last_id),
-                _ => return,
-            }
-        }
         let entry = OutgoingRepairEntry {
             entry: detached_entry(entry),
-            t_req,
+            t_req: self.t_req(id, now),
         };
-        let id = entry.entry.message_id.clone();
-        self.store_ops
-            .push(StoreOp::SaveOutgoingRepair(entry.clone()));
-        self.outgoing_repair_timers.insert((t_req, id.clone()));
-        self.outgoing_repair.insert(id, entry);
+        if let Ok(evicted) = self
+            .outgoing_repair
+            .insert_bounded(entry.clone(), self.config.max_repair_buffer)
+        {
+            if let Some(old) = evicted {
+                self.store_ops
+                    .push(StoreOp::RemoveOutgoingRepair(old.entry.message_id));
+            }
+            self.store_ops.push(StoreOp::SaveOutgoingRepair(entry));
+        }
     }
 
     fn t_req(&self, id: &MessageId, now: u64) -> u64 {
@@ -1116,26 +1091,21 @@ impl Channel {
             return;
         }
         let t_req = self.t_req(id, now);
-        if let Some(e) = self.outgoing_repair.get_mut(id) {
-            self.outgoing_repair_timers.remove(&(e.t_req, id.clone()));
-            e.t_req = t_req;
-            self.outgoing_repair_timers.insert((t_req, id.clone()));
+        if let Some(e) = self.outgoing_repair.reschedule(id, t_req) {
             let saved = e.clone();
             self.store_ops.push(StoreOp::SaveOutgoingRepair(saved));
         }
     }
 
     fn remove_outgoing_repair(&mut self, id: &MessageId) {
-        if let Some(e) = self.outgoing_repair.remove(id) {
-            self.outgoing_repair_timers.remove(&(e.t_req, id.clone()));
+        if self.outgoing_repair.remove(id).is_some() {
             self.store_ops
                 .push(StoreOp::RemoveOutgoingRepair(id.clone()));
         }
     }
 
     fn remove_incoming_repair(&mut self, id: &MessageId) {
-        if let Some(e) = self.incoming_repair.remove(id) {
-            self.incoming_repair_timers.remove(&(e.t_resp, id.clone()));
+        if self.incoming_repair.remove(id).is_some() {
             self.store_ops
                 .push(StoreOp::RemoveIncomingRepair(id.clone()));
         }
@@ -1147,13 +1117,9 @@ impl Channel {
         if !self.repair_enabled() {
             return Vec::new();
         }
-        let due: Vec<MessageId> = self
-            .outgoing_repair_timers
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .take(self.config.max_repair_requests)
-            .map(|(_, id)| id.clone())
-            .collect();
+        let due = self
+            .outgoing_repair
+            .due_ids(now, self.config.max_repair_requests);
         let mut requests = Vec::with_capacity(due.len());
         for id in due {
             if let Some(e) = self.outgoing_repair.get(&id) {
@@ -1170,12 +1136,12 @@ impl Channel {
     /// rebroadcast at now + T_resp.
     fn handle_repair_requests(&mut self, msg: &SdsMessage, now: u64) {
         for r in &msg.repair_request {
-            if self.outgoing_repair.contains_key(&r.message_id) {
+            if self.outgoing_repair.contains(&r.message_id) {
                 self.requeue_or_drop_repair(&r.message_id, now);
             }
             if !self.repair_enabled()
                 || r.sender_id.is_empty()
-                || self.incoming_repair.contains_key(&r.message_id)
+                || self.incoming_repair.contains(&r.message_id)
             {
                 continue;
             }
@@ -1193,23 +1159,21 @@ impl Channel {
             }
             let offset = crate::repair::t_resp_offset(p, s, m, self.config.repair_t_max as i64);
             let t_resp = now.saturating_add(offset.max(0) as u64);
-            let bytes = logged.bytes.clone();
-            if self.incoming_repair.len() >= self.config.max_repair_buffer {
-                match self.incoming_repair_timers.last().cloned() {
-                    Some((last, last_id)) if last > t_resp => self.remove_incoming_repair(&last_id),
-                    _ => continue,
-                }
-            }
             let entry = IncomingRepairEntry {
                 entry: detached_entry(r),
-                bytes,
+                bytes: logged.bytes.clone(),
                 t_resp,
             };
-            let id = entry.entry.message_id.clone();
-            self.store_ops
-                .push(StoreOp::SaveIncomingRepair(entry.clone()));
-            self.incoming_repair_timers.insert((t_resp, id.clone()));
-            self.incoming_repair.insert(id, entry);
+            if let Ok(evicted) = self
+                .incoming_repair
+                .insert_bounded(entry.clone(), self.config.max_repair_buffer)
+            {
+                if let Some(old) = evicted {
+                    self.store_ops
+                        .push(StoreOp::RemoveIncomingRepair(old.entry.message_id));
+                }
+                self.store_ops.push(StoreOp::SaveIncomingRepair(entry));
+            }
         }
     }
 

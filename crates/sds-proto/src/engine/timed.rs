@@ -1,0 +1,120 @@
+//! A buffer of entries keyed by message id and ordered by the time each is due: the shape of
+//! both SDS-R buffers (requests by T_req, responses by T_resp).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::types::{IncomingRepairEntry, OutgoingRepairEntry};
+use crate::id::MessageId;
+
+/// An entry with an id and a due time.
+pub(crate) trait Timed: Clone {
+    fn id(&self) -> &MessageId;
+    fn due(&self) -> u64;
+    fn set_due(&mut self, due: u64);
+}
+
+impl Timed for OutgoingRepairEntry {
+    fn id(&self) -> &MessageId {
+        &self.entry.message_id
+    }
+    fn due(&self) -> u64 {
+        self.t_req
+    }
+    fn set_due(&mut self, due: u64) {
+        self.t_req = due;
+    }
+}
+
+impl Timed for IncomingRepairEntry {
+    fn id(&self) -> &MessageId {
+        &self.entry.message_id
+    }
+    fn due(&self) -> u64 {
+        self.t_resp
+    }
+    fn set_due(&mut self, due: u64) {
+        self.t_resp = due;
+    }
+}
+
+/// Entries by id, with an index by (due, id).
+#[derive(Debug, Clone)]
+pub(crate) struct TimedBuffer<E> {
+    entries: BTreeMap<MessageId, E>,
+    order: BTreeSet<(u64, MessageId)>,
+}
+
+impl<E> Default for TimedBuffer<E> {
+    fn default() -> Self {
+        TimedBuffer {
+            entries: BTreeMap::new(),
+            order: BTreeSet::new(),
+        }
+    }
+}
+
+impl<E: Timed> TimedBuffer<E> {
+    pub(crate) fn contains(&self, id: &MessageId) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    pub(crate) fn get(&self, id: &MessageId) -> Option<&E> {
+        self.entries.get(id)
+    }
+
+    /// The earliest due time and its id.
+    pub(crate) fn first(&self) -> Option<(u64, MessageId)> {
+        self.order.first().cloned()
+    }
+
+    /// Ids due at or before `now`, earliest first, at most `max`.
+    pub(crate) fn due_ids(&self, now: u64, max: usize) -> Vec<MessageId> {
+        self.order
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    /// Entries, earliest due first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &E> {
+        self.order.iter().filter_map(|(_, id)| self.entries.get(id))
+    }
+
+    /// Adds an entry (replacing one with the same id), without a bound.
+    pub(crate) fn insert(&mut self, e: E) {
+        self.remove(e.id());
+        self.order.insert((e.due(), e.id().clone()));
+        self.entries.insert(e.id().clone(), e);
+    }
+
+    /// Adds an entry within `cap` entries. When full, the entry due last gives way (and is
+    /// returned) if it is due after the new one; otherwise the new one is refused (`Err`).
+    pub(crate) fn insert_bounded(&mut self, e: E, cap: usize) -> Result<Option<E>, E> {
+        let mut evicted = None;
+        if self.entries.len() >= cap {
+            match self.order.last().cloned() {
+                Some((last, last_id)) if last > e.due() => evicted = self.remove(&last_id),
+                _ => return Err(e),
+            }
+        }
+        self.insert(e);
+        Ok(evicted)
+    }
+
+    pub(crate) fn remove(&mut self, id: &MessageId) -> Option<E> {
+        let e = self.entries.remove(id)?;
+        self.order.remove(&(e.due(), id.clone()));
+        Some(e)
+    }
+
+    /// Moves an entry to a new due time; returns it as changed.
+    pub(crate) fn reschedule(&mut self, id: &MessageId, due: u64) -> Option<&E> {
+        let e = self.entries.get_mut(id)?;
+        self.order.remove(&(e.due(), id.clone()));
+        e.set_due(due);
+        self.order.insert((due, id.clone()));
+        Some(e)
+    }
+}
