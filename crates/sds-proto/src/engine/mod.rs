@@ -1059,16 +1059,11 @@ impl Channel {
             entry: detached_entry(entry),
             t_req: self.t_req(id, now),
         };
-        if let Ok(evicted) = self
-            .outgoing_repair
-            .insert_bounded(entry.clone(), self.config.max_repair_buffer)
-        {
-            if let Some(old) = evicted {
-                self.store_ops
-                    .push(StoreOp::RemoveOutgoingRepair(old.entry.message_id));
-            }
-            self.store_ops.push(StoreOp::SaveOutgoingRepair(entry));
-        }
+        self.outgoing_repair.insert_stored(
+            entry,
+            self.config.max_repair_buffer,
+            &mut self.store_ops,
+        );
     }
 
     fn t_req(&self, id: &MessageId, now: u64) -> u64 {
@@ -1098,17 +1093,11 @@ impl Channel {
     }
 
     fn remove_outgoing_repair(&mut self, id: &MessageId) {
-        if self.outgoing_repair.remove(id).is_some() {
-            self.store_ops
-                .push(StoreOp::RemoveOutgoingRepair(id.clone()));
-        }
+        self.outgoing_repair.remove_stored(id, &mut self.store_ops);
     }
 
     fn remove_incoming_repair(&mut self, id: &MessageId) {
-        if self.incoming_repair.remove(id).is_some() {
-            self.store_ops
-                .push(StoreOp::RemoveIncomingRepair(id.clone()));
-        }
+        self.incoming_repair.remove_stored(id, &mut self.store_ops);
     }
 
     /// Takes the eligible outgoing repair entries (T_req ≤ now), lowest T_req first, at most
@@ -1164,16 +1153,11 @@ impl Channel {
                 bytes: logged.bytes.clone(),
                 t_resp,
             };
-            if let Ok(evicted) = self
-                .incoming_repair
-                .insert_bounded(entry.clone(), self.config.max_repair_buffer)
-            {
-                if let Some(old) = evicted {
-                    self.store_ops
-                        .push(StoreOp::RemoveIncomingRepair(old.entry.message_id));
-                }
-                self.store_ops.push(StoreOp::SaveIncomingRepair(entry));
-            }
+            self.incoming_repair.insert_stored(
+                entry,
+                self.config.max_repair_buffer,
+                &mut self.store_ops,
+            );
         }
     }
 

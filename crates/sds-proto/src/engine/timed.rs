@@ -3,14 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::types::{IncomingRepairEntry, OutgoingRepairEntry};
+use super::types::{IncomingRepairEntry, OutgoingRepairEntry, StoreOp};
 use crate::id::MessageId;
 
-/// An entry with an id and a due time.
+/// An entry with an id and a due time, stored through its own pair of store operations.
 pub(crate) trait Timed: Clone {
     fn id(&self) -> &MessageId;
     fn due(&self) -> u64;
     fn set_due(&mut self, due: u64);
+    fn save_op(self) -> StoreOp;
+    fn remove_op(id: MessageId) -> StoreOp;
 }
 
 impl Timed for OutgoingRepairEntry {
@@ -23,6 +25,12 @@ impl Timed for OutgoingRepairEntry {
     fn set_due(&mut self, due: u64) {
         self.t_req = due;
     }
+    fn save_op(self) -> StoreOp {
+        StoreOp::SaveOutgoingRepair(self)
+    }
+    fn remove_op(id: MessageId) -> StoreOp {
+        StoreOp::RemoveOutgoingRepair(id)
+    }
 }
 
 impl Timed for IncomingRepairEntry {
@@ -34,6 +42,12 @@ impl Timed for IncomingRepairEntry {
     }
     fn set_due(&mut self, due: u64) {
         self.t_resp = due;
+    }
+    fn save_op(self) -> StoreOp {
+        StoreOp::SaveIncomingRepair(self)
+    }
+    fn remove_op(id: MessageId) -> StoreOp {
+        StoreOp::RemoveIncomingRepair(id)
     }
 }
 
@@ -101,6 +115,23 @@ impl<E: Timed> TimedBuffer<E> {
         }
         self.insert(e);
         Ok(evicted)
+    }
+
+    /// [`insert_bounded`](Self::insert_bounded), recording the store operations of what changed.
+    pub(crate) fn insert_stored(&mut self, e: E, cap: usize, ops: &mut Vec<StoreOp>) {
+        if let Ok(evicted) = self.insert_bounded(e.clone(), cap) {
+            if let Some(old) = evicted {
+                ops.push(E::remove_op(old.id().clone()));
+            }
+            ops.push(e.save_op());
+        }
+    }
+
+    /// Removes an entry, recording its store operation if there was one.
+    pub(crate) fn remove_stored(&mut self, id: &MessageId, ops: &mut Vec<StoreOp>) {
+        if self.remove(id).is_some() {
+            ops.push(E::remove_op(id.clone()));
+        }
     }
 
     pub(crate) fn remove(&mut self, id: &MessageId) -> Option<E> {
