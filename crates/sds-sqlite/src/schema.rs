@@ -1,0 +1,95 @@
+//! The database schema and its forward migrations.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::OpenError;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations by the version they produce; migration `i` turns version `i` into `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 → 1: the first schema.
+    "
+    CREATE TABLE channel (
+        channel BLOB PRIMARY KEY,
+        lamport INTEGER
+    );
+    -- Message bytes, once per channel, shared by every place that refers to them.
+    CREATE TABLE message (
+        channel BLOB NOT NULL,
+        id BLOB NOT NULL,
+        bytes BLOB NOT NULL,
+        PRIMARY KEY (channel, id)
+    );
+    CREATE TABLE log (
+        channel BLOB NOT NULL,
+        id BLOB NOT NULL,
+        lamport INTEGER NOT NULL,
+        sender BLOB NOT NULL,
+        hint BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (channel, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX log_order ON log (channel, seq);
+    CREATE TABLE outgoing (
+        channel BLOB NOT NULL,
+        id BLOB NOT NULL,
+        send_time INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        possible_acks INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (channel, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX outgoing_order ON outgoing (channel, seq);
+    CREATE TABLE incoming (
+        channel BLOB NOT NULL,
+        id BLOB NOT NULL,
+        missing BLOB NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (channel, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE outgoing_repair (
+        channel BLOB NOT NULL,
+        id BLOB NOT NULL,
+        hint BLOB NOT NULL,
+        sender BLOB NOT NULL,
+        t_req INTEGER NOT NULL,
+        PRIMARY KEY (channel, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE incoming_repair (
+        channel BLOB NOT NULL,
+        id BLOB NOT NULL,
+        hint BLOB NOT NULL,
+        sender BLOB NOT NULL,
+        t_resp INTEGER NOT NULL,
+        PRIMARY KEY (channel, id)
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// Brings the database to [`SCHEMA_VERSION`], refusing one written by a newer build.
+pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let fail = |source| OpenError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(fail)?;
+    if found > SCHEMA_VERSION {
+        return Err(OpenError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let to = from as i64 + 1;
+        conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {to}; COMMIT;"))
+            .map_err(fail)?;
+    }
+    Ok(())
+}
