@@ -28,10 +28,7 @@ pub(crate) fn decode_entries(mut bytes: &[u8]) -> Option<Vec<HistoryEntry>> {
         Some(value)
     };
     let mut entries = Vec::new();
-    loop {
-        let Some(id) = field() else {
-            break;
-        };
+    while let Some(id) = field() {
         let hint = field()?;
         let sender = field()?;
         entries.push(HistoryEntry {
