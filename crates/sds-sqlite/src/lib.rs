@@ -183,8 +183,7 @@ fn ch(c: &ChannelId) -> &[u8] {
     c.as_bytes()
 }
 
-/// Stores a message's bytes once per channel (a marked-met marker has none; the real message
-/// arriving later fills them in).
+/// Stores a message's bytes once per channel.
 fn put_bytes(
     tx: &Transaction<'_>,
     channel: &ChannelId,
@@ -193,8 +192,7 @@ fn put_bytes(
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO message (channel, id, bytes) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (channel, id) DO UPDATE SET bytes = excluded.bytes \
-         WHERE length(message.bytes) = 0 AND length(excluded.bytes) > 0",
+         ON CONFLICT (channel, id) DO NOTHING",
     )?
     .execute(params![ch(channel), id.as_bytes(), bytes])?;
     Ok(())
@@ -239,18 +237,22 @@ fn apply(tx: &Transaction<'_>, c: &ChannelId, op: &StoreOp) -> rusqlite::Result<
                 .execute(params![ch(c), l])?;
         }
         StoreOp::AppendLogEntry(e) => {
-            put_bytes(tx, c, &e.message_id, &e.bytes)?;
+            let met = e.is_met_marker();
+            if !met {
+                put_bytes(tx, c, &e.message_id, &e.bytes)?;
+            }
             tx.prepare_cached(
-                "INSERT INTO log (channel, id, lamport, sender, hint, seq) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE channel = ?1)) \
-                 ON CONFLICT (channel, id) DO UPDATE SET lamport = ?3, sender = ?4, hint = ?5",
+                "INSERT INTO log (channel, id, lamport, sender, hint, seq, met) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE channel = ?1), ?6) \
+                 ON CONFLICT (channel, id) DO UPDATE SET lamport = ?3, sender = ?4, hint = ?5, met = ?6",
             )?
             .execute(params![
                 ch(c),
                 e.message_id.as_bytes(),
                 e.lamport_timestamp,
                 e.sender_id.as_bytes(),
-                &e.retrieval_hint[..]
+                &e.retrieval_hint[..],
+                met
             ])?;
         }
         StoreOp::RemoveLogEntry(id) => delete(tx, "log", c, id)?,
@@ -344,7 +346,8 @@ fn load(conn: &mut Connection, c: &ChannelId) -> rusqlite::Result<ChannelSnapsho
     };
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT l.id, l.lamport, l.sender, l.hint, COALESCE(m.bytes, x'') FROM log l \
+            "SELECT l.id, l.lamport, l.sender, l.hint, \
+             CASE WHEN l.met THEN x'' ELSE COALESCE(m.bytes, x'') END FROM log l \
              LEFT JOIN message m ON m.channel = l.channel AND m.id = l.id \
              WHERE l.channel = ?1 ORDER BY l.seq",
         )?;

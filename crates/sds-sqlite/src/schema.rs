@@ -31,6 +31,8 @@ const MIGRATIONS: &[&str] = &[
         sender BLOB NOT NULL,
         hint BLOB NOT NULL,
         seq INTEGER NOT NULL,
+        -- 1 for an id marked met by the application: no message, not part of the log proper.
+        met INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (channel, id)
     ) WITHOUT ROWID;
     CREATE INDEX log_order ON log (channel, seq);
