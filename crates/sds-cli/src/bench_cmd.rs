@@ -3,9 +3,13 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use clap::{Args, Subcommand, ValueEnum};
+use sds::{ManagerConfig, NoopPersistence, Notification, Persistence, ReliabilityManager};
 use sds_proto::engine::{Channel, Config, Event};
 use sds_proto::Bytes;
+use sds_sqlite::SqliteStore;
 use serde_json::json;
 
 use crate::CmdResult;
@@ -15,7 +19,7 @@ pub(crate) enum BenchCommand {
     /// B1: one sender wraps N messages, one receiver unwraps them in the given order.
     ///
     /// Prints one JSON line:
-    /// {"n","order","wrapPerSec","unwrapPerSec","delivered","peakRssBytes"}.
+    /// {"n","order","store","wrapPerSec","unwrapPerSec","delivered","peakRssBytes"}.
     Pipeline(PipelineArgs),
 }
 
@@ -50,6 +54,46 @@ pub(crate) struct PipelineArgs {
     /// Seed of the random order.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Where state goes: `none` drives the protocol engine directly with no store (B1);
+    /// `noop` and `sqlite:PATH` go through the async manager, with no-op persistence or with
+    /// an SQLite database committed before each call returns (B2).
+    #[arg(long, default_value = "none")]
+    store: StoreArg,
+}
+
+/// The `--store` argument.
+#[derive(Clone, Debug)]
+pub(crate) enum StoreArg {
+    None,
+    Noop,
+    Sqlite(std::path::PathBuf),
+}
+
+impl std::str::FromStr for StoreArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(StoreArg::None),
+            "noop" => Ok(StoreArg::Noop),
+            _ => match s.strip_prefix("sqlite:") {
+                Some(path) if !path.is_empty() => Ok(StoreArg::Sqlite(path.into())),
+                _ => Err(format!(
+                    "unknown store {s:?} (expected none, noop or sqlite:PATH)"
+                )),
+            },
+        }
+    }
+}
+
+impl StoreArg {
+    fn name(&self) -> String {
+        match self {
+            StoreArg::None => "none".into(),
+            StoreArg::Noop => "noop".into(),
+            StoreArg::Sqlite(p) => format!("sqlite:{}", p.display()),
+        }
+    }
 }
 
 pub(crate) fn run(cmd: BenchCommand) -> CmdResult {
@@ -74,58 +118,84 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn pipeline(args: PipelineArgs) -> CmdResult {
-    let n = args.n;
-    // B1's configuration is the default one; the receiver's buffer bounds are raised to N so
-    // that the reverse and random orders, which buffer almost everything, can complete.
-    let config = Config {
-        max_incoming_buffer: n.max(1),
-        max_incoming_buffer_bytes: usize::MAX,
-        max_outgoing_buffer: n.max(1),
-        ..Config::default()
-    };
-    let now = 1_700_000_000_000u64;
+/// The inputs of one B1/B2 run.
+struct Workload {
+    n: usize,
+    config: Config,
+    now: u64,
+    payloads: Vec<Bytes>,
+    ids: Vec<String>,
+    order: Vec<usize>,
+}
+
+impl Workload {
+    fn new(args: &PipelineArgs) -> Self {
+        let n = args.n;
+        // B1's configuration is the default one; the receiver's buffer bounds are raised to N
+        // so that the reverse and random orders, which buffer almost everything, can complete.
+        let config = Config {
+            max_incoming_buffer: n.max(1),
+            max_incoming_buffer_bytes: usize::MAX,
+            max_outgoing_buffer: n.max(1),
+            ..Config::default()
+        };
+        let payloads = (0..n)
+            .map(|i| Bytes::from((0..64).map(|j| ((i + j) % 256) as u8).collect::<Vec<u8>>()))
+            .collect();
+        let ids = (0..n).map(|i| format!("msg-{i}")).collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        match args.order {
+            Arrival::InOrder => {}
+            Arrival::Reverse => order.reverse(),
+            Arrival::Random => {
+                let mut state = args.seed;
+                for i in (1..n).rev() {
+                    let j = (splitmix(&mut state) % (i as u64 + 1)) as usize;
+                    order.swap(i, j);
+                }
+            }
+        }
+        Workload {
+            n,
+            config,
+            now: 1_700_000_000_000,
+            payloads,
+            ids,
+            order,
+        }
+    }
+}
+
+/// Phase timings and deliveries.
+struct Outcome {
+    wrap_secs: f64,
+    unwrap_secs: f64,
+    delivered: usize,
+}
+
+/// B1: the engine alone, store operations dropped.
+fn run_engine(w: Workload) -> Result<Outcome, String> {
     let new_channel = |who: &str| {
-        Channel::new("bench".into(), who.into(), config.clone(), now).map_err(|e| e.to_string())
+        Channel::new("bench".into(), who.into(), w.config.clone(), w.now).map_err(|e| e.to_string())
     };
     let mut alice = new_channel("alice")?;
     let mut bob = new_channel("bob")?;
-
-    let payloads: Vec<Bytes> = (0..n)
-        .map(|i| Bytes::from((0..64).map(|j| ((i + j) % 256) as u8).collect::<Vec<u8>>()))
-        .collect();
-    let ids: Vec<String> = (0..n).map(|i| format!("msg-{i}")).collect();
-
-    let mut wrapped = Vec::with_capacity(n);
+    let mut wrapped = Vec::with_capacity(w.n);
     let start = Instant::now();
-    for (i, payload) in payloads.into_iter().enumerate() {
+    for (i, payload) in w.payloads.into_iter().enumerate() {
         let bytes = alice
-            .wrap(payload, ids[i].as_str().into(), now)
-            .map_err(|e| format!("wrap {}: {e}", ids[i]))?;
+            .wrap(payload, w.ids[i].as_str().into(), w.now)
+            .map_err(|e| format!("wrap {}: {e}", w.ids[i]))?;
         drop(alice.take_store_ops());
         while alice.poll_event().is_some() {}
         wrapped.push(bytes);
     }
     let wrap_secs = start.elapsed().as_secs_f64();
-
-    let mut order: Vec<usize> = (0..n).collect();
-    match args.order {
-        Arrival::InOrder => {}
-        Arrival::Reverse => order.reverse(),
-        Arrival::Random => {
-            let mut state = args.seed;
-            for i in (1..n).rev() {
-                let j = (splitmix(&mut state) % (i as u64 + 1)) as usize;
-                order.swap(i, j);
-            }
-        }
-    }
-
     let mut delivered = 0usize;
     let start = Instant::now();
-    for &i in &order {
-        bob.unwrap(wrapped[i].clone(), now)
-            .map_err(|e| format!("unwrap {}: {e}", ids[i]))?;
+    for &i in &w.order {
+        bob.unwrap(wrapped[i].clone(), w.now)
+            .map_err(|e| format!("unwrap {}: {e}", w.ids[i]))?;
         drop(bob.take_store_ops());
         while let Some(e) = bob.poll_event() {
             if matches!(e, Event::MessageReady { .. }) {
@@ -133,21 +203,103 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
             }
         }
     }
-    let unwrap_secs = start.elapsed().as_secs_f64();
+    Ok(Outcome {
+        wrap_secs,
+        unwrap_secs: start.elapsed().as_secs_f64(),
+        delivered,
+    })
+}
 
+/// B1 with no-op persistence, or B2, through the async manager: every call commits its batch
+/// before it returns.
+fn run_manager(w: Workload, store: &StoreArg) -> Result<Outcome, String> {
+    let persistence = |who: &str| -> Result<Arc<dyn Persistence>, String> {
+        Ok(match store {
+            StoreArg::Sqlite(path) => {
+                let file = if who == "alice" {
+                    path.clone()
+                } else {
+                    let mut p = path.clone().into_os_string();
+                    p.push(format!(".{who}"));
+                    p.into()
+                };
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut f = file.clone().into_os_string();
+                    f.push(suffix);
+                    let _ = std::fs::remove_file(std::path::PathBuf::from(f));
+                }
+                Arc::new(SqliteStore::open(&file).map_err(|e| e.to_string())?)
+            }
+            _ => Arc::new(NoopPersistence),
+        })
+    };
+    let config = ManagerConfig {
+        engine: w.config.clone(),
+        ..ManagerConfig::default()
+    };
+    let alice = ReliabilityManager::new("alice", config.clone(), persistence("alice")?)
+        .map_err(|e| e.to_string())?;
+    let bob =
+        ReliabilityManager::new("bob", config, persistence("bob")?).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut events = bob.subscribe();
+        let mut wrapped = Vec::with_capacity(w.n);
+        let start = Instant::now();
+        for (i, payload) in w.payloads.into_iter().enumerate() {
+            let bytes = alice
+                .wrap_outgoing_message(payload, w.ids[i].as_str(), "bench")
+                .await
+                .map_err(|e| format!("wrap {}: {e}", w.ids[i]))?;
+            wrapped.push(bytes);
+        }
+        let wrap_secs = start.elapsed().as_secs_f64();
+        let mut delivered = 0usize;
+        let start = Instant::now();
+        for &i in &w.order {
+            bob.unwrap_received_message(wrapped[i].clone())
+                .await
+                .map_err(|e| format!("unwrap {}: {e}", w.ids[i]))?;
+            while let Ok(n) = events.try_recv() {
+                if matches!(n, Notification::Event(Event::MessageReady { .. })) {
+                    delivered += 1;
+                }
+            }
+        }
+        Ok(Outcome {
+            wrap_secs,
+            unwrap_secs: start.elapsed().as_secs_f64(),
+            delivered,
+        })
+    })
+}
+
+fn pipeline(args: PipelineArgs) -> CmdResult {
+    let n = args.n;
+    let w = Workload::new(&args);
+    let outcome = match &args.store {
+        StoreArg::None => run_engine(w)?,
+        store => run_manager(w, store)?,
+    };
     let out = json!({
         "n": n,
         "order": args.order.name(),
-        "wrapPerSec": (n as f64 / wrap_secs).round(),
-        "unwrapPerSec": (n as f64 / unwrap_secs).round(),
-        "delivered": delivered,
+        "store": args.store.name(),
+        "wrapPerSec": (n as f64 / outcome.wrap_secs).round(),
+        "unwrapPerSec": (n as f64 / outcome.unwrap_secs).round(),
+        "delivered": outcome.delivered,
         "peakRssBytes": peak_rss_bytes(),
     });
     println!("{out}");
-    drop(wrapped);
-    if delivered == n {
+    if outcome.delivered == n {
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(format!("only {delivered} of {n} messages were delivered"))
+        Err(format!(
+            "only {} of {n} messages were delivered",
+            outcome.delivered
+        ))
     }
 }

@@ -196,6 +196,35 @@ fn arbitrary_bytes_never_crash_decode() {
 }
 
 #[test]
+fn bench_pipeline_delivers_everything_on_every_store() {
+    let dir = std::env::temp_dir().join(format!("sds-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite:{}", dir.join("b2.db").display());
+    for store in ["none", "noop", db.as_str()] {
+        for order in ["in-order", "random", "reverse"] {
+            let out = sds(
+                &[
+                    "bench", "pipeline", "--n", "60", "--order", order, "--store", store,
+                ],
+                None,
+            );
+            assert!(
+                out.status.success(),
+                "{store} {order}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v = stdout_json(&out);
+            assert_eq!(v["delivered"], 60, "{store} {order}");
+            assert_eq!(v["order"], order);
+            assert!(v["wrapPerSec"].as_f64().unwrap() > 0.0);
+        }
+    }
+    let bad = sds(&["bench", "pipeline", "--store", "nosuch"], None);
+    assert_eq!(bad.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn help_is_available_everywhere() {
     for args in [
         &["--help"][..],

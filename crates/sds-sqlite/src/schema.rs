@@ -15,7 +15,9 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE channel (
         channel BLOB PRIMARY KEY,
-        lamport INTEGER
+        lamport INTEGER,
+        -- Send order of outgoing entries.
+        next_seq INTEGER NOT NULL DEFAULT 0
     );
     -- Message bytes, once per channel, shared by every place that refers to them.
     CREATE TABLE message (
@@ -30,12 +32,10 @@ const MIGRATIONS: &[&str] = &[
         lamport INTEGER NOT NULL,
         sender BLOB NOT NULL,
         hint BLOB NOT NULL,
-        seq INTEGER NOT NULL,
         -- 1 for an id marked met by the application: no message, not part of the log proper.
         met INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (channel, id)
     ) WITHOUT ROWID;
-    CREATE INDEX log_order ON log (channel, seq);
     CREATE TABLE outgoing (
         channel BLOB NOT NULL,
         id BLOB NOT NULL,
@@ -45,7 +45,6 @@ const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL,
         PRIMARY KEY (channel, id)
     ) WITHOUT ROWID;
-    CREATE INDEX outgoing_order ON outgoing (channel, seq);
     CREATE TABLE incoming (
         channel BLOB NOT NULL,
         id BLOB NOT NULL,

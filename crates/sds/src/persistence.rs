@@ -99,7 +99,7 @@ pub trait Persistence: Send + Sync {
     /// Deletes everything stored for the channel (meant to be one transaction).
     async fn drop_channel(&self, channel: &ChannelId) -> PersistenceResult<()>;
     /// Everything stored for the channel; an empty snapshot for an unknown one. The log comes
-    /// oldest first.
+    /// in log order: by (lamport, id), oldest first.
     async fn load_channel(&self, channel: &ChannelId) -> PersistenceResult<ChannelSnapshot>;
 
     /// Applies all store operations of one protocol operation, in order.
@@ -316,9 +316,14 @@ impl Stored {
     }
 
     fn snapshot(&self) -> ChannelSnapshot {
+        // The log in log order: (lamport, id), oldest first.
+        let mut log = self.log.clone();
+        log.sort_by(|a, b| {
+            (a.lamport_timestamp, &a.message_id).cmp(&(b.lamport_timestamp, &b.message_id))
+        });
         ChannelSnapshot {
             lamport: self.lamport,
-            log: self.log.clone(),
+            log,
             outgoing: self.outgoing.clone(),
             incoming: self.incoming.values().cloned().collect(),
             outgoing_repair: self.outgoing_repair.values().cloned().collect(),
