@@ -189,10 +189,12 @@ pub struct Channel {
     outgoing: Outgoing,
     incoming: Incoming,
     /// Missing id → (deadline, entry as first cited), for the lost-dependency timeout.
-    lost_deadline: HashMap<MessageId, (u64, HistoryEntry)>,
-    lost_timers: BTreeSet<(u64, MessageId)>,
-    /// Waiting messages whose missing sets shrank during the current operation.
-    shrunk_incoming: BTreeSet<MessageId>,
+    lost_deadline: HashMap<MessageId, (u64, u64, HistoryEntry)>,
+    /// (deadline, sequence number) → missing id: integer keys keep the ordered set cheap.
+    lost_timers: BTreeMap<(u64, u64), MessageId>,
+    next_lost_seq: u64,
+    /// Waiting messages whose missing sets shrank during the current operation (may repeat).
+    shrunk_incoming: Vec<MessageId>,
     /// SDS-R requests we will send, by T_req (eligibility order and expiry).
     outgoing_repair: TimedBuffer<OutgoingRepairEntry>,
     /// SDS-R responses we may send, by T_resp.
@@ -251,8 +253,9 @@ impl Channel {
             outgoing: Outgoing::default(),
             incoming: Incoming::default(),
             lost_deadline: HashMap::new(),
-            lost_timers: BTreeSet::new(),
-            shrunk_incoming: BTreeSet::new(),
+            lost_timers: BTreeMap::new(),
+            next_lost_seq: 0,
+            shrunk_incoming: Vec::new(),
             outgoing_repair: TimedBuffer::default(),
             incoming_repair: TimedBuffer::default(),
             next_sync: None,
@@ -630,7 +633,7 @@ impl Channel {
     pub fn poll_timeout(&self) -> Option<u64> {
         [
             self.outgoing.timers.first().map(|&(due, _)| due),
-            self.lost_timers.first().map(|(due, _)| *due),
+            self.lost_timers.first_key_value().map(|(&(due, _), _)| due),
             self.next_sync,
             self.incoming_repair.first().map(|(t, _)| t),
             self.outgoing_repair
@@ -663,12 +666,14 @@ impl Channel {
         }
 
         let mut ready = ReadyQueue::new();
-        while let Some((deadline, id)) = self.lost_timers.first().cloned() {
+        while let Some((&(deadline, seq), _)) = self.lost_timers.first_key_value() {
             if deadline > now {
                 break;
             }
-            self.lost_timers.remove(&(deadline, id.clone()));
-            let Some((_, entry)) = self.lost_deadline.remove(&id) else {
+            let Some(id) = self.lost_timers.remove(&(deadline, seq)) else {
+                break;
+            };
+            let Some((_, _, entry)) = self.lost_deadline.remove(&id) else {
                 continue;
             };
             // Only an id we do not have at all is lost. One that sits in our own incoming
@@ -945,9 +950,12 @@ impl Channel {
         for e in missing {
             if !self.lost_deadline.contains_key(&e.message_id) {
                 let deadline = now.saturating_add(timeout);
+                let seq = self.next_lost_seq;
+                self.next_lost_seq += 1;
                 self.lost_deadline
-                    .insert(e.message_id.clone(), (deadline, e.clone()));
-                self.lost_timers.insert((deadline, e.message_id.clone()));
+                    .insert(e.message_id.clone(), (deadline, seq, e.clone()));
+                self.lost_timers
+                    .insert((deadline, seq), e.message_id.clone());
             }
         }
     }
@@ -990,8 +998,8 @@ impl Channel {
     /// `id` is now met: waiting messages drop it from their missing sets; those left with none
     /// are queued for delivery.
     fn release(&mut self, id: &MessageId, ready: &mut ReadyQueue) {
-        if let Some((deadline, _)) = self.lost_deadline.remove(id) {
-            self.lost_timers.remove(&(deadline, id.clone()));
+        if let Some((deadline, seq, _)) = self.lost_deadline.remove(id) {
+            self.lost_timers.remove(&(deadline, seq));
         }
         let Some(waiters) = self.incoming.waiters.remove(id) else {
             return;
@@ -1003,7 +1011,7 @@ impl Channel {
                     ready.push(Reverse((entry.lamport, w)));
                 } else {
                     // Saved once at the end of the operation, however often it shrinks.
-                    self.shrunk_incoming.insert(w);
+                    self.shrunk_incoming.push(w);
                 }
             }
         }
@@ -1018,7 +1026,10 @@ impl Channel {
                 self.deliver(w, &mut ready);
             }
         }
-        for id in std::mem::take(&mut self.shrunk_incoming) {
+        let mut shrunk = std::mem::take(&mut self.shrunk_incoming);
+        shrunk.sort_unstable();
+        shrunk.dedup();
+        for id in shrunk {
             if let Some(w) = self.incoming.entries.get(&id) {
                 self.store_ops.push(StoreOp::SaveIncoming(w.to_entry()));
             }
@@ -1055,9 +1066,16 @@ impl Channel {
         {
             return;
         }
+        let t_req = self.t_req(id, now);
+        if self
+            .outgoing_repair
+            .would_refuse(t_req, self.config.max_repair_buffer)
+        {
+            return;
+        }
         let entry = OutgoingRepairEntry {
             entry: detached_entry(entry),
-            t_req: self.t_req(id, now),
+            t_req,
         };
         self.outgoing_repair.insert_stored(
             entry,

@@ -1,7 +1,7 @@
 //! A buffer of entries keyed by message id and ordered by the time each is due: the shape of
 //! both SDS-R buffers (requests by T_req, responses by T_resp).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
 use super::types::{IncomingRepairEntry, OutgoingRepairEntry, StoreOp};
 use crate::id::MessageId;
@@ -54,14 +54,14 @@ impl Timed for IncomingRepairEntry {
 /// Entries by id, with an index by (due, id).
 #[derive(Debug, Clone)]
 pub(crate) struct TimedBuffer<E> {
-    entries: BTreeMap<MessageId, E>,
+    entries: HashMap<MessageId, E>,
     order: BTreeSet<(u64, MessageId)>,
 }
 
 impl<E> Default for TimedBuffer<E> {
     fn default() -> Self {
         TimedBuffer {
-            entries: BTreeMap::new(),
+            entries: HashMap::new(),
             order: BTreeSet::new(),
         }
     }
@@ -79,6 +79,12 @@ impl<E: Timed> TimedBuffer<E> {
     /// The earliest due time and its id.
     pub(crate) fn first(&self) -> Option<(u64, MessageId)> {
         self.order.first().cloned()
+    }
+
+    /// Whether an entry due at `due` would be refused by [`insert_bounded`](Self::insert_bounded)
+    /// with this `cap` (the buffer is full and nothing in it is due later).
+    pub(crate) fn would_refuse(&self, due: u64, cap: usize) -> bool {
+        self.entries.len() >= cap && self.order.last().is_none_or(|(last, _)| *last <= due)
     }
 
     /// Ids due at or before `now`, earliest first, at most `max`.
