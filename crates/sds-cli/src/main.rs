@@ -3,10 +3,13 @@
 //! * `sds wire decode` / `sds wire encode`: convert between wire bytes (hex) and the JSON
 //!   message object of the golden vectors.
 //! * `sds bloom`: build a bloom filter and print its parameters and serialization.
+//! * `sds sim`: simulate a group on a lossy network and report delivery, acknowledgement,
+//!   detection and consistency against the SDS requirements.
 //! * `sds bench pipeline`: benchmark B1 (wrap N messages, unwrap them in some order).
 
 mod bench_cmd;
 mod bloom_cmd;
+mod sim_cmd;
 mod wire_cmd;
 
 use std::process::ExitCode;
@@ -32,6 +35,8 @@ enum Command {
     Wire(wire_cmd::WireCommand),
     /// Build a bloom filter (nim-sds parameters) and print it as JSON.
     Bloom(bloom_cmd::BloomArgs),
+    /// Simulate a group chat on a lossy network (virtual time) and report how SDS does.
+    Sim(sim_cmd::SimArgs),
     /// Run a benchmark and print its result as one JSON line.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
@@ -46,6 +51,7 @@ fn main() -> ExitCode {
         Command::Wire(cmd) => wire_cmd::run(cmd),
         Command::Bloom(args) => bloom_cmd::run(args),
         Command::Bench(cmd) => bench_cmd::run(cmd),
+        Command::Sim(args) => sim_cmd::run(args),
     };
     match result {
         Ok(code) => code,

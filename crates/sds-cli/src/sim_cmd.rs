@@ -1,0 +1,755 @@
+//! `sds sim`: a deterministic discrete-event simulation of one SDS channel shared by many
+//! participants, in virtual time, over the sans-IO engine.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use sds_proto::engine::{Channel, Config, Event, TransmitKind};
+use sds_proto::{Bytes, MessageId};
+use serde_json::{json, Value};
+
+use crate::CmdResult;
+
+/// Options of `sds sim`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct SimArgs {
+    /// Participants in the channel.
+    #[arg(long, default_value_t = 50)]
+    participants: usize,
+    /// Mean seconds between two messages of one participant (S).
+    #[arg(long, default_value_t = 10.0)]
+    send_interval: f64,
+    /// Virtual seconds during which participants send.
+    #[arg(long, default_value_t = 600.0)]
+    duration: f64,
+    /// Virtual seconds simulated after the last send, for repairs to finish (default: twice
+    /// the repair window T_max).
+    #[arg(long, default_value_t = 600.0)]
+    tail: f64,
+    /// SDS-R T_min: seconds before a missing message may be requested (spec: at least 30).
+    #[arg(long, default_value_t = 30.0)]
+    repair_t_min: f64,
+    /// SDS-R T_max: the repair window in seconds (spec: 120 to 600).
+    #[arg(long, default_value_t = 300.0)]
+    repair_t_max: f64,
+    /// Probability that a copy is lost on its way to one receiver.
+    #[arg(long, default_value_t = 0.2)]
+    loss: f64,
+    /// Smallest one-way latency, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    latency_min: u64,
+    /// Largest one-way latency, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    latency_max: u64,
+    /// Every this many virtual seconds, a burst of heavier loss (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    burst_every: f64,
+    /// Length of a loss burst, in virtual seconds.
+    #[arg(long, default_value_t = 5.0)]
+    burst_length: f64,
+    /// Loss probability during a burst.
+    #[arg(long, default_value_t = 0.8)]
+    burst_loss: f64,
+    /// Mean virtual seconds a participant stays online before going offline (0: never
+    /// offline).
+    #[arg(long, default_value_t = 0.0)]
+    churn_online: f64,
+    /// Mean virtual seconds a participant stays offline.
+    #[arg(long, default_value_t = 30.0)]
+    churn_offline: f64,
+    /// Log entries each member keeps (0: enough for the group's traffic over two repair
+    /// windows, between 1,000 and 10,000 — a message can only be repaired while someone still
+    /// logs it).
+    #[arg(long, default_value_t = 0)]
+    history: usize,
+    /// Turn SDS-R (repair) off.
+    #[arg(long)]
+    no_repair: bool,
+    /// Seed of every random choice: the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Also draw delivered fraction and open gaps over virtual time into this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// splitmix64: small and well known; every random choice of the simulation comes from it.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Exponentially distributed with this mean.
+    fn exp(&mut self, mean: f64) -> f64 {
+        -mean * (1.0 - self.unit()).ln()
+    }
+
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi.saturating_sub(lo) + 1)
+    }
+}
+
+const T0: u64 = 1_700_000_000_000;
+
+#[derive(Debug)]
+enum Ev {
+    Send(usize),
+    Deliver(usize, Bytes),
+    Timer(usize),
+    Offline(usize),
+    Online(usize),
+}
+
+/// Everything measured about one message.
+struct MessageStats {
+    sender: usize,
+    sent_at: u64,
+    /// First acknowledgement signal at the sender (acknowledged or possibly acknowledged).
+    acked_at: Option<u64>,
+    /// Delivery time per member (the sender counts as delivered at send time).
+    delivered: Vec<Option<u64>>,
+    /// Members that lost the original broadcast.
+    missed: Vec<bool>,
+    /// When each member first learned it was missing (a missing-dependency report or delivery).
+    detected: Vec<Option<u64>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    transmissions: u64,
+    bytes: u64,
+    resends: u64,
+    repairs: u64,
+    syncs: u64,
+    irretrievably_lost: u64,
+}
+
+struct Sim {
+    args: SimArgs,
+    rng: Rng,
+    nodes: Vec<Channel>,
+    online: Vec<bool>,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Ev>,
+    next_event: u64,
+    messages: Vec<MessageStats>,
+    index: HashMap<MessageId, usize>,
+    counters: Counters,
+    /// (virtual ms, delivered pairs, open gaps) samples for the plot.
+    samples: Vec<(u64, u64, u64)>,
+    delivered_pairs: u64,
+    end_of_sends: u64,
+    end: u64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted.get(rank.min(sorted.len() - 1)).copied()
+}
+
+impl Sim {
+    fn new(args: SimArgs) -> Result<Self, String> {
+        if args.participants < 2 {
+            return Err("a simulation needs at least 2 participants".into());
+        }
+        if !(0.0..=1.0).contains(&args.loss) || !(0.0..=1.0).contains(&args.burst_loss) {
+            return Err("loss probabilities must be between 0 and 1".into());
+        }
+        if args.send_interval <= 0.0 || args.duration <= 0.0 || args.tail < 0.0 {
+            return Err("send interval and duration must be positive, tail not negative".into());
+        }
+        if args.latency_min > args.latency_max {
+            return Err("latency-min must not exceed latency-max".into());
+        }
+        let mut rng = Rng(args.seed);
+        if args.repair_t_min < 0.0 || args.repair_t_max < args.repair_t_min {
+            return Err("repair-t-max must be at least repair-t-min, both not negative".into());
+        }
+        let history = if args.history > 0 {
+            args.history
+        } else {
+            let group_rate = args.participants as f64 / args.send_interval;
+            ((group_rate * args.repair_t_max * 2.0).ceil() as usize).clamp(1_000, 10_000)
+        };
+        let config = Config {
+            // Members never give up on a gap here: the report shows what repair achieves.
+            lost_dependency_timeout: None,
+            max_message_history: history,
+            max_known_ids: history.max(10_000),
+            repair_t_min: (args.repair_t_min * 1000.0) as u64,
+            repair_t_max: (args.repair_t_max * 1000.0) as u64,
+            ..Config::default()
+        };
+        let mut nodes = Vec::with_capacity(args.participants);
+        for p in 0..args.participants {
+            let id = if args.no_repair {
+                String::new()
+            } else {
+                format!("p{p:04}")
+            };
+            let mut ch = Channel::new("sim".into(), id.into(), config.clone(), T0)
+                .map_err(|e| e.to_string())?;
+            // Stagger the periodic syncs.
+            ch.schedule_sync_at(Some(T0 + rng.range(0, config.sync_interval)));
+            nodes.push(ch);
+        }
+        let end_of_sends = T0 + (args.duration * 1000.0) as u64;
+        let end = end_of_sends + (args.tail * 1000.0) as u64;
+        let mut args = args;
+        args.history = history;
+        let mut sim = Sim {
+            online: vec![true; args.participants],
+            args,
+            rng,
+            nodes,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            next_event: 0,
+            messages: Vec::new(),
+            index: HashMap::new(),
+            counters: Counters::default(),
+            samples: Vec::new(),
+            delivered_pairs: 0,
+            end_of_sends,
+            end,
+        };
+        for p in 0..sim.args.participants {
+            let first = sim.next_send_delay();
+            sim.push(T0 + first, Ev::Send(p));
+            sim.schedule_timer(p, T0);
+            if sim.args.churn_online > 0.0 {
+                let at = (sim.rng.exp(sim.args.churn_online) * 1000.0) as u64;
+                sim.push(T0 + at, Ev::Offline(p));
+            }
+        }
+        Ok(sim)
+    }
+
+    fn next_send_delay(&mut self) -> u64 {
+        (self.rng.exp(self.args.send_interval) * 1000.0) as u64
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        let id = self.next_event;
+        self.next_event += 1;
+        self.events.insert(id, ev);
+        self.queue.push(Reverse((at, id)));
+    }
+
+    fn schedule_timer(&mut self, p: usize, now: u64) {
+        if let Some(t) = self.nodes[p].poll_timeout() {
+            self.push(t.max(now), Ev::Timer(p));
+        }
+    }
+
+    fn loss_at(&self, t: u64) -> f64 {
+        if self.args.burst_every > 0.0 {
+            let period = (self.args.burst_every * 1000.0) as u64;
+            let length = (self.args.burst_length * 1000.0) as u64;
+            if period > 0 && (t - T0) % period < length {
+                return self.args.burst_loss;
+            }
+        }
+        self.args.loss
+    }
+
+    /// Broadcasts bytes from `from` to every other member, each copy lost independently.
+    fn broadcast(&mut self, from: usize, bytes: &Bytes, now: u64, original: Option<usize>) {
+        self.counters.transmissions += 1;
+        self.counters.bytes += bytes.len() as u64;
+        let loss = self.loss_at(now);
+        for to in 0..self.args.participants {
+            if to == from {
+                continue;
+            }
+            let lost = !self.online[to] || self.rng.unit() < loss;
+            if lost {
+                if let Some(m) = original {
+                    self.messages[m].missed[to] = true;
+                }
+                continue;
+            }
+            let latency = self.rng.range(self.args.latency_min, self.args.latency_max);
+            self.push(now + latency, Ev::Deliver(to, bytes.clone()));
+        }
+    }
+
+    /// Drains one member's outputs after an input at `now`.
+    fn drain(&mut self, p: usize, now: u64) {
+        drop(self.nodes[p].take_store_ops());
+        while let Some(e) = self.nodes[p].poll_event() {
+            match e {
+                Event::MessageReady { message_id, .. } => {
+                    if let Some(&m) = self.index.get(&message_id) {
+                        let stats = &mut self.messages[m];
+                        if stats.delivered[p].is_none() {
+                            stats.delivered[p] = Some(now);
+                            self.delivered_pairs += 1;
+                        }
+                        if stats.detected[p].is_none() {
+                            stats.detected[p] = Some(now);
+                        }
+                    }
+                }
+                Event::Acknowledged { message_id, .. }
+                | Event::PossiblyAcknowledged { message_id, .. } => {
+                    if let Some(&m) = self.index.get(&message_id) {
+                        self.messages[m].acked_at.get_or_insert(now);
+                    }
+                }
+                Event::MissingDependencies { missing, .. } => {
+                    for e in missing {
+                        if let Some(&m) = self.index.get(&e.message_id) {
+                            self.messages[m].detected[p].get_or_insert(now);
+                        }
+                    }
+                }
+                Event::IrretrievablyLost { .. } => self.counters.irretrievably_lost += 1,
+                _ => {}
+            }
+        }
+        while let Some(t) = self.nodes[p].poll_transmit() {
+            match t.kind {
+                TransmitKind::Resend => self.counters.resends += 1,
+                TransmitKind::Repair => self.counters.repairs += 1,
+                TransmitKind::Sync => self.counters.syncs += 1,
+            }
+            self.broadcast(p, &t.bytes, now, None);
+        }
+        self.schedule_timer(p, now);
+    }
+
+    fn run(&mut self, progress: &ProgressBar) -> Result<(), String> {
+        let sample_every = 1_000u64.max((self.end - T0) / 400);
+        let mut next_sample = T0;
+        let mut last_progress = T0;
+        while let Some(Reverse((t, id))) = self.queue.pop() {
+            if t > self.end {
+                break;
+            }
+            while next_sample <= t {
+                self.sample(next_sample);
+                next_sample += sample_every;
+            }
+            if t - last_progress >= 1_000 {
+                progress.set_position((t - T0) / 1_000);
+                last_progress = t;
+            }
+            let Some(ev) = self.events.remove(&id) else {
+                continue;
+            };
+            match ev {
+                Ev::Send(p) => {
+                    if t >= self.end_of_sends {
+                        continue;
+                    }
+                    let next = self.next_send_delay();
+                    self.push(t + next.max(1), Ev::Send(p));
+                    if !self.online[p] {
+                        continue;
+                    }
+                    let m = self.messages.len();
+                    let id = MessageId::from(format!("p{p:04}-{m}"));
+                    let content = Bytes::from(format!("message {m} from p{p:04}"));
+                    let bytes = self.nodes[p]
+                        .wrap(content, id.clone(), t)
+                        .map_err(|e| format!("p{p:04} cannot send: {e}"))?;
+                    let n = self.args.participants;
+                    let mut delivered = vec![None; n];
+                    delivered[p] = Some(t);
+                    self.delivered_pairs += 1;
+                    self.messages.push(MessageStats {
+                        sender: p,
+                        sent_at: t,
+                        acked_at: None,
+                        delivered,
+                        missed: vec![false; n],
+                        detected: vec![None; n],
+                    });
+                    self.index.insert(id, m);
+                    self.broadcast(p, &bytes, t, Some(m));
+                    self.drain(p, t);
+                }
+                Ev::Deliver(p, bytes) => {
+                    if !self.online[p] {
+                        continue;
+                    }
+                    // Every copy on this network is well formed; one the engine refuses (for
+                    // example a full incoming buffer) is simply dropped, as a real peer would.
+                    let _ = self.nodes[p].unwrap(bytes, t);
+                    self.drain(p, t);
+                }
+                Ev::Timer(p) => {
+                    if !self.online[p] {
+                        continue;
+                    }
+                    if self.nodes[p].poll_timeout().is_some_and(|d| d <= t) {
+                        self.nodes[p].handle_timeout(t);
+                        self.drain(p, t);
+                    }
+                }
+                Ev::Offline(p) => {
+                    self.online[p] = false;
+                    let back = (self.rng.exp(self.args.churn_offline) * 1000.0) as u64;
+                    self.push(t + back.max(1), Ev::Online(p));
+                }
+                Ev::Online(p) => {
+                    self.online[p] = true;
+                    self.nodes[p].handle_timeout(t);
+                    self.drain(p, t);
+                    let stay = (self.rng.exp(self.args.churn_online) * 1000.0) as u64;
+                    self.push(t + stay.max(1), Ev::Offline(p));
+                }
+            }
+        }
+        self.sample(self.end);
+        progress.finish_and_clear();
+        Ok(())
+    }
+
+    fn sample(&mut self, at: u64) {
+        let n = self.args.participants as u64;
+        let open = self.messages.len() as u64 * n - self.delivered_pairs;
+        self.samples.push((at - T0, self.delivered_pairs, open));
+    }
+
+    fn report(&self) -> Value {
+        let n = self.args.participants;
+        let s_ms = self.args.send_interval * 1000.0;
+        let sent = self.messages.len();
+        let pairs = sent * (n - 1);
+        let delivered: usize = self
+            .messages
+            .iter()
+            .map(|m| {
+                m.delivered
+                    .iter()
+                    .enumerate()
+                    .filter(|(q, d)| *q != m.sender && d.is_some())
+                    .count()
+            })
+            .sum();
+        let mut ack: Vec<f64> = Vec::new();
+        let mut never_acked = 0usize;
+        let mut detect: Vec<f64> = Vec::new();
+        let mut missed_pairs = 0usize;
+        let mut undetected = 0usize;
+        let mut consistency: Vec<f64> = Vec::new();
+        for m in &self.messages {
+            match m.acked_at {
+                Some(t) => ack.push((t - m.sent_at) as f64),
+                None => never_acked += 1,
+            }
+            for q in 0..n {
+                if m.missed[q] {
+                    missed_pairs += 1;
+                    match m.detected[q] {
+                        Some(t) => detect.push((t - m.sent_at) as f64),
+                        None => undetected += 1,
+                    }
+                }
+            }
+            if m.delivered.iter().all(Option::is_some) {
+                let last = m
+                    .delivered
+                    .iter()
+                    .flatten()
+                    .max()
+                    .copied()
+                    .unwrap_or(m.sent_at);
+                consistency.push((last - m.sent_at) as f64);
+            }
+        }
+        let stats = |v: &mut Vec<f64>, requirement: Option<f64>| -> Value {
+            v.sort_by(f64::total_cmp);
+            let within = requirement.map(|r| {
+                let ok = v.iter().filter(|x| **x <= r * s_ms).count();
+                ok as f64 / v.len().max(1) as f64
+            });
+            json!({
+                "count": v.len(),
+                "medianMs": percentile(v, 50.0),
+                "p90Ms": percentile(v, 90.0),
+                "p99Ms": percentile(v, 99.0),
+                "medianS": percentile(v, 50.0).map(|x| x / s_ms),
+                "p90S": percentile(v, 90.0).map(|x| x / s_ms),
+                "p99S": percentile(v, 99.0).map(|x| x / s_ms),
+                "requirementS": requirement,
+                "fractionWithinRequirement": within,
+            })
+        };
+        // Detection counts every missed pair; an undetected one never meets the requirement.
+        let detection_within = {
+            let ok = detect.iter().filter(|x| **x <= 3.0 * s_ms).count();
+            ok as f64 / missed_pairs.max(1) as f64
+        };
+        let consistent_within = {
+            let ok = consistency.iter().filter(|x| **x <= 6.0 * s_ms).count();
+            ok as f64 / sent.max(1) as f64
+        };
+        json!({
+            "parameters": {
+                "participants": n,
+                "sendIntervalS": self.args.send_interval,
+                "durationS": self.args.duration,
+                "tailS": self.args.tail,
+                "loss": self.args.loss,
+                "latencyMs": [self.args.latency_min, self.args.latency_max],
+                "burstEveryS": self.args.burst_every,
+                "churnOnlineS": self.args.churn_online,
+                "repair": !self.args.no_repair,
+                "repairTMinS": self.args.repair_t_min,
+                "repairTMaxS": self.args.repair_t_max,
+                "history": self.args.history,
+                "seed": self.args.seed,
+            },
+            "messagesSent": sent,
+            "deliveries": delivered,
+            "expectedDeliveries": pairs,
+            "completeness": delivered as f64 / pairs.max(1) as f64,
+            "messagesEverywhere": consistency.len(),
+            "acknowledgement": {
+                "neverAcknowledged": never_acked,
+                "latency": stats(&mut ack, Some(1.0)),
+            },
+            "missedOnFirstBroadcast": missed_pairs,
+            "missingDetection": {
+                "undetected": undetected,
+                "latency": stats(&mut detect, Some(3.0)),
+                "fractionDetectedWithinRequirement": detection_within,
+            },
+            "eventualConsistency": {
+                "latency": stats(&mut consistency, Some(6.0)),
+                "fractionConsistentWithinRequirement": consistent_within,
+            },
+            "wire": {
+                "transmissions": self.counters.transmissions,
+                "bytes": self.counters.bytes,
+                "bytesPerDelivery": self.counters.bytes as f64 / (delivered + sent).max(1) as f64,
+                "resends": self.counters.resends,
+                "repairs": self.counters.repairs,
+                "syncs": self.counters.syncs,
+            },
+        })
+    }
+
+    fn svg(&self) -> String {
+        let (w, h, pad) = (800.0, 360.0, 50.0);
+        let total = (self.messages.len() * self.args.participants).max(1) as f64;
+        let t_max = (self.end - T0).max(1) as f64;
+        let x = |t: u64| pad + (t as f64 / t_max) * (w - 2.0 * pad);
+        let y = |v: f64| h - pad - v * (h - 2.0 * pad);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+        let _ = writeln!(
+            out,
+            r#"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{}" stroke="black"/>"#,
+            h - pad,
+            w - pad,
+            h - pad,
+            h - pad
+        );
+        let sent_total = self.messages.len().max(1) as f64;
+        let mut delivered = String::new();
+        let mut gaps = String::new();
+        for &(t, d, open) in &self.samples {
+            // Delivered fraction of everything sent so far; open gaps relative to all messages.
+            let sent_so_far = self
+                .messages
+                .iter()
+                .filter(|m| m.sent_at - T0 <= t)
+                .count()
+                .max(1) as f64;
+            let frac = d as f64 / (sent_so_far * self.args.participants as f64);
+            let _ = write!(delivered, "{:.1},{:.1} ", x(t), y(frac.min(1.0)));
+            let _ = write!(
+                gaps,
+                "{:.1},{:.1} ",
+                x(t),
+                y((open as f64 / total).min(1.0))
+            );
+        }
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke="seagreen" stroke-width="2" points="{delivered}"/>"#
+        );
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke="crimson" stroke-width="2" points="{gaps}"/>"#
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{pad}" y="20">delivered fraction of messages sent so far (green); open gaps as a fraction of all (member, message) pairs (red); {} messages</text>"#,
+            sent_total
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{pad}" y="{}">0 s</text><text x="{}" y="{}" text-anchor="end">{:.0} s (virtual)</text><text x="{}" y="{}" text-anchor="end">1</text><text x="{}" y="{}" text-anchor="end">0</text>"#,
+            h - pad + 16.0,
+            w - pad,
+            h - pad + 16.0,
+            t_max / 1000.0,
+            pad - 6.0,
+            pad + 4.0,
+            pad - 6.0,
+            h - pad + 4.0
+        );
+        out.push_str("</svg>\n");
+        out
+    }
+}
+
+fn text_report(r: &Value) -> String {
+    let mut s = String::new();
+    let p = &r["parameters"];
+    let f = |v: &Value| {
+        v.as_f64()
+            .map(|x| format!("{x:.2}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    let pct = |v: &Value| {
+        v.as_f64()
+            .map(|x| format!("{:.1} %", 100.0 * x))
+            .unwrap_or_else(|| "-".into())
+    };
+    let _ = writeln!(
+        s,
+        "SDS simulation: {} participants, one message every {} s each for {} s (+{} s tail), loss {} %, latency {}–{} ms, repair {} (T_min {} s, T_max {} s), history {}, seed {}",
+        p["participants"],
+        p["sendIntervalS"],
+        p["durationS"],
+        p["tailS"],
+        p["loss"].as_f64().unwrap_or(0.0) * 100.0,
+        p["latencyMs"][0],
+        p["latencyMs"][1],
+        if p["repair"] == true { "on" } else { "off" },
+        p["repairTMinS"],
+        p["repairTMaxS"],
+        p["history"],
+        p["seed"]
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(s, "  messages sent                 {}", r["messagesSent"]);
+    let _ = writeln!(
+        s,
+        "  deliveries                    {} of {} ({})",
+        r["deliveries"],
+        r["expectedDeliveries"],
+        pct(&r["completeness"])
+    );
+    let everywhere = r["messagesEverywhere"].as_f64().unwrap_or(0.0);
+    let sent = r["messagesSent"].as_f64().unwrap_or(0.0).max(1.0);
+    let _ = writeln!(
+        s,
+        "  messages every member has     {} ({:.1} %)",
+        r["messagesEverywhere"],
+        100.0 * everywhere / sent
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "  requirement (S = {} s)                       median     p90      p99    (in multiples of S)   met by",
+        p["sendIntervalS"]
+    );
+    let row = |name: &str, lat: &Value, met: &Value| {
+        format!(
+            "  {name:<43} {:>7}  {:>7}  {:>7}                          {}\n",
+            f(&lat["medianS"]),
+            f(&lat["p90S"]),
+            f(&lat["p99S"]),
+            pct(met)
+        )
+    };
+    s.push_str(&row(
+        "sender sees an acknowledgement within 1·S",
+        &r["acknowledgement"]["latency"],
+        &r["acknowledgement"]["latency"]["fractionWithinRequirement"],
+    ));
+    s.push_str(&row(
+        "receiver detects a missed message within 3·S",
+        &r["missingDetection"]["latency"],
+        &r["missingDetection"]["fractionDetectedWithinRequirement"],
+    ));
+    s.push_str(&row(
+        "every member has a message within 6·S",
+        &r["eventualConsistency"]["latency"],
+        &r["eventualConsistency"]["fractionConsistentWithinRequirement"],
+    ));
+    let _ = writeln!(s);
+    let wire = &r["wire"];
+    let _ = writeln!(
+        s,
+        "  on the wire: {} broadcasts, {:.1} MB, {:.0} bytes per delivery; {} resends, {} repair rebroadcasts, {} syncs",
+        wire["transmissions"],
+        wire["bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        wire["bytesPerDelivery"].as_f64().unwrap_or(0.0),
+        wire["resends"],
+        wire["repairs"],
+        wire["syncs"]
+    );
+    let _ = writeln!(
+        s,
+        "  copies lost on first broadcast: {}; never detected as missing: {}",
+        r["missedOnFirstBroadcast"], r["missingDetection"]["undetected"]
+    );
+    s
+}
+
+pub(crate) fn run(args: SimArgs) -> CmdResult {
+    let json_out = args.json;
+    let plot = args.plot.clone();
+    let quiet = args.quiet;
+    let mut sim = Sim::new(args)?;
+    let progress = if quiet || json_out {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new((sim.end - T0) / 1_000);
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} virtual {pos}/{len} s [{bar:40}] {elapsed}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    };
+    sim.run(&progress)?;
+    let report = sim.report();
+    if let Some(path) = plot {
+        std::fs::write(&path, sim.svg())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if json_out {
+        println!("{report}");
+    } else {
+        print!("{}", text_report(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
