@@ -5,10 +5,12 @@
 //! * `sds bloom`: build a bloom filter and print its parameters and serialization.
 //! * `sds sim`: simulate a group on a lossy network and report delivery, acknowledgement,
 //!   detection and consistency against the SDS requirements.
+//! * `sds peer`: one participant driven line by line, for scripts and interop tests.
 //! * `sds bench pipeline`: benchmark B1 (wrap N messages, unwrap them in some order).
 
 mod bench_cmd;
 mod bloom_cmd;
+mod peer_cmd;
 mod sim_cmd;
 mod wire_cmd;
 
@@ -37,6 +39,9 @@ enum Command {
     Bloom(bloom_cmd::BloomArgs),
     /// Simulate a group chat on a lossy network (virtual time) and report how SDS does.
     Sim(sim_cmd::SimArgs),
+    /// Drive one participant with line commands on stdin, JSON replies on stdout
+    /// (see docs/peer.md).
+    Peer(peer_cmd::PeerArgs),
     /// Run a benchmark and print its result as one JSON line.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
         Command::Bloom(args) => bloom_cmd::run(args),
         Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Peer(args) => peer_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -416,6 +416,20 @@ impl ReliabilityManager {
         *periodic = Some(Periodic { stop, handle });
     }
 
+    /// Runs, now, whatever periodic work is due on every channel in memory (resends, give-ups,
+    /// lost dependencies, repair rebroadcasts, and syncs if periodic tasks run), for
+    /// applications that drive time themselves instead of calling
+    /// [`start_periodic_tasks`](Self::start_periodic_tasks). Failures are reported like those of
+    /// periodic work.
+    pub async fn run_due_work(&self) {
+        let now = self.inner.clock.now_ms();
+        let mut ids = self.channel_ids();
+        ids.sort();
+        for id in ids {
+            self.inner.tick(&id, now).await;
+        }
+    }
+
     /// Stops periodic work and waits until it has stopped.
     pub async fn stop_periodic_tasks(&self) {
         let mut periodic = self.inner.periodic.lock().await;

@@ -1,0 +1,468 @@
+//! `sds peer`: a line-oriented driver of one participant, for scripts and interop tests. The
+//! protocol is documented in `docs/peer.md`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Args;
+use sds::{
+    Config, Event, ManagerConfig, MemoryPersistence, NoopPersistence, Notification, Persistence,
+    ReliabilityManager,
+};
+use sds_proto::engine::SendFailure;
+use sds_proto::{Bytes, HistoryEntry, Id, MessageId};
+use sds_sqlite::SqliteStore;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::CmdResult;
+
+/// Options of `sds peer`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct PeerArgs {
+    /// Our participant id ("" turns SDS-R off, as in nim-sds).
+    #[arg(long, default_value = "")]
+    participant: String,
+    /// Where state goes: `none`, `memory` or `sqlite:PATH`.
+    #[arg(long, default_value = "none")]
+    store: String,
+    /// Start the timer-driven periodic work (resends, syncs, repairs) in the background;
+    /// otherwise it runs only on `sweep`.
+    #[arg(long)]
+    periodic: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+/// Every `Config` field, as an option (defaults: the engine's).
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct ConfigArgs {
+    /// Bloom filter capacity.
+    #[arg(long)]
+    bloom_capacity: Option<i64>,
+    /// Bloom filter false-positive rate.
+    #[arg(long)]
+    bloom_error_rate: Option<f64>,
+    /// Log entries kept.
+    #[arg(long)]
+    max_message_history: Option<usize>,
+    /// Log entries cited per message.
+    #[arg(long)]
+    max_causal_history: Option<usize>,
+    /// Milliseconds before an unacknowledged message is sent again.
+    #[arg(long)]
+    resend_interval: Option<u64>,
+    /// Milliseconds before a possibly-acknowledged message is sent again.
+    #[arg(long)]
+    possibly_acked_resend_interval: Option<u64>,
+    /// Resends before giving up.
+    #[arg(long)]
+    max_resend_attempts: Option<u32>,
+    /// Bloom hits that acknowledge.
+    #[arg(long)]
+    possible_ack_threshold: Option<u32>,
+    /// Milliseconds between periodic syncs.
+    #[arg(long)]
+    sync_interval: Option<u64>,
+    /// Milliseconds before a missing dependency is declared lost (0: never).
+    #[arg(long)]
+    lost_dependency_timeout: Option<u64>,
+    /// Most messages waiting for dependencies.
+    #[arg(long)]
+    max_incoming_buffer: Option<usize>,
+    /// Most bytes of messages waiting for dependencies.
+    #[arg(long)]
+    max_incoming_buffer_bytes: Option<usize>,
+    /// Most unacknowledged own messages.
+    #[arg(long)]
+    max_outgoing_buffer: Option<usize>,
+    /// Ids remembered beyond the log.
+    #[arg(long)]
+    max_known_ids: Option<usize>,
+    /// SDS-R T_min in milliseconds.
+    #[arg(long)]
+    repair_t_min: Option<u64>,
+    /// SDS-R T_max in milliseconds.
+    #[arg(long)]
+    repair_t_max: Option<u64>,
+    /// SDS-R response groups.
+    #[arg(long)]
+    num_response_groups: Option<u32>,
+    /// SDS-R requests per message.
+    #[arg(long)]
+    max_repair_requests: Option<usize>,
+    /// SDS-R buffer size.
+    #[arg(long)]
+    max_repair_buffer: Option<usize>,
+}
+
+impl ConfigArgs {
+    fn to_config(&self) -> Config {
+        let mut c = Config::default();
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field {
+                    c.$field = v;
+                }
+            )*};
+        }
+        set!(
+            bloom_capacity,
+            bloom_error_rate,
+            max_message_history,
+            max_causal_history,
+            resend_interval,
+            possibly_acked_resend_interval,
+            max_resend_attempts,
+            possible_ack_threshold,
+            sync_interval,
+            max_incoming_buffer,
+            max_incoming_buffer_bytes,
+            max_outgoing_buffer,
+            max_known_ids,
+            repair_t_min,
+            repair_t_max,
+            num_response_groups,
+            max_repair_requests,
+            max_repair_buffer
+        );
+        if let Some(t) = self.lost_dependency_timeout {
+            c.lost_dependency_timeout = (t > 0).then_some(t);
+        }
+        c
+    }
+}
+
+fn text_or_hex(id: &Id) -> Value {
+    match id.as_str() {
+        Some(s) => Value::String(s.to_string()),
+        None => Value::String(format!("hex:{}", hex::encode(id))),
+    }
+}
+
+fn entry_json(e: &HistoryEntry) -> Value {
+    json!({
+        "messageId": text_or_hex(&e.message_id),
+        "retrievalHint": hex::encode(&e.retrieval_hint),
+        "senderId": text_or_hex(&e.sender_id),
+    })
+}
+
+fn notification_json(n: Notification) -> Value {
+    match n {
+        Notification::Event(e) => match e {
+            Event::MessageReady {
+                channel_id,
+                message_id,
+                ..
+            } => {
+                json!({"event": "messageReady", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id)})
+            }
+            Event::Acknowledged {
+                channel_id,
+                message_id,
+            } => {
+                json!({"event": "messageSent", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id)})
+            }
+            Event::PossiblyAcknowledged {
+                channel_id,
+                message_id,
+                count,
+            } => {
+                json!({"event": "possiblyAcknowledged", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "count": count})
+            }
+            Event::MissingDependencies {
+                channel_id,
+                message_id,
+                missing,
+            } => {
+                json!({"event": "missingDependencies", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "missingDeps": missing.iter().map(entry_json).collect::<Vec<_>>()})
+            }
+            Event::SendFailed {
+                channel_id,
+                message_id,
+                reason,
+            } => {
+                json!({"event": "sendFailed", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "reason": match reason { SendFailure::RetriesExhausted => "retriesExhausted", SendFailure::BufferFull => "bufferFull" }})
+            }
+            Event::IrretrievablyLost { channel_id, entry } => {
+                json!({"event": "irretrievablyLost", "channelId": text_or_hex(&channel_id), "entry": entry_json(&entry)})
+            }
+            Event::RepairReady {
+                channel_id,
+                message_id,
+                bytes,
+            } => {
+                json!({"event": "repairReady", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "message": hex::encode(&bytes)})
+            }
+            Event::InvalidBloomFilter {
+                channel_id,
+                message_id,
+                error,
+            } => {
+                json!({"event": "invalidBloomFilter", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "error": error.to_string()})
+            }
+        },
+        Notification::Transmit(t) => json!({
+            "event": "transmit",
+            "kind": format!("{:?}", t.kind).to_lowercase(),
+            "messageId": text_or_hex(&t.message_id),
+            "channelId": text_or_hex(&t.channel_id),
+            "bytes": hex::encode(&t.bytes),
+        }),
+        Notification::TaskError { channel_id, error } => json!({
+            "event": "taskError",
+            "channelId": text_or_hex(&channel_id),
+            "error": error.to_string(),
+        }),
+    }
+}
+
+/// A string argument: `-` is empty, `hex:<hex>` raw bytes, anything else its UTF-8 bytes.
+fn arg_bytes(s: &str) -> Result<Vec<u8>, String> {
+    if s == "-" {
+        Ok(Vec::new())
+    } else if let Some(h) = s.strip_prefix("hex:") {
+        hex::decode(h).map_err(|e| format!("bad hex in {s:?}: {e}"))
+    } else {
+        Ok(s.as_bytes().to_vec())
+    }
+}
+
+fn arg_id(s: &str) -> Result<Id, String> {
+    arg_bytes(s).map(Id::from)
+}
+
+fn hex_arg(s: &str) -> Result<Vec<u8>, String> {
+    if s == "-" {
+        return Ok(Vec::new());
+    }
+    hex::decode(s.strip_prefix("hex:").unwrap_or(s)).map_err(|e| format!("bad hex: {e}"))
+}
+
+struct Peer {
+    manager: ReliabilityManager,
+    notifications: UnboundedReceiver<Notification>,
+    hints: Arc<Mutex<HashMap<MessageId, Bytes>>>,
+}
+
+impl Peer {
+    fn events(&mut self) -> Vec<Value> {
+        std::iter::from_fn(|| self.notifications.try_recv().ok())
+            .map(notification_json)
+            .collect()
+    }
+
+    /// Runs one command line; `Ok(None)` means quit.
+    async fn command(&mut self, line: &str) -> Result<Option<Map<String, Value>>, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let need = |n: usize| -> Result<(), String> {
+            if words.len() == n + 1 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} takes {n} argument(s), got {}",
+                    words.first().copied().unwrap_or(""),
+                    words.len().saturating_sub(1)
+                ))
+            }
+        };
+        let m = &self.manager;
+        let err = |e: sds::ManagerError| e.to_string();
+        let mut out = Map::new();
+        match words.first().copied() {
+            None => return Err("empty command".into()),
+            Some("quit") => return Ok(None),
+            Some("wrap") => {
+                need(3)?;
+                let bytes = m
+                    .wrap_outgoing_message(hex_arg(words[3])?, arg_id(words[2])?, arg_id(words[1])?)
+                    .await
+                    .map_err(err)?;
+                out.insert("bytes".into(), json!(hex::encode(&bytes)));
+            }
+            Some("unwrap") => {
+                need(1)?;
+                let r = m
+                    .unwrap_received_message(hex_arg(words[1])?)
+                    .await
+                    .map_err(err)?;
+                out.insert("content".into(), json!(hex::encode(&r.content)));
+                out.insert(
+                    "missingDeps".into(),
+                    Value::Array(r.missing_dependencies.iter().map(entry_json).collect()),
+                );
+                out.insert("channelId".into(), text_or_hex(&r.channel_id));
+                out.insert("messageId".into(), text_or_hex(&r.message_id));
+                out.insert("kind".into(), json!(format!("{:?}", r.kind).to_lowercase()));
+            }
+            Some("markmet") => {
+                need(2)?;
+                let ids = words[2]
+                    .split(',')
+                    .map(arg_id)
+                    .collect::<Result<Vec<_>, _>>()?;
+                m.mark_dependencies_met(&ids, arg_id(words[1])?)
+                    .await
+                    .map_err(err)?;
+            }
+            Some("history") => {
+                need(1)?;
+                let log = m.get_log(arg_id(words[1])?).await.map_err(err)?;
+                out.insert(
+                    "history".into(),
+                    Value::Array(log.iter().map(|e| text_or_hex(&e.message_id)).collect()),
+                );
+            }
+            Some("state") => {
+                need(1)?;
+                let s = m.snapshot(arg_id(words[1])?).await.map_err(err)?;
+                out.insert("lamport".into(), json!(s.lamport));
+                out.insert(
+                    "history".into(),
+                    Value::Array(s.log.iter().map(|e| text_or_hex(&e.message_id)).collect()),
+                );
+                out.insert(
+                    "outgoing".into(),
+                    Value::Array(
+                        s.outgoing
+                            .iter()
+                            .map(|e| json!({"messageId": text_or_hex(&e.message_id), "attempts": e.attempts, "possibleAcks": e.possible_acks}))
+                            .collect(),
+                    ),
+                );
+                out.insert(
+                    "incoming".into(),
+                    Value::Array(
+                        s.incoming
+                            .iter()
+                            .map(|e| json!({"messageId": text_or_hex(&e.message_id), "missingDeps": e.missing.iter().map(entry_json).collect::<Vec<_>>()}))
+                            .collect(),
+                    ),
+                );
+                out.insert(
+                    "outgoingRepair".into(),
+                    Value::Array(
+                        s.outgoing_repair
+                            .iter()
+                            .map(|e| json!({"entry": entry_json(&e.entry), "tReq": e.t_req}))
+                            .collect(),
+                    ),
+                );
+                out.insert(
+                    "incomingRepair".into(),
+                    Value::Array(
+                        s.incoming_repair
+                            .iter()
+                            .map(|e| json!({"entry": entry_json(&e.entry), "tResp": e.t_resp}))
+                            .collect(),
+                    ),
+                );
+            }
+            Some("ensure") => {
+                need(1)?;
+                m.ensure_channel(arg_id(words[1])?).await.map_err(err)?;
+            }
+            Some("remove") => {
+                need(1)?;
+                m.remove_channel(arg_id(words[1])?).await.map_err(err)?;
+            }
+            Some("reset") => {
+                need(0)?;
+                m.reset().await.map_err(err)?;
+            }
+            Some("sweep") => {
+                need(0)?;
+                m.run_due_work().await;
+            }
+            Some("hint") => {
+                need(2)?;
+                let hint = Bytes::from(hex_arg(words[2])?);
+                self.hints
+                    .lock()
+                    .map_err(|_| "hint table unavailable".to_string())?
+                    .insert(arg_id(words[1])?, hint);
+            }
+            Some("sync") => {
+                need(1)?;
+                let bytes = m.sync_message(arg_id(words[1])?).await.map_err(err)?;
+                out.insert(
+                    "bytes".into(),
+                    bytes.map(|b| json!(hex::encode(&b))).unwrap_or(Value::Null),
+                );
+            }
+            Some(other) => return Err(format!("unknown command {other:?}")),
+        }
+        Ok(Some(out))
+    }
+}
+
+pub(crate) fn run(args: PeerArgs) -> CmdResult {
+    let persistence: Arc<dyn Persistence> = match args.store.as_str() {
+        "none" => Arc::new(NoopPersistence),
+        "memory" => Arc::new(MemoryPersistence::new()),
+        other => match other.strip_prefix("sqlite:") {
+            Some(path) if !path.is_empty() => {
+                Arc::new(SqliteStore::open(path).map_err(|e| e.to_string())?)
+            }
+            _ => {
+                return Err(format!(
+                    "unknown store {other:?} (expected none, memory or sqlite:PATH)"
+                ))
+            }
+        },
+    };
+    let config = ManagerConfig {
+        engine: args.config.to_config(),
+        ..ManagerConfig::default()
+    };
+    let manager = ReliabilityManager::new(args.participant.as_str(), config, persistence)
+        .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let hints: Arc<Mutex<HashMap<MessageId, Bytes>>> = Arc::default();
+        let table = hints.clone();
+        manager
+            .set_retrieval_hint_provider(Some(Arc::new(move |id: &MessageId| {
+                table.lock().ok().and_then(|t| t.get(id).cloned())
+            })))
+            .await;
+        let notifications = manager.subscribe();
+        if args.periodic {
+            manager.start_periodic_tasks().await;
+        }
+        let mut peer = Peer {
+            manager,
+            notifications,
+            hints,
+        };
+        let stdin = std::io::stdin();
+        let stdout = std::io::stdout();
+        for line in stdin.lock().lines() {
+            let line = line.map_err(|e| format!("cannot read stdin: {e}"))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let reply = match peer.command(line.trim()).await {
+                Ok(None) => break,
+                Ok(Some(mut fields)) => {
+                    fields.insert("ok".into(), json!(true));
+                    fields.insert("events".into(), Value::Array(peer.events()));
+                    Value::Object(fields)
+                }
+                Err(e) => json!({"ok": false, "error": e, "events": peer.events()}),
+            };
+            let mut lock = stdout.lock();
+            writeln!(lock, "{reply}").map_err(|e| format!("cannot write stdout: {e}"))?;
+            lock.flush()
+                .map_err(|e| format!("cannot write stdout: {e}"))?;
+        }
+        peer.manager.cleanup().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,109 @@
+//! Two `sds peer` processes exchanging messages through pipes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use serde_json::Value;
+
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn start(participant: &str) -> Peer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sds"))
+            .args(["peer", "--participant", participant])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn sds peer");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Peer {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn send(&mut self, command: &str) -> Value {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{command}: {e}: {line}"))
+    }
+
+    fn ok(&mut self, command: &str) -> Value {
+        let v = self.send(command);
+        assert_eq!(v["ok"], true, "{command}: {v}");
+        v
+    }
+
+    fn quit(mut self) {
+        writeln!(self.stdin, "quit").unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+fn events(v: &Value, kind: &str) -> Vec<String> {
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == kind)
+        .map(|e| e["messageId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn two_peers_exchange_out_of_order_and_acknowledge() {
+    let mut alice = Peer::start("alice");
+    let mut bob = Peer::start("bob");
+    alice.ok("hint m1 hex:aa55");
+    let m1 = alice.ok("wrap chat m1 6f6e65")["bytes"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m2 = alice.ok("wrap chat m2 74776f")["bytes"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // m2 first: bob reports m1 missing, with alice's hint for it.
+    let r = bob.ok(&format!("unwrap {m2}"));
+    assert_eq!(r["content"], "74776f");
+    assert_eq!(r["channelId"], "chat");
+    assert_eq!(r["missingDeps"][0]["messageId"], "m1");
+    assert_eq!(r["missingDeps"][0]["retrievalHint"], "aa55");
+    assert_eq!(events(&r, "missingDependencies"), ["m2"]);
+    // m1 arrives: delivered, then m2.
+    let r = bob.ok(&format!("unwrap {m1}"));
+    assert_eq!(events(&r, "messageReady"), ["m1", "m2"]);
+    assert_eq!(
+        bob.ok("history chat")["history"],
+        serde_json::json!(["m1", "m2"])
+    );
+
+    // bob's reply cites both: alice hears they were received.
+    let empty = bob.send("wrap chat b1 -");
+    assert_eq!(empty["ok"], false, "empty content is refused");
+    let b1 = bob.ok("wrap chat b1 616e73776572")["bytes"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = alice.ok(&format!("unwrap {b1}"));
+    assert_eq!(events(&r, "messageSent"), ["m1", "m2"]);
+    assert_eq!(events(&r, "messageReady"), ["b1"]);
+    let state = alice.ok("state chat");
+    assert_eq!(state["outgoing"], serde_json::json!([]));
+
+    // Errors are replies, not crashes.
+    assert_eq!(alice.send("unwrap zz")["ok"], false);
+    assert_eq!(alice.send("frobnicate")["ok"], false);
+    assert_eq!(alice.send("wrap onlyonearg")["ok"], false);
+    alice.quit();
+    bob.quit();
+}
