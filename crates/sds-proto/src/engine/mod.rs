@@ -407,21 +407,7 @@ impl Channel {
         }
         self.check_new_id(&message_id)?;
         let lamport = self.next_lamport(now)?;
-        let (causal_history, hints) = self.causal_history();
-        let msg = SdsMessage {
-            message_id: message_id.clone(),
-            lamport_timestamp: lamport,
-            causal_history,
-            channel_id: self.channel_id.clone(),
-            content: content.clone(),
-            bloom_filter: Bytes::new(),
-            sender_id: self.participant_id.clone(),
-            repair_request: self.take_repair_requests(now),
-        };
-        let bytes = Bytes::from(nim::encode_with_filter(&msg, self.bloom.filter()));
-
-        self.apply_hints(hints);
-        self.set_lamport(lamport);
+        let bytes = self.compose(&message_id, lamport, content, now);
         self.append_log(LogEntry {
             message_id: message_id.clone(),
             lamport_timestamp: lamport,
@@ -469,20 +455,7 @@ impl Channel {
         }
         let lamport = self.next_lamport(now)?;
         let message_id = MessageId::from(format!("sync-{}-{lamport}", self.participant_id));
-        let (causal_history, hints) = self.causal_history();
-        let msg = SdsMessage {
-            message_id: message_id.clone(),
-            lamport_timestamp: lamport,
-            causal_history,
-            channel_id: self.channel_id.clone(),
-            content: Bytes::new(),
-            bloom_filter: Bytes::new(),
-            sender_id: self.participant_id.clone(),
-            repair_request: self.take_repair_requests(now),
-        };
-        let bytes = Bytes::from(nim::encode_with_filter(&msg, self.bloom.filter()));
-        self.apply_hints(hints);
-        self.set_lamport(lamport);
+        let bytes = self.compose(&message_id, lamport, Bytes::new(), now);
         self.remember(message_id.clone(), Known::Sync);
         Ok(Some((message_id, bytes)))
     }
@@ -835,6 +808,27 @@ impl Channel {
     }
 
     // ----- internals -----------------------------------------------------------------------
+
+    /// Builds and encodes one of our messages at `lamport` (which must come from
+    /// `next_lamport`): causal history per the send rules (keeping newly provided hints),
+    /// eligible repair requests, the current bloom filter; then advances the clock.
+    fn compose(&mut self, message_id: &MessageId, lamport: i64, content: Bytes, now: u64) -> Bytes {
+        let (causal_history, hints) = self.causal_history();
+        let msg = SdsMessage {
+            message_id: message_id.clone(),
+            lamport_timestamp: lamport,
+            causal_history,
+            channel_id: self.channel_id.clone(),
+            content,
+            bloom_filter: Bytes::new(),
+            sender_id: self.participant_id.clone(),
+            repair_request: self.take_repair_requests(now),
+        };
+        let bytes = Bytes::from(nim::encode_with_filter(&msg, self.bloom.filter()));
+        self.apply_hints(hints);
+        self.set_lamport(lamport);
+        bytes
+    }
 
     fn check_new_id(&self, id: &MessageId) -> Result<(), EngineError> {
         if id.is_empty() {
