@@ -12,6 +12,7 @@ use sds_proto::Bytes;
 use sds_sqlite::SqliteStore;
 use serde_json::json;
 
+use crate::rng::Rng;
 use crate::CmdResult;
 
 #[derive(Subcommand)]
@@ -102,15 +103,6 @@ pub(crate) fn run(cmd: BenchCommand) -> CmdResult {
     }
 }
 
-/// splitmix64: a small, well-known generator; enough for a reproducible shuffle.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -148,9 +140,9 @@ impl Workload {
             Arrival::InOrder => {}
             Arrival::Reverse => order.reverse(),
             Arrival::Random => {
-                let mut state = args.seed;
+                let mut rng = Rng(args.seed);
                 for i in (1..n).rev() {
-                    let j = (splitmix(&mut state) % (i as u64 + 1)) as usize;
+                    let j = (rng.next() % (i as u64 + 1)) as usize;
                     order.swap(i, j);
                 }
             }

@@ -11,6 +11,7 @@
 mod bench_cmd;
 mod bloom_cmd;
 mod peer_cmd;
+mod rng;
 mod sim_cmd;
 mod wire_cmd;
 

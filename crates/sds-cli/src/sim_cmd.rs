@@ -13,6 +13,7 @@ use sds_proto::engine::{Channel, Config, Event, TransmitKind};
 use sds_proto::{Bytes, MessageId};
 use serde_json::{json, Value};
 
+use crate::rng::Rng;
 use crate::CmdResult;
 
 /// Options of `sds sim`.
@@ -82,33 +83,6 @@ pub(crate) struct SimArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-}
-
-/// splitmix64: small and well known; every random choice of the simulation comes from it.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Exponentially distributed with this mean.
-    fn exp(&mut self, mean: f64) -> f64 {
-        -mean * (1.0 - self.unit()).ln()
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi.saturating_sub(lo) + 1)
-    }
 }
 
 const T0: u64 = 1_700_000_000_000;
