@@ -1,0 +1,67 @@
+// libsds: Scalable Data Sync (SDS, SDS-R) for C and anything with a C FFI.
+//
+// Drop-in for nim-sds's libsds.h: the declarations up to the "Extensions" line are the same.
+// Every call with a callback returns at once; the result arrives through the callback, called on
+// the context's worker thread (one per context, requests processed one at a time in order).
+// The buffer passed to a callback is valid only during the call. Inputs are copied before a
+// function returns.
+
+#ifndef __libsds__
+#define __libsds__
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RET_OK                0
+#define RET_ERR               1
+#define RET_MISSING_CALLBACK  2
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef void (*SdsCallBack) (int callerRet, const char* msg, size_t len, void* userData);
+
+// Supplies the retrieval hint of one of our messages: store a buffer allocated with malloc() in
+// *hint and its length in *hintLen (libsds releases it with free()); leave *hint NULL for none.
+typedef void (*SdsRetrievalHintProvider) (const char* messageId, char** hint, size_t* hintLen, void* userData);
+
+void* SdsNewReliabilityManager(SdsCallBack callback, void* userData);
+
+void SdsSetEventCallback(void* ctx, SdsCallBack callback, void* userData);
+
+void SdsSetRetrievalHintProvider(void* ctx, SdsRetrievalHintProvider callback, void* userData);
+
+int SdsCleanupReliabilityManager(void* ctx, SdsCallBack callback, void* userData);
+
+int SdsResetReliabilityManager(void* ctx, SdsCallBack callback, void* userData);
+
+int SdsWrapOutgoingMessage(void* ctx, void* message, size_t messageLen, const char* messageId, const char* channelId, SdsCallBack callback, void* userData);
+
+int SdsUnwrapReceivedMessage(void* ctx, void* message, size_t messageLen, SdsCallBack callback, void* userData);
+
+int SdsMarkDependenciesMet(void* ctx, char** messageIDs, size_t count, const char* channelId, SdsCallBack callback, void* userData);
+
+int SdsStartPeriodicTasks(void* ctx, SdsCallBack callback, void* userData);
+
+// ---- Extensions (sds-rs) ----
+
+// Like SdsNewReliabilityManager, configured by a JSON object (NULL or "{}" for the defaults):
+//   "participantId": string (without it SDS-R is off, as in the classic constructor),
+//   "databasePath": string (SQLite file: state survives restarts),
+//   and any engine setting by its camelCase name, for example "bloomCapacity",
+//   "maxMessageHistory", "maxCausalHistory", "resendIntervalMs", "maxResendAttempts",
+//   "possibleAckThreshold", "syncIntervalMs", "lostDependencyTimeoutMs" (0: never),
+//   "repairTMinMs", "repairTMaxMs", "numResponseGroups", "maxRepairRequests".
+// An invalid configuration: NULL, and the callback gets RET_ERR with the reason.
+void* SdsNewReliabilityManagerWithConfig(const char* configJson, SdsCallBack callback, void* userData);
+
+// Receives the bytes libsds itself wants broadcast (resends, SDS-R repair rebroadcasts, sync
+// messages): callerRet RET_OK, msg/len the raw wire bytes.
+void SdsSetTransmitCallback(void* ctx, SdsCallBack callback, void* userData);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* __libsds__ */

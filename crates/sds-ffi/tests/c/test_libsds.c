@@ -1,0 +1,257 @@
+// Exercises every function of libsds.h from C: two contexts exchanging messages out of order,
+// missing dependencies, marking them met, acknowledgements, a retrieval-hint provider, NULL
+// arguments, periodic work, reset and cleanup. Prints "N passed, M failed"; exits non-zero on
+// any failure.
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libsds.h"
+
+static int passed = 0, failed = 0;
+#define CHECK(cond, what)                                                     \
+    do {                                                                      \
+        if (cond) {                                                           \
+            passed++;                                                         \
+        } else {                                                              \
+            failed++;                                                         \
+            fprintf(stderr, "FAILED line %d: %s\n", __LINE__, what);          \
+        }                                                                     \
+    } while (0)
+
+// ---- one result slot per call -------------------------------------------------------------
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done;
+    int ret;
+    char* msg;
+    size_t len;
+} Result;
+
+static void result_init(Result* r) {
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    r->done = 0;
+    r->msg = NULL;
+    r->len = 0;
+}
+
+static void on_result(int ret, const char* msg, size_t len, void* ud) {
+    Result* r = (Result*)ud;
+    pthread_mutex_lock(&r->lock);
+    free(r->msg);
+    r->msg = malloc(len + 1);
+    if (len > 0) memcpy(r->msg, msg, len);
+    r->msg[len] = 0;
+    r->len = len;
+    r->ret = ret;
+    r->done = 1;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+// Waits for the callback (5 s at most); returns its code, or -1 on timeout.
+static int wait_result(Result* r) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 5;
+    pthread_mutex_lock(&r->lock);
+    while (!r->done) {
+        if (pthread_cond_timedwait(&r->cond, &r->lock, &deadline) != 0) break;
+    }
+    int ret = r->done ? r->ret : -1;
+    r->done = 0;
+    pthread_mutex_unlock(&r->lock);
+    return ret;
+}
+
+// ---- events -------------------------------------------------------------------------------
+
+#define MAX_EVENTS 256
+static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER;
+static char* events[MAX_EVENTS];
+static int event_count = 0;
+
+static void on_event(int ret, const char* msg, size_t len, void* ud) {
+    (void)ret;
+    (void)ud;
+    pthread_mutex_lock(&events_lock);
+    if (event_count < MAX_EVENTS) {
+        char* copy = malloc(len + 1);
+        memcpy(copy, msg, len);
+        copy[len] = 0;
+        events[event_count++] = copy;
+    }
+    pthread_mutex_unlock(&events_lock);
+}
+
+// Waits up to 5 s for an event containing all of the given fragments.
+static int saw_event(const char* a, const char* b) {
+    for (int tries = 0; tries < 500; tries++) {
+        pthread_mutex_lock(&events_lock);
+        for (int i = 0; i < event_count; i++) {
+            if (strstr(events[i], a) && (!b || strstr(events[i], b))) {
+                pthread_mutex_unlock(&events_lock);
+                return 1;
+            }
+        }
+        pthread_mutex_unlock(&events_lock);
+        usleep(10000);
+    }
+    return 0;
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+// Parses "10,2,109,…" into bytes.
+static unsigned char* parse_bytes(const char* text, size_t* len) {
+    size_t n = 1;
+    for (const char* p = text; *p; p++) n += (*p == ',');
+    unsigned char* out = malloc(n);
+    *len = 0;
+    const char* p = text;
+    while (*p) {
+        out[(*len)++] = (unsigned char)strtol(p, (char**)&p, 10);
+        if (*p == ',') p++;
+    }
+    return out;
+}
+
+static void hint_provider(const char* message_id, char** hint, size_t* hint_len, void* ud) {
+    (void)ud;
+    size_t n = strlen(message_id) + 5;
+    char* h = malloc(n + 1);
+    snprintf(h, n + 1, "hint:%s", message_id);
+    *hint = h;
+    *hint_len = n;
+}
+
+static unsigned char* wrap(void* ctx, const char* content, const char* id, Result* r, size_t* len) {
+    int code = SdsWrapOutgoingMessage(ctx, (void*)content, strlen(content), id, "chat", on_result, r);
+    CHECK(code == RET_OK, "wrap accepted");
+    CHECK(wait_result(r) == RET_OK, "wrap result");
+    return parse_bytes(r->msg, len);
+}
+
+int main(void) {
+    Result r;
+    result_init(&r);
+
+    // Construction.
+    CHECK(SdsNewReliabilityManager(NULL, NULL) == NULL, "NULL callback gives no context");
+    void* alice = SdsNewReliabilityManagerWithConfig("{\"participantId\":\"alice\"}", on_result, &r);
+    CHECK(alice != NULL && wait_result(&r) == RET_OK, "alice created");
+    void* bob = SdsNewReliabilityManagerWithConfig("{\"participantId\":\"bob\"}", on_result, &r);
+    CHECK(bob != NULL && wait_result(&r) == RET_OK, "bob created");
+    void* classic = SdsNewReliabilityManager(on_result, &r);
+    CHECK(classic != NULL && wait_result(&r) == RET_OK, "classic context created");
+    CHECK(SdsNewReliabilityManagerWithConfig("{\"bloomCapacity\":0}", on_result, &r) == NULL, "bad config refused");
+    CHECK(wait_result(&r) == RET_ERR, "bad config reported");
+    CHECK(SdsNewReliabilityManagerWithConfig("not json", on_result, &r) == NULL, "malformed config refused");
+    CHECK(wait_result(&r) == RET_ERR, "malformed config reported");
+
+    SdsSetEventCallback(alice, on_event, &r);
+    SdsSetEventCallback(bob, on_event, NULL);  // events come with NULL user data too
+    SdsSetEventCallback(classic, on_event, NULL);
+    SdsSetRetrievalHintProvider(alice, hint_provider, NULL);
+
+    // alice sends m1, m2; bob gets m2 first.
+    size_t m1_len, m2_len;
+    unsigned char* m1 = wrap(alice, "one", "m1", &r, &m1_len);
+    unsigned char* m2 = wrap(alice, "two", "m2", &r, &m2_len);
+    CHECK(m1_len > 18000, "wrapped message carries the bloom filter");
+
+    CHECK(SdsUnwrapReceivedMessage(bob, m2, m2_len, on_result, &r) == RET_OK, "unwrap accepted");
+    CHECK(wait_result(&r) == RET_OK, "unwrap result");
+    CHECK(strstr(r.msg, "\"message\":[116,119,111]") != NULL, "content as a number array");
+    CHECK(strstr(r.msg, "\"channelId\":\"chat\"") != NULL, "channel id");
+    CHECK(strstr(r.msg, "\"messageId\":\"m1\"") != NULL, "m1 reported missing");
+    // The hint alice's provider gave for m1: base64("hint:m1") = "aGludDptMQ==".
+    CHECK(strstr(r.msg, "aGludDptMQ==") != NULL, "retrieval hint in base64");
+    CHECK(saw_event("missing_dependencies", "\"m2\""), "missing_dependencies event");
+
+    // Marking m1 met delivers m2.
+    char* ids[] = {"m1"};
+    CHECK(SdsMarkDependenciesMet(bob, ids, 1, "chat", on_result, &r) == RET_OK, "mark accepted");
+    CHECK(wait_result(&r) == RET_OK && r.len == 0, "mark result");
+    CHECK(saw_event("message_ready", "\"m2\""), "m2 delivered after mark");
+
+    // m1 itself still arrives and is delivered.
+    CHECK(SdsUnwrapReceivedMessage(bob, m1, m1_len, on_result, &r) == RET_OK, "unwrap m1");
+    CHECK(wait_result(&r) == RET_OK, "unwrap m1 result");
+    CHECK(saw_event("message_ready", "\"m1\""), "m1 delivered");
+
+    // bob replies; alice learns both were received.
+    size_t b1_len;
+    unsigned char* b1 = wrap(bob, "ack", "b1", &r, &b1_len);
+    CHECK(SdsUnwrapReceivedMessage(alice, b1, b1_len, on_result, &r) == RET_OK, "alice unwraps b1");
+    CHECK(wait_result(&r) == RET_OK, "alice unwrap result");
+    CHECK(saw_event("message_sent", "\"m1\""), "m1 acknowledged");
+    CHECK(saw_event("message_sent", "\"m2\""), "m2 acknowledged");
+    CHECK(saw_event("message_ready", "\"b1\""), "b1 delivered at alice");
+
+    // The classic context (no participant id) sees m1's hint too.
+    size_t m3_len;
+    unsigned char* m3 = wrap(alice, "three", "m3", &r, &m3_len);
+    CHECK(SdsUnwrapReceivedMessage(classic, m3, m3_len, on_result, &r) == RET_OK, "classic unwrap");
+    CHECK(wait_result(&r) == RET_OK, "classic unwrap result");
+    CHECK(strstr(r.msg, "aGludDptMQ==") != NULL, "hints cited for logged messages");
+
+    // Errors: before hand-off and from the core.
+    CHECK(SdsWrapOutgoingMessage(alice, "x", 1, "id", NULL, on_result, &r) == RET_ERR, "NULL channel refused");
+    CHECK(wait_result(&r) == RET_ERR && strstr(r.msg, "libsds error") != NULL, "NULL channel reported");
+    CHECK(SdsWrapOutgoingMessage(alice, "x", 1, "id", "", on_result, &r) == RET_ERR, "empty channel refused");
+    wait_result(&r);
+    CHECK(SdsWrapOutgoingMessage(alice, NULL, 5, "id", "chat", on_result, &r) == RET_ERR, "NULL message refused");
+    wait_result(&r);
+    CHECK(SdsWrapOutgoingMessage(alice, "x", 1, NULL, "chat", on_result, &r) == RET_ERR, "NULL id refused");
+    wait_result(&r);
+    CHECK(SdsWrapOutgoingMessage(alice, "x", 1, "id", "chat", NULL, NULL) == RET_MISSING_CALLBACK, "NULL callback");
+    CHECK(SdsMarkDependenciesMet(alice, NULL, 2, "chat", on_result, &r) == RET_ERR, "NULL id array refused");
+    wait_result(&r);
+    CHECK(SdsUnwrapReceivedMessage(alice, NULL, 3, on_result, &r) == RET_ERR, "NULL bytes refused");
+    wait_result(&r);
+    CHECK(SdsWrapOutgoingMessage(alice, "", 0, "empty", "chat", on_result, &r) == RET_OK, "empty content handed off");
+    CHECK(wait_result(&r) == RET_ERR && strstr(r.msg, "reInvalidArgument") != NULL, "empty content: reInvalidArgument");
+    CHECK(SdsUnwrapReceivedMessage(alice, "\x0a", 1, on_result, &r) == RET_OK, "garbage handed off");
+    CHECK(wait_result(&r) == RET_ERR && strstr(r.msg, "reDeserializationError") != NULL, "garbage: reDeserializationError");
+    CHECK(SdsWrapOutgoingMessage(NULL, "x", 1, "id", "chat", on_result, &r) == RET_ERR, "NULL context refused");
+    wait_result(&r);
+
+    // Periodic work: periodic_sync at start, also when started twice.
+    CHECK(SdsStartPeriodicTasks(alice, on_result, &r) == RET_OK, "start tasks");
+    CHECK(wait_result(&r) == RET_OK, "start tasks result");
+    CHECK(SdsStartPeriodicTasks(alice, on_result, &r) == RET_OK, "start tasks again");
+    CHECK(wait_result(&r) == RET_OK, "start tasks again result");
+    CHECK(saw_event("periodic_sync", NULL), "periodic_sync event");
+
+    // Reset and cleanup.
+    CHECK(SdsResetReliabilityManager(bob, on_result, &r) == RET_OK, "reset");
+    CHECK(wait_result(&r) == RET_OK, "reset result");
+    CHECK(SdsCleanupReliabilityManager(alice, on_result, &r) == RET_OK, "cleanup alice");
+    CHECK(wait_result(&r) == RET_OK, "cleanup callback");
+    CHECK(SdsWrapOutgoingMessage(alice, "x", 1, "id", "chat", on_result, &r) == RET_ERR, "released context refused");
+    wait_result(&r);
+    CHECK(SdsCleanupReliabilityManager(alice, on_result, &r) == RET_ERR, "double cleanup refused");
+    wait_result(&r);
+    SdsSetEventCallback(alice, on_event, NULL);  // released: ignored, no crash
+    CHECK(SdsCleanupReliabilityManager(bob, on_result, &r) == RET_OK, "cleanup bob");
+    wait_result(&r);
+    CHECK(SdsCleanupReliabilityManager(classic, on_result, &r) == RET_OK, "cleanup classic");
+    wait_result(&r);
+
+    free(m1);
+    free(m2);
+    free(m3);
+    free(b1);
+    free(r.msg);
+    for (int i = 0; i < event_count; i++) free(events[i]);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
