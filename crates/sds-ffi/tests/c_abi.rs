@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Once;
 
 /// target/<profile>: where cargo put libsds.a and libsds.so for this test run.
 fn target_dir() -> PathBuf {
@@ -17,8 +18,28 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `cargo test` builds only what tests link against; the C library itself is built here, once,
+/// with the same profile and target directory as the tests.
+fn ensure_library() {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let dir = target_dir();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "sds-ffi", "--lib"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        if let Some(root) = dir.parent() {
+            cmd.arg("--target-dir").arg(root);
+        }
+        let status = cmd.status().expect("run cargo build for libsds");
+        assert!(status.success(), "building libsds failed");
+    });
+}
+
 fn build_c_test() -> PathBuf {
     let out = std::env::temp_dir().join(format!("sds_c_test_{}", std::process::id()));
+    ensure_library();
     let lib = target_dir().join("libsds.a");
     assert!(lib.exists(), "{} not built", lib.display());
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
@@ -49,6 +70,7 @@ fn c_program_exercises_every_function() {
 
 #[test]
 fn header_declares_exactly_the_exported_functions() {
+    ensure_library();
     let header = std::fs::read_to_string(manifest_dir().join("include/libsds.h")).unwrap();
     let mut declared: Vec<String> = header
         .lines()
