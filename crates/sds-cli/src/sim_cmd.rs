@@ -9,8 +9,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use sds::persistence::Persistence;
 use sds_proto::engine::{Channel, Config, Event, TransmitKind};
 use sds_proto::{Bytes, MessageId};
+use sds_sqlite::SqliteStore;
 use serde_json::{json, Value};
 
 use crate::rng::Rng;
@@ -83,6 +85,14 @@ pub(crate) struct SimArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Persist every member's state in SQLite files in this directory (`sqlite:DIR`); every
+    /// operation is committed as it happens.
+    #[arg(long)]
+    store: Option<String>,
+    /// Mean virtual seconds between restarts of a member, which then comes back from its store
+    /// (needs --store; 0: no restarts).
+    #[arg(long, default_value_t = 0.0)]
+    restart_rate: f64,
 }
 
 const T0: u64 = 1_700_000_000_000;
@@ -94,6 +104,13 @@ enum Ev {
     Timer(usize),
     Offline(usize),
     Online(usize),
+    Restart(usize),
+}
+
+/// Members' stores, when the simulation persists state.
+struct Stores {
+    rt: tokio::runtime::Runtime,
+    stores: Vec<SqliteStore>,
 }
 
 /// Everything measured about one message.
@@ -136,6 +153,9 @@ struct Sim {
     delivered_pairs: u64,
     end_of_sends: u64,
     end: u64,
+    config: Config,
+    stores: Option<Stores>,
+    restarts: u64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
@@ -194,6 +214,34 @@ impl Sim {
         }
         let end_of_sends = T0 + (args.duration * 1000.0) as u64;
         let end = end_of_sends + (args.tail * 1000.0) as u64;
+        let stores = match args.store.as_deref() {
+            None => None,
+            Some(spec) => {
+                let dir = spec
+                    .strip_prefix("sqlite:")
+                    .filter(|d| !d.is_empty())
+                    .ok_or_else(|| format!("unknown store {spec:?} (expected sqlite:DIR)"))?;
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+                let mut stores = Vec::with_capacity(args.participants);
+                for p in 0..args.participants {
+                    let file = std::path::Path::new(dir).join(format!("p{p:04}.db"));
+                    for suffix in ["", "-wal", "-shm"] {
+                        let mut f = file.clone().into_os_string();
+                        f.push(suffix);
+                        let _ = std::fs::remove_file(std::path::PathBuf::from(f));
+                    }
+                    stores.push(SqliteStore::open(&file).map_err(|e| e.to_string())?);
+                }
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Some(Stores { rt, stores })
+            }
+        };
+        if args.restart_rate > 0.0 && stores.is_none() {
+            return Err("--restart-rate needs --store sqlite:DIR to restart from".into());
+        }
         let mut args = args;
         args.history = history;
         let mut sim = Sim {
@@ -211,11 +259,18 @@ impl Sim {
             delivered_pairs: 0,
             end_of_sends,
             end,
+            config,
+            stores,
+            restarts: 0,
         };
         for p in 0..sim.args.participants {
             let first = sim.next_send_delay();
             sim.push(T0 + first, Ev::Send(p));
             sim.schedule_timer(p, T0);
+            if sim.args.restart_rate > 0.0 {
+                let at = (sim.rng.exp(sim.args.restart_rate) * 1000.0) as u64;
+                sim.push(T0 + at, Ev::Restart(p));
+            }
             if sim.args.churn_online > 0.0 {
                 let at = (sim.rng.exp(sim.args.churn_online) * 1000.0) as u64;
                 sim.push(T0 + at, Ev::Offline(p));
@@ -273,9 +328,17 @@ impl Sim {
         }
     }
 
-    /// Drains one member's outputs after an input at `now`.
-    fn drain(&mut self, p: usize, now: u64) {
-        drop(self.nodes[p].take_store_ops());
+    /// Drains one member's outputs after an input at `now`: its store batch is committed first.
+    fn drain(&mut self, p: usize, now: u64) -> Result<(), String> {
+        let ops = self.nodes[p].take_store_ops();
+        if let Some(st) = &self.stores {
+            if !ops.is_empty() {
+                let channel = self.nodes[p].channel_id().clone();
+                st.rt
+                    .block_on(st.stores[p].apply_batch(&channel, &ops))
+                    .map_err(|e| format!("p{p:04}: store failed: {e}"))?;
+            }
+        }
         while let Some(e) = self.nodes[p].poll_event() {
             match e {
                 Event::MessageReady { message_id, .. } => {
@@ -316,6 +379,26 @@ impl Sim {
             self.broadcast(p, &t.bytes, now, None);
         }
         self.schedule_timer(p, now);
+        Ok(())
+    }
+
+    /// Restarts a member from its store: everything in memory is dropped and rebuilt.
+    fn restart(&mut self, p: usize, now: u64) -> Result<(), String> {
+        let Some(st) = &self.stores else {
+            return Ok(());
+        };
+        let channel = self.nodes[p].channel_id().clone();
+        let participant = self.nodes[p].participant_id().clone();
+        let snapshot = st
+            .rt
+            .block_on(st.stores[p].load_channel(&channel))
+            .map_err(|e| format!("p{p:04}: cannot load: {e}"))?;
+        let mut ch = Channel::restore(channel, participant, self.config.clone(), snapshot, now)
+            .map_err(|e| e.to_string())?;
+        ch.schedule_sync_at(Some(now + self.rng.range(0, self.config.sync_interval)));
+        self.nodes[p] = ch;
+        self.restarts += 1;
+        self.drain(p, now)
     }
 
     fn run(&mut self, progress: &ProgressBar) -> Result<(), String> {
@@ -367,7 +450,7 @@ impl Sim {
                     });
                     self.index.insert(id, m);
                     self.broadcast(p, &bytes, t, Some(m));
-                    self.drain(p, t);
+                    self.drain(p, t)?;
                 }
                 Ev::Deliver(p, bytes) => {
                     if !self.online[p] {
@@ -376,7 +459,7 @@ impl Sim {
                     // Every copy on this network is well formed; one the engine refuses (for
                     // example a full incoming buffer) is simply dropped, as a real peer would.
                     let _ = self.nodes[p].unwrap(bytes, t);
-                    self.drain(p, t);
+                    self.drain(p, t)?;
                 }
                 Ev::Timer(p) => {
                     if !self.online[p] {
@@ -384,7 +467,7 @@ impl Sim {
                     }
                     if self.nodes[p].poll_timeout().is_some_and(|d| d <= t) {
                         self.nodes[p].handle_timeout(t);
-                        self.drain(p, t);
+                        self.drain(p, t)?;
                     }
                 }
                 Ev::Offline(p) => {
@@ -392,10 +475,15 @@ impl Sim {
                     let back = (self.rng.exp(self.args.churn_offline) * 1000.0) as u64;
                     self.push(t + back.max(1), Ev::Online(p));
                 }
+                Ev::Restart(p) => {
+                    self.restart(p, t)?;
+                    let next = (self.rng.exp(self.args.restart_rate) * 1000.0) as u64;
+                    self.push(t + next.max(1), Ev::Restart(p));
+                }
                 Ev::Online(p) => {
                     self.online[p] = true;
                     self.nodes[p].handle_timeout(t);
-                    self.drain(p, t);
+                    self.drain(p, t)?;
                     let stay = (self.rng.exp(self.args.churn_online) * 1000.0) as u64;
                     self.push(t + stay.max(1), Ev::Offline(p));
                 }
@@ -526,6 +614,7 @@ impl Sim {
                 "bytes": self.counters.bytes,
                 "bytesPerDelivery": self.counters.bytes as f64 / (delivered + sent).max(1) as f64,
                 "resends": self.counters.resends,
+                "restarts": self.restarts,
                 "repairs": self.counters.repairs,
                 "syncs": self.counters.syncs,
             },

@@ -112,3 +112,37 @@ fn impossible_settings_are_refused() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+#[test]
+fn members_restarted_from_their_stores_keep_up() {
+    let dir = std::env::temp_dir().join(format!("sds-sim-store-{}", std::process::id()));
+    let store = format!("sqlite:{}", dir.display());
+    let args = [
+        "--participants",
+        "8",
+        "--duration",
+        "60",
+        "--tail",
+        "300",
+        "--repair-t-min",
+        "5",
+        "--repair-t-max",
+        "30",
+        "--seed",
+        "5",
+    ];
+    let restarted = report(&[&args[..], &["--store", &store, "--restart-rate", "20"]].concat());
+    assert!(restarted["wire"]["restarts"].as_u64().unwrap() > 10);
+    assert!(dir.join("p0000.db").exists());
+    let missing = restarted["expectedDeliveries"].as_u64().unwrap()
+        - restarted["deliveries"].as_u64().unwrap();
+    let undetected = restarted["missingDetection"]["undetected"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        missing <= undetected,
+        "restarts lose nothing that could be repaired"
+    );
+    assert!(restarted["completeness"].as_f64().unwrap() >= 0.99);
+    let _ = std::fs::remove_dir_all(&dir);
+}
