@@ -32,6 +32,8 @@ void SdsSetEventCallback(void* ctx, SdsCallBack callback, void* userData);
 
 void SdsSetRetrievalHintProvider(void* ctx, SdsRetrievalHintProvider callback, void* userData);
 
+// Stops the context (waiting for its worker, unless called from one of its own callbacks),
+// frees it, then calls callback(RET_OK) on the calling thread; the context is invalid afterwards.
 int SdsCleanupReliabilityManager(void* ctx, SdsCallBack callback, void* userData);
 
 int SdsResetReliabilityManager(void* ctx, SdsCallBack callback, void* userData);

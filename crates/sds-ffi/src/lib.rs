@@ -718,7 +718,11 @@ pub extern "C" fn SdsCleanupReliabilityManager(
         let context = unsafe { Box::from_raw(ctx as *mut Context) };
         let _ = context.requests.send(Request::Stop);
         if let Some(handle) = lock(&context.worker).take() {
-            let _ = handle.join();
+            // Called from one of this context's own callbacks: the worker stops once the
+            // callback returns; waiting for it here would wait for ourselves.
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
         }
         drop(context);
         cb.call(RET_OK, b"");
