@@ -52,6 +52,62 @@ pub fn in_response_group(
     group(participant) == group(sender)
 }
 
+/// SDS-R arithmetic of the spec wire profile (js-waku `@waku/sds`): H is the first 8 bytes of
+/// SHA-256 of the UTF-8 string, read big-endian, over plain concatenations.
+pub mod spec {
+    use sha2::{Digest, Sha256};
+
+    /// `H(s)`.
+    pub fn hash(bytes: &[u8]) -> u64 {
+        let digest = Sha256::digest(bytes);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    }
+
+    fn hash_concat(a: &[u8], b: &[u8]) -> u64 {
+        let mut h = Sha256::new();
+        h.update(a);
+        h.update(b);
+        let digest = h.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    }
+
+    /// `H(p ‖ m) mod (T_max − T_min) + T_min`, or `T_min` when the range is not positive.
+    pub fn t_req_offset(participant: &[u8], message_id: &[u8], t_min: u64, t_max: u64) -> u64 {
+        let range = t_max.saturating_sub(t_min);
+        if range == 0 {
+            return t_min;
+        }
+        hash_concat(participant, message_id) % range + t_min
+    }
+
+    /// `((H(p) xor H(s)) · H(m)) mod T_max` with the full 128-bit product; 0 for the original
+    /// sender or when `T_max` is 0.
+    pub fn t_resp_offset(participant: &[u8], sender: &[u8], message_id: &[u8], t_max: u64) -> u64 {
+        if t_max == 0 {
+            return 0;
+        }
+        let distance = u128::from(hash(participant) ^ hash(sender));
+        ((distance * u128::from(hash(message_id))) % u128::from(t_max)) as u64
+    }
+
+    /// Always with at most one group; else `H(p ‖ m) mod n == H(s ‖ m) mod n`.
+    pub fn in_response_group(
+        participant: &[u8],
+        sender: &[u8],
+        message_id: &[u8],
+        groups: u64,
+    ) -> bool {
+        if groups <= 1 {
+            return true;
+        }
+        hash_concat(participant, message_id) % groups == hash_concat(sender, message_id) % groups
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

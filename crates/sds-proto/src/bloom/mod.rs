@@ -17,6 +17,7 @@
 //! header field and answers lookups straight from the received bytes.
 
 mod rolling;
+pub mod spec;
 mod table;
 
 use std::fmt;

@@ -1,0 +1,178 @@
+//! The bloom filter of the spec wire profile (js-waku `@waku/sds`): the same sizing and double
+//! hashing as the nim-sds profile, with murmur3_32 (seed 0, read as a signed 32-bit value) as
+//! the base hash, and a headerless serialization — the 64-bit words, each big-endian. A receiver
+//! reads a filter with its own parameters, so a received filter must be at least as long as
+//! ours.
+
+use super::{BloomError, BloomParams};
+
+/// murmur3_32 (x86) of `data` with `seed`.
+pub fn murmur3_32(data: &[u8], seed: u32) -> u32 {
+    const C1: u32 = 0xcc9e_2d51;
+    const C2: u32 = 0x1b87_3593;
+    let mut h = seed;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+        h = (h ^ k)
+            .rotate_left(13)
+            .wrapping_mul(5)
+            .wrapping_add(0xe654_6b64);
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let mut k = 0u32;
+        for (i, &b) in tail.iter().enumerate() {
+            k |= u32::from(b) << (8 * i);
+        }
+        h ^= k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+    }
+    h ^= data.len() as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// The bytes @waku/sds hashes for an id: one byte per UTF-16 code unit (its low byte), which
+/// equals the UTF-8 bytes for ASCII ids. Ids that are not UTF-8 are hashed as they are.
+fn js_bytes(id: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(id) {
+        Ok(s) if !s.is_ascii() => s.encode_utf16().map(|u| u as u8).collect(),
+        _ => id.to_vec(),
+    }
+}
+
+/// The two base hashes of an id in this profile: `|int32(murmur3(id))|` and
+/// `|int32(murmur3(id ‖ " b"))|`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecIdHashes {
+    a: u64,
+    b: u64,
+}
+
+impl SpecIdHashes {
+    /// Hashes `id`.
+    pub fn of(id: &[u8]) -> Self {
+        let mut bytes = js_bytes(id);
+        let a = u64::from((murmur3_32(&bytes, 0) as i32).unsigned_abs());
+        bytes.extend_from_slice(b" b");
+        let b = u64::from((murmur3_32(&bytes, 0) as i32).unsigned_abs());
+        SpecIdHashes { a, b }
+    }
+
+    /// The `k` positions among `m_bits` (≥ 1): `(hA + i·hB) mod m` with `hA = a mod m`,
+    /// `hB = b mod m`.
+    pub fn positions(self, k: u32, m_bits: u64) -> impl Iterator<Item = u64> {
+        let m = m_bits.max(1);
+        let (ha, hb) = (self.a % m, self.b % m);
+        (0..u64::from(k)).map(move |i| ha.wrapping_add(i.wrapping_mul(hb)) % m)
+    }
+}
+
+/// A bloom filter of the spec profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecBloomFilter {
+    k_hashes: u32,
+    m_bits: u64,
+    words: Vec<u64>,
+}
+
+impl SpecBloomFilter {
+    /// An empty filter sized like @waku/sds's (`BloomParams` sizing).
+    pub fn with_params(params: BloomParams) -> Self {
+        SpecBloomFilter {
+            k_hashes: params.k_hashes,
+            m_bits: params.m_bits,
+            words: vec![0; params.words()],
+        }
+    }
+
+    /// Number of hash functions.
+    pub fn k_hashes(&self) -> u32 {
+        self.k_hashes
+    }
+
+    /// Number of bits.
+    pub fn m_bits(&self) -> u64 {
+        self.m_bits
+    }
+
+    /// The 64-bit words.
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    /// Adds an id.
+    pub fn insert(&mut self, id: &[u8]) {
+        for p in SpecIdHashes::of(id).positions(self.k_hashes, self.m_bits) {
+            if let Some(w) = self.words.get_mut((p / 64) as usize) {
+                *w |= 1 << (p % 64);
+            }
+        }
+    }
+
+    /// Whether the id may have been added.
+    pub fn contains(&self, id: &[u8]) -> bool {
+        SpecIdHashes::of(id)
+            .positions(self.k_hashes, self.m_bits)
+            .all(|p| {
+                self.words
+                    .get((p / 64) as usize)
+                    .is_some_and(|w| w & (1 << (p % 64)) != 0)
+            })
+    }
+
+    /// The serialization: every word as 8 big-endian bytes, no header.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_be_bytes()).collect()
+    }
+
+    /// Reads a received filter with our own `params`. Bytes beyond our word count are ignored;
+    /// fewer bytes, or a length that is not whole words, is an error (@waku/sds throws there).
+    pub fn from_bytes(bytes: &[u8], params: BloomParams) -> Result<Self, BloomError> {
+        if bytes.len() % 8 != 0 {
+            return Err(BloomError::NotWordAligned(bytes.len()));
+        }
+        let mut filter = Self::with_params(params);
+        let needed = filter.words.len();
+        if bytes.len() / 8 < needed {
+            return Err(BloomError::WordCountMismatch {
+                words: bytes.len() / 8,
+                m_bits: params.m_bits,
+                expected: needed as u64,
+            });
+        }
+        for (w, chunk) in filter.words.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            *w = u64::from_be_bytes(b);
+        }
+        Ok(filter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur3_reference_values() {
+        // Published murmur3_32 test values.
+        assert_eq!(murmur3_32(b"", 0), 0);
+        assert_eq!(murmur3_32(b"", 1), 0x514e_28b7);
+        assert_eq!(murmur3_32(b"hello", 0), 0x248b_fa47);
+        assert_eq!(murmur3_32(b"Hello, world!", 1234), 0xfaf6_cdb3);
+    }
+
+    #[test]
+    fn short_or_ragged_received_filters_are_errors() {
+        let params = BloomParams::optimal(100, 0.01).unwrap();
+        assert!(SpecBloomFilter::from_bytes(&[0; 127], params).is_err());
+        assert!(SpecBloomFilter::from_bytes(&[0; 120], params).is_err());
+        let longer = SpecBloomFilter::from_bytes(&[0; 136], params).unwrap();
+        assert_eq!(longer.words().len(), 16);
+    }
+}
