@@ -133,7 +133,7 @@ impl SpecBloomFilter {
     /// Reads a received filter with our own `params`. Bytes beyond our word count are ignored;
     /// fewer bytes, or a length that is not whole words, is an error (@waku/sds throws there).
     pub fn from_bytes(bytes: &[u8], params: BloomParams) -> Result<Self, BloomError> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return Err(BloomError::NotWordAligned(bytes.len()));
         }
         let mut filter = Self::with_params(params);
