@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use sds_proto::json::{
     channel_result_to_json, decode_error_to_json, message_from_json, message_to_json,
+    spec_message_from_json, spec_message_to_json,
 };
 use sds_proto::repair;
-use sds_proto::wire::{Limits, Profile};
+use sds_proto::wire::{nim, spec, Limits, Profile};
 use sds_proto::Bytes;
 use serde_json::{json, Value};
 
@@ -20,9 +21,13 @@ pub(crate) enum WireCommand {
     ///
     /// Prints `{"accepted":true,"decoded":{...},"extractChannelId":{...}}` and exits 0, or
     /// `{"accepted":false,"error":{...},"extractChannelId":{...}}` and exits 1. The schema is the
-    /// one of the golden vectors (`sds_message_codec.json`).
+    /// one of the golden vectors (`sds_message_codec.json` for nim-sds, `messages.json` for the
+    /// spec profile, whose decoded object adds `class`: `null` for bytes that decode but are no
+    /// SDS message).
     Decode(DecodeArgs),
     /// Read one JSON message object from stdin and print its encoding as lower-case hex.
+    ///
+    /// The object has the form `wire decode` prints for the same profile.
     Encode(EncodeArgs),
     /// Print the SDS-R timing of a repair: {"tReqMs","tRespMs","inGroup"}.
     ///
@@ -81,17 +86,34 @@ pub(crate) fn run(cmd: WireCommand) -> CmdResult {
 }
 
 fn repair_timing(args: RepairTimingArgs) -> CmdResult {
-    let Profile::NimSds = args.profile;
     let (p, s, m) = (
         args.participant.as_bytes(),
         args.sender.as_bytes(),
         args.message_id.as_bytes(),
     );
-    let out = json!({
-        "tReqMs": repair::t_req_offset(p, m, args.t_min_ms, args.t_max_ms),
-        "tRespMs": repair::t_resp_offset(p, s, m, args.t_max_ms),
-        "inGroup": repair::in_response_group(p, s, m, args.groups),
-    });
+    let out = match args.profile {
+        Profile::NimSds => json!({
+            "tReqMs": repair::t_req_offset(p, m, args.t_min_ms, args.t_max_ms),
+            "tRespMs": repair::t_resp_offset(p, s, m, args.t_max_ms),
+            "inGroup": repair::in_response_group(p, s, m, args.groups),
+        }),
+        Profile::Spec => {
+            let unsigned = |name: &str, v: i64| {
+                u64::try_from(v)
+                    .map_err(|_| format!("{name} must not be negative on the spec profile"))
+            };
+            let (t_min, t_max) = (
+                unsigned("t-min-ms", args.t_min_ms)?,
+                unsigned("t-max-ms", args.t_max_ms)?,
+            );
+            let groups = unsigned("groups", args.groups)?;
+            json!({
+                "tReqMs": repair::spec::t_req_offset(p, m, t_min, t_max),
+                "tRespMs": repair::spec::t_resp_offset(p, s, m, t_max),
+                "inGroup": repair::spec::in_response_group(p, s, m, groups),
+            })
+        }
+    };
     println!("{out}");
     Ok(ExitCode::SUCCESS)
 }
@@ -125,10 +147,20 @@ fn decode(args: DecodeArgs) -> CmdResult {
     } else {
         Limits::default()
     };
-    let channel = channel_result_to_json(args.profile.extract_channel_id(&bytes));
-    let (out, code) = match args.profile.decode(&bytes, &limits) {
+    let (channel, decoded) = match args.profile {
+        Profile::NimSds => (
+            nim::extract_channel_id(&bytes),
+            nim::decode(&bytes, &limits).map(|m| message_to_json(&m)),
+        ),
+        Profile::Spec => (
+            spec::extract_channel_id(&bytes),
+            spec::decode(&bytes, &limits).map(|m| spec_message_to_json(&m)),
+        ),
+    };
+    let channel = channel_result_to_json(channel);
+    let (out, code) = match decoded {
         Ok(msg) => (
-            json!({"accepted": true, "decoded": message_to_json(&msg), "extractChannelId": channel}),
+            json!({"accepted": true, "decoded": msg, "extractChannelId": channel}),
             ExitCode::SUCCESS,
         ),
         Err(e) => (
@@ -144,7 +176,11 @@ fn encode(args: EncodeArgs) -> CmdResult {
     let text = read_stdin()?;
     let value: Value =
         serde_json::from_str(&text).map_err(|e| format!("stdin is not valid JSON: {e}"))?;
-    let msg = message_from_json(&value).map_err(|e| format!("invalid message object: {e}"))?;
-    println!("{}", hex::encode(args.profile.encode(&msg)));
+    let invalid = |e| format!("invalid message object: {e}");
+    let bytes = match args.profile {
+        Profile::NimSds => nim::encode(&message_from_json(&value).map_err(invalid)?),
+        Profile::Spec => spec::encode(&spec_message_from_json(&value).map_err(invalid)?),
+    };
+    println!("{}", hex::encode(bytes));
     Ok(ExitCode::SUCCESS)
 }

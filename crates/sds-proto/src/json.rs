@@ -7,11 +7,18 @@
 //! * Ids are JSON strings. An id whose bytes are not UTF-8 is written as `null` with a sibling
 //!   key `<key>Hex` holding its bytes; on input either form is accepted.
 //! * Byte strings are lower-case hex, `""` for none; lamport timestamps are JSON integers.
+//!
+//! Spec-profile messages ([`SpecMessage`]) have the form of the `@waku/sds` vectors
+//! (`messages.json`): `class` (`ContentMessage`, `SyncMessage`, `EphemeralMessage` or `null`),
+//! `senderId`, `messageId`, `channelId`, `lamportTimestamp` (a decimal string, `null` when
+//! absent), `causalHistory` and `repairRequest` (entries `{messageId, retrievalHint?, senderId?}`,
+//! optional keys left out when absent), `content` and `bloomFilter` (hex, `null` when absent).
 
 use serde_json::{json, Map, Value};
 
 use crate::id::Id;
 use crate::message::{HistoryEntry, SdsMessage};
+use crate::wire::spec::{MessageKind, SpecHistoryEntry, SpecMessage};
 use crate::wire::DecodeError;
 use crate::Bytes;
 
@@ -170,6 +177,128 @@ pub fn message_from_json(value: &Value) -> Result<SdsMessage, JsonError> {
     })
 }
 
+fn spec_entry_to_json(e: &SpecHistoryEntry) -> Value {
+    let mut obj = Map::new();
+    put_id(&mut obj, "messageId", &e.message_id);
+    if let Some(h) = &e.retrieval_hint {
+        obj.insert("retrievalHint".into(), Value::String(hex::encode(h)));
+    }
+    if let Some(s) = &e.sender_id {
+        put_id(&mut obj, "senderId", s);
+    }
+    Value::Object(obj)
+}
+
+/// The `@waku/sds` class name of a message kind.
+pub fn spec_class_name(kind: Option<MessageKind>) -> Option<&'static str> {
+    kind.map(|k| match k {
+        MessageKind::Content => "ContentMessage",
+        MessageKind::Sync => "SyncMessage",
+        MessageKind::Ephemeral => "EphemeralMessage",
+    })
+}
+
+/// The message object of a spec-profile message (see the module documentation).
+pub fn spec_message_to_json(msg: &SpecMessage) -> Value {
+    let mut obj = Map::new();
+    obj.insert("class".into(), json!(spec_class_name(msg.kind())));
+    put_id(&mut obj, "senderId", &msg.sender_id);
+    put_id(&mut obj, "messageId", &msg.message_id);
+    put_id(&mut obj, "channelId", &msg.channel_id);
+    obj.insert(
+        "lamportTimestamp".into(),
+        json!(msg.lamport_timestamp.map(|l| l.to_string())),
+    );
+    for (key, list) in [
+        ("causalHistory", &msg.causal_history),
+        ("repairRequest", &msg.repair_request),
+    ] {
+        obj.insert(
+            key.into(),
+            Value::Array(list.iter().map(spec_entry_to_json).collect()),
+        );
+    }
+    for (key, bytes) in [
+        ("content", &msg.content),
+        ("bloomFilter", &msg.bloom_filter),
+    ] {
+        obj.insert(key.into(), json!(bytes.as_ref().map(hex::encode)));
+    }
+    Value::Object(obj)
+}
+
+fn get_opt_hex(
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<Bytes>, JsonError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => get_hex(obj, key, path).map(Some),
+    }
+}
+
+fn get_opt_id(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<Id>, JsonError> {
+    if obj.contains_key(key) || obj.contains_key(&format!("{key}Hex")) {
+        get_id(obj, key, path, false).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn get_spec_entries(
+    obj: &Map<String, Value>,
+    key: &str,
+) -> Result<Vec<SpecHistoryEntry>, JsonError> {
+    let list = match obj.get(key) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(err(key, "must be an array of entry objects")),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let path = format!("{key}[{i}]");
+            let e = v
+                .as_object()
+                .ok_or_else(|| err(&path, "must be an entry object"))?;
+            Ok(SpecHistoryEntry {
+                message_id: get_id(e, "messageId", &path, true)?,
+                retrieval_hint: get_opt_hex(e, "retrievalHint", &path)?,
+                sender_id: get_opt_id(e, "senderId", &path)?,
+            })
+        })
+        .collect()
+}
+
+/// Reads a spec-profile message object. Every key is optional; `lamportTimestamp` may be a
+/// decimal string or a JSON integer; `class` is ignored (the present fields decide the kind).
+pub fn spec_message_from_json(value: &Value) -> Result<SpecMessage, JsonError> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| err("", "a message object (JSON object) is required"))?;
+    let range = "must be an integer from 0 to 2^64-1 (a number or a decimal string)";
+    let lamport_timestamp = match obj.get("lamportTimestamp") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| err("lamportTimestamp", range))?),
+        Some(Value::String(s)) => Some(
+            s.parse::<u64>()
+                .map_err(|_| err("lamportTimestamp", range))?,
+        ),
+        Some(_) => return Err(err("lamportTimestamp", range)),
+    };
+    Ok(SpecMessage {
+        sender_id: get_id(obj, "senderId", "", true)?,
+        message_id: get_id(obj, "messageId", "", true)?,
+        channel_id: get_id(obj, "channelId", "", true)?,
+        lamport_timestamp,
+        causal_history: get_spec_entries(obj, "causalHistory")?,
+        bloom_filter: get_opt_hex(obj, "bloomFilter", "")?,
+        repair_request: get_spec_entries(obj, "repairRequest")?,
+        content: get_opt_hex(obj, "content", "")?,
+    })
+}
+
 /// The error object of the vectors' decode results:
 /// `{kind: "DecodeFailure", protoError}`, `{kind: "MissingRequiredField", field}`,
 /// `{kind: "Defect", defect: "RangeDefect", ...}` for a lamport timestamp nim-sds cannot hold
@@ -186,6 +315,7 @@ pub fn decode_error_to_json(e: &DecodeError) -> Value {
             "lamportTimestamp": v,
             "note": "nim-sds aborts on this input; it is rejected here with a typed error",
         }),
+        DecodeError::WireType { field } => json!({"kind": "WrongWireType", "field": field}),
         DecodeError::LimitExceeded {
             kind,
             limit,
@@ -215,6 +345,41 @@ pub fn channel_result_to_json(r: Result<&[u8], DecodeError>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spec_messages_round_trip_with_presence() {
+        let msg = SpecMessage {
+            sender_id: Id::from(vec![0xc3]),
+            message_id: "m".into(),
+            lamport_timestamp: Some(u64::MAX),
+            causal_history: vec![
+                SpecHistoryEntry {
+                    message_id: "a".into(),
+                    retrieval_hint: Some(Bytes::new()),
+                    sender_id: Some(Id::default()),
+                },
+                SpecHistoryEntry::new("b"),
+            ],
+            bloom_filter: Some(Bytes::new()),
+            ..SpecMessage::default()
+        };
+        let v = spec_message_to_json(&msg);
+        assert_eq!(v["class"], "SyncMessage");
+        assert_eq!(v["lamportTimestamp"], "18446744073709551615");
+        assert_eq!(v["senderIdHex"], "c3");
+        assert_eq!(
+            v["causalHistory"][0],
+            json!({"messageId": "a", "retrievalHint": "", "senderId": ""})
+        );
+        assert_eq!(v["causalHistory"][1], json!({"messageId": "b"}));
+        assert_eq!(v["content"], Value::Null);
+        assert_eq!(spec_message_from_json(&v), Ok(msg));
+        let bad = json!({"lamportTimestamp": "-1"});
+        assert_eq!(
+            spec_message_from_json(&bad).map_err(|e| e.path),
+            Err("lamportTimestamp".to_string())
+        );
+    }
 
     #[test]
     fn non_utf8_ids_round_trip_through_hex_keys() {

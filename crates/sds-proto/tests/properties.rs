@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use sds_proto::bloom::{BloomFilter, FilterView};
+use sds_proto::wire::spec::{self, SpecHistoryEntry, SpecMessage};
 use sds_proto::wire::{nim, DecodeError, Limits};
 use sds_proto::{HistoryEntry, Id, SdsMessage};
 
@@ -99,8 +100,64 @@ fn filter_bytes() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+fn spec_entry() -> impl Strategy<Value = SpecHistoryEntry> {
+    (
+        id(40),
+        proptest::option::of(bytes(40)),
+        proptest::option::of(id(12)),
+    )
+        .prop_map(|(message_id, retrieval_hint, sender_id)| SpecHistoryEntry {
+            message_id,
+            retrieval_hint,
+            sender_id,
+        })
+}
+
+prop_compose! {
+    fn spec_message()(
+        sender_id in id(12),
+        message_id in id(40),
+        channel_id in id(12),
+        lamport_timestamp in proptest::option::of(any::<u64>()),
+        causal_history in proptest::collection::vec(spec_entry(), 0..6),
+        bloom_filter in proptest::option::of(bytes(64)),
+        repair_request in proptest::collection::vec(spec_entry(), 0..4),
+        content in proptest::option::of(bytes(64)),
+    ) -> SpecMessage {
+        SpecMessage {
+            sender_id,
+            message_id,
+            channel_id,
+            lamport_timestamp,
+            causal_history,
+            bloom_filter,
+            repair_request,
+            content,
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    // WIRE-14
+    #[test]
+    fn spec_decode_inverts_encode(m in spec_message()) {
+        let encoded = spec::encode(&m);
+        prop_assert_eq!(encoded.len(), spec::encoded_len(&m));
+        prop_assert_eq!(spec::decode(&Bytes::from(encoded.clone()), &Limits::default()), Ok(m.clone()));
+        prop_assert_eq!(spec::extract_channel_id(&encoded), Ok(m.channel_id.as_bytes()));
+    }
+
+    #[test]
+    fn spec_decode_never_panics(b in hostile_bytes()) {
+        let r = spec::decode(&Bytes::from(b.clone()), &Limits::default());
+        if let Ok(m) = r {
+            let again = spec::decode(&Bytes::from(spec::encode(&m)), &Limits::default());
+            prop_assert_eq!(again, Ok(m));
+        }
+        let _ = spec::extract_channel_id(&b);
+    }
 
     #[test]
     fn decode_inverts_encode(m in message()) {

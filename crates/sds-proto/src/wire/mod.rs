@@ -2,17 +2,17 @@
 //!
 //! SDS has more than one wire layout in the field. This crate speaks the **nim-sds profile**
 //! ([`nim`]): the layout, field-presence rules and quirks of the reference implementation
-//! nim-sds, byte for byte. Every decoder here validates every length and count it takes from the
+//! nim-sds, byte for byte, and has a codec for the **spec profile** ([`spec`]), the layout of
+//! the SDS specification spoken by `@waku/sds`. Every decoder here validates every length and count it takes from the
 //! wire against [`Limits`] and returns a typed [`DecodeError`]; no input makes it panic.
 
 use std::fmt;
 
 pub mod nim;
 pub(crate) mod pb;
+pub mod spec;
 
 pub use pb::ProtoError;
-
-use crate::message::SdsMessage;
 
 /// Bounds applied while decoding untrusted bytes. Every bound is checked before the work or the
 /// allocation it guards.
@@ -154,6 +154,13 @@ pub enum DecodeError {
         /// The size or count seen (for counts: the first count above the limit).
         actual: usize,
     },
+    /// A known field arrived with a wire type its definition does not allow (spec profile; the
+    /// nim-sds profile skips such fields as nim-sds does).
+    #[error("field {field} has the wrong wire type")]
+    WireType {
+        /// The field number.
+        field: u64,
+    },
 }
 
 impl From<ProtoError> for DecodeError {
@@ -163,39 +170,25 @@ impl From<ProtoError> for DecodeError {
 }
 
 /// The wire layouts this crate can speak.
+///
+/// The protocol engine ([`crate::engine`]) runs the nim-sds profile; the spec profile has its
+/// codec ([`spec`]), bloom filter ([`crate::bloom::spec`]) and SDS-R arithmetic
+/// ([`crate::repair::spec`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Profile {
     /// The layout of nim-sds (see [`nim`]).
     #[default]
     NimSds,
+    /// The layout of the SDS specification, spoken by `@waku/sds` (see [`spec`]).
+    Spec,
 }
 
 impl Profile {
-    /// Encodes a message in this profile.
-    pub fn encode(self, msg: &SdsMessage) -> Vec<u8> {
-        match self {
-            Profile::NimSds => nim::encode(msg),
-        }
-    }
-
-    /// Decodes a message in this profile, within `limits`.
-    pub fn decode(self, bytes: &bytes::Bytes, limits: &Limits) -> Result<SdsMessage, DecodeError> {
-        match self {
-            Profile::NimSds => nim::decode(bytes, limits),
-        }
-    }
-
-    /// Reads only the channel id of an encoded message.
-    pub fn extract_channel_id(self, bytes: &[u8]) -> Result<&[u8], DecodeError> {
-        match self {
-            Profile::NimSds => nim::extract_channel_id(bytes),
-        }
-    }
-
     /// The profile's name on the command line and in configuration.
     pub fn name(self) -> &'static str {
         match self {
             Profile::NimSds => "nim-sds",
+            Profile::Spec => "spec",
         }
     }
 }
@@ -206,7 +199,10 @@ impl std::str::FromStr for Profile {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "nim-sds" | "nim" => Ok(Profile::NimSds),
-            other => Err(format!("unknown wire profile {other:?} (known: nim-sds)")),
+            "spec" | "waku" => Ok(Profile::Spec),
+            other => Err(format!(
+                "unknown wire profile {other:?} (known: nim-sds, spec)"
+            )),
         }
     }
 }
