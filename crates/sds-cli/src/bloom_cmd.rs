@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use sds_proto::bloom::spec::SpecBloomFilter;
 use sds_proto::bloom::{BloomFilter, BloomParams};
+use sds_proto::wire::Profile;
 use serde_json::json;
 
 use crate::CmdResult;
@@ -23,6 +25,10 @@ pub(crate) struct BloomArgs {
     /// Force the bits per element when --k is given (nim-sds `forceNBitsPerElem`).
     #[arg(long, default_value_t = 0, requires = "k")]
     bits_per_element: u32,
+    /// Wire profile: `nim-sds` (nim hash, header with the parameters, little-endian words) or
+    /// `spec` (murmur3, bare big-endian words, as @waku/sds).
+    #[arg(long, default_value = "nim-sds")]
+    profile: Profile,
 }
 
 pub(crate) fn run(args: BloomArgs) -> CmdResult {
@@ -33,16 +39,32 @@ pub(crate) fn run(args: BloomArgs) -> CmdResult {
         args.bits_per_element,
     )
     .map_err(|e| e.to_string())?;
-    let mut filter = BloomFilter::with_params(params);
-    for id in &args.ids {
-        filter.insert(id.as_bytes());
-    }
-    let out = json!({
-        "kHashes": filter.k_hashes(),
-        "mBits": filter.m_bits(),
-        "words": filter.word_count(),
-        "serialized": hex::encode(filter.serialize()),
-    });
+    let out = match args.profile {
+        Profile::NimSds => {
+            let mut filter = BloomFilter::with_params(params);
+            for id in &args.ids {
+                filter.insert(id.as_bytes());
+            }
+            json!({
+                "kHashes": filter.k_hashes(),
+                "mBits": filter.m_bits(),
+                "words": filter.word_count(),
+                "serialized": hex::encode(filter.serialize()),
+            })
+        }
+        Profile::Spec => {
+            let mut filter = SpecBloomFilter::with_params(params);
+            for id in &args.ids {
+                filter.insert(id.as_bytes());
+            }
+            json!({
+                "kHashes": filter.k_hashes(),
+                "mBits": filter.m_bits(),
+                "words": filter.words().len(),
+                "serialized": hex::encode(filter.to_bytes()),
+            })
+        }
+    };
     println!("{out}");
     Ok(ExitCode::SUCCESS)
 }

@@ -36,7 +36,7 @@ enum Command {
     /// Encode and decode SDS messages.
     #[command(subcommand)]
     Wire(wire_cmd::WireCommand),
-    /// Build a bloom filter (nim-sds parameters) and print it as JSON.
+    /// Build a bloom filter (nim-sds or spec profile) and print it as JSON.
     Bloom(bloom_cmd::BloomArgs),
     /// Simulate a group chat on a lossy network (virtual time) and report how SDS does.
     Sim(sim_cmd::SimArgs),

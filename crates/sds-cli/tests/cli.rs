@@ -329,3 +329,38 @@ fn spec_profile_repair_timing_matches_the_js_vectors() {
         assert_eq!(got["inGroup"], r["inResponseGroup_groups5"], "{r}");
     }
 }
+
+// BLOOM-12 through the CLI: `sds bloom --profile spec` matches @waku/sds's filters.
+#[test]
+fn spec_profile_bloom_matches_the_js_vectors() {
+    let v = vectors_of("js-waku-sds", "bloom.json");
+    for name in ["small_capacity100_err0_01", "small_capacity100_err0_01_k4"] {
+        let case = &v[name];
+        let o = &case["options"];
+        let mut args: Vec<String> = vec![
+            "bloom".into(),
+            "--profile".into(),
+            "spec".into(),
+            o["capacity"].to_string(),
+            o["errorRate"].to_string(),
+        ];
+        if let Some(k) = o.get("kHashes") {
+            args.extend(["--k".to_string(), k.to_string()]);
+        }
+        args.extend(
+            case["inserted"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string()),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = sds(&args, None);
+        assert!(out.status.success(), "{name}");
+        let got = stdout_json(&out);
+        assert_eq!(got["kHashes"], case["derived"]["kHashes"], "{name}");
+        assert_eq!(got["mBits"], case["derived"]["totalBits"], "{name}");
+        assert_eq!(got["words"], case["derived"]["words64"], "{name}");
+        assert_eq!(got["serialized"], case["bytesHex"], "{name}");
+    }
+}
