@@ -127,7 +127,13 @@ fn get_hex(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Bytes, Jso
     }
 }
 
-fn get_entries(obj: &Map<String, Value>, key: &str) -> Result<Vec<HistoryEntry>, JsonError> {
+/// The entries of the list under `key` (absent or null: none), each read by `read` with its
+/// object and path.
+fn get_list<T>(
+    obj: &Map<String, Value>,
+    key: &str,
+    read: impl Fn(&Map<String, Value>, &str) -> Result<T, JsonError>,
+) -> Result<Vec<T>, JsonError> {
     let list = match obj.get(key) {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(list)) => list,
@@ -140,13 +146,19 @@ fn get_entries(obj: &Map<String, Value>, key: &str) -> Result<Vec<HistoryEntry>,
             let e = v
                 .as_object()
                 .ok_or_else(|| err(&path, "must be an entry object"))?;
-            Ok(HistoryEntry {
-                message_id: get_id(e, "messageId", &path, false)?,
-                retrieval_hint: get_hex(e, "retrievalHint", &path)?,
-                sender_id: get_id(e, "senderId", &path, true)?,
-            })
+            read(e, &path)
         })
         .collect()
+}
+
+fn get_entries(obj: &Map<String, Value>, key: &str) -> Result<Vec<HistoryEntry>, JsonError> {
+    get_list(obj, key, |e, path| {
+        Ok(HistoryEntry {
+            message_id: get_id(e, "messageId", path, false)?,
+            retrieval_hint: get_hex(e, "retrievalHint", path)?,
+            sender_id: get_id(e, "senderId", path, true)?,
+        })
+    })
 }
 
 /// Reads a message object. `messageId`, `lamportTimestamp` and `channelId` are required; the
@@ -250,25 +262,13 @@ fn get_spec_entries(
     obj: &Map<String, Value>,
     key: &str,
 ) -> Result<Vec<SpecHistoryEntry>, JsonError> {
-    let list = match obj.get(key) {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(list)) => list,
-        Some(_) => return Err(err(key, "must be an array of entry objects")),
-    };
-    list.iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let path = format!("{key}[{i}]");
-            let e = v
-                .as_object()
-                .ok_or_else(|| err(&path, "must be an entry object"))?;
-            Ok(SpecHistoryEntry {
-                message_id: get_id(e, "messageId", &path, true)?,
-                retrieval_hint: get_opt_hex(e, "retrievalHint", &path)?,
-                sender_id: get_opt_id(e, "senderId", &path)?,
-            })
+    get_list(obj, key, |e, path| {
+        Ok(SpecHistoryEntry {
+            message_id: get_id(e, "messageId", path, true)?,
+            retrieval_hint: get_opt_hex(e, "retrievalHint", path)?,
+            sender_id: get_opt_id(e, "senderId", path)?,
         })
-        .collect()
+    })
 }
 
 /// Reads a spec-profile message object. Every key is optional; `lamportTimestamp` may be a

@@ -14,6 +14,10 @@ pub mod spec;
 
 pub use pb::ProtoError;
 
+use bytes::Bytes;
+
+use crate::id::Id;
+
 /// Bounds applied while decoding untrusted bytes. Every bound is checked before the work or the
 /// allocation it guards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +171,27 @@ impl From<ProtoError> for DecodeError {
     fn from(e: ProtoError) -> Self {
         DecodeError::Proto(e)
     }
+}
+
+/// `Err(LimitExceeded)` when `actual` is above `limit`.
+pub(crate) fn check_len(kind: LimitKind, actual: usize, limit: usize) -> Result<(), DecodeError> {
+    if actual > limit {
+        Err(DecodeError::LimitExceeded {
+            kind,
+            limit,
+            actual,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// An id read from `bytes`, a slice of `buf`, within the id length limit.
+pub(crate) fn id(buf: &Bytes, bytes: &[u8], limits: &Limits) -> Result<Id, DecodeError> {
+    check_len(LimitKind::IdLength, bytes.len(), limits.max_id_len)?;
+    // Zero-copy like everything else: an id keeps the message buffer alive, so whoever keeps an
+    // id longer than its message should `Id::detached` it.
+    Ok(Id::from(buf.slice_ref(bytes)))
 }
 
 /// The wire layouts this crate can speak.

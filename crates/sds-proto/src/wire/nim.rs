@@ -25,9 +25,8 @@
 use bytes::Bytes;
 
 use super::pb::{self, Fields, Value};
-use super::{DecodeError, Field, LimitKind, Limits};
+use super::{check_len, id, DecodeError, Field, LimitKind, Limits};
 use crate::bloom::BloomFilter;
-use crate::id::Id;
 use crate::message::{HistoryEntry, SdsMessage};
 
 const F_ID: u64 = 1;
@@ -154,18 +153,6 @@ pub fn encode_with_filter(msg: &SdsMessage, filter: &BloomFilter) -> Vec<u8> {
     out
 }
 
-fn check_len(kind: LimitKind, actual: usize, limit: usize) -> Result<(), DecodeError> {
-    if actual > limit {
-        Err(DecodeError::LimitExceeded {
-            kind,
-            limit,
-            actual,
-        })
-    } else {
-        Ok(())
-    }
-}
-
 fn push_bounded<'a>(
     list: &mut Vec<&'a [u8]>,
     item: &'a [u8],
@@ -175,13 +162,6 @@ fn push_bounded<'a>(
     check_len(kind, list.len() + 1, limit)?;
     list.push(item);
     Ok(())
-}
-
-fn id(buf: &Bytes, bytes: &[u8], limits: &Limits) -> Result<Id, DecodeError> {
-    check_len(LimitKind::IdLength, bytes.len(), limits.max_id_len)?;
-    // Zero-copy like everything else: an id keeps the message buffer alive, so whoever keeps an
-    // id longer than its message should `Id::detached` it.
-    Ok(Id::from(buf.slice_ref(bytes)))
 }
 
 fn decode_entry(buf: &Bytes, raw: &[u8], limits: &Limits) -> Result<HistoryEntry, DecodeError> {
@@ -216,7 +196,7 @@ fn decode_entry(buf: &Bytes, raw: &[u8], limits: &Limits) -> Result<HistoryEntry
 /// accepts and rejects (within `limits`), without panicking on any input.
 ///
 /// Every id, the content, the bloom filter and the retrieval hints are zero-copy slices of
-/// `buf` (see [`Id::detached`] for keeping an id beyond the message).
+/// `buf` (see [`Id::detached`](crate::id::Id::detached) for keeping an id beyond the message).
 pub fn decode(buf: &Bytes, limits: &Limits) -> Result<SdsMessage, DecodeError> {
     check_len(LimitKind::MessageSize, buf.len(), limits.max_message_size)?;
     let mut msg_id = None;

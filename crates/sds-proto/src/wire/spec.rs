@@ -27,7 +27,7 @@
 use bytes::Bytes;
 
 use super::pb::{self, Fields, Value};
-use super::{DecodeError, LimitKind, Limits};
+use super::{check_len, id, DecodeError, LimitKind, Limits};
 use crate::id::{ChannelId, Id, MessageId, ParticipantId};
 
 const F_SENDER: u64 = 1;
@@ -218,23 +218,6 @@ pub fn encode_into(msg: &SpecMessage, out: &mut Vec<u8>) {
     if let Some(c) = &msg.content {
         pb::put_bytes_field(out, F_CONTENT as u32, c);
     }
-}
-
-fn check_len(kind: LimitKind, actual: usize, limit: usize) -> Result<(), DecodeError> {
-    if actual > limit {
-        Err(DecodeError::LimitExceeded {
-            kind,
-            limit,
-            actual,
-        })
-    } else {
-        Ok(())
-    }
-}
-
-fn id(buf: &Bytes, bytes: &[u8], limits: &Limits) -> Result<Id, DecodeError> {
-    check_len(LimitKind::IdLength, bytes.len(), limits.max_id_len)?;
-    Ok(Id::from(buf.slice_ref(bytes)))
 }
 
 /// A length-delimited field's body, or the typed error for a wrong wire type.
