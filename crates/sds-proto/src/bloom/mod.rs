@@ -22,7 +22,9 @@ mod table;
 
 use std::fmt;
 
-pub use rolling::RollingBloomFilter;
+pub use rolling::{
+    NimKind, Rolling, RollingBloomFilter, RollingKind, SpecKind, SpecRollingBloomFilter,
+};
 
 use crate::nim_hash::{nim_hash, nim_hash_concat};
 use crate::wire::pb::{self, Fields, Value};

@@ -1,9 +1,85 @@
-//! The rolling bloom filter of nim-sds: a filter of recent ids that forgets old ones.
+//! Rolling bloom filters: filters of recent ids that forget old ones, for either profile.
 
 use std::collections::VecDeque;
+use std::fmt::Debug;
 
+use super::spec::{SpecBloomFilter, SpecIdHashes};
 use super::{BloomError, BloomFilter, BloomParams, IdHashes};
 use crate::id::Id;
+
+/// The filter family a [`Rolling`] filter is made of.
+pub trait RollingKind: Debug + Clone {
+    /// An id's precomputed hashes.
+    type Hashes: Copy + Debug;
+    /// The filter.
+    type Filter: Clone + Debug;
+    /// Hashes an id.
+    fn hashes(id: &[u8]) -> Self::Hashes;
+    /// An empty filter.
+    fn empty(params: BloomParams) -> Self::Filter;
+    /// Adds hashed id.
+    fn insert(filter: &mut Self::Filter, hashes: Self::Hashes);
+    /// Whether a hashed id may be in the filter.
+    fn contains(filter: &Self::Filter, hashes: Self::Hashes) -> bool;
+    /// The parameters of a rebuilt filter, given the initial ones and those sized for the
+    /// upper bound.
+    fn rebuild_params(initial: BloomParams, at_max: BloomParams) -> BloomParams;
+}
+
+/// The nim-sds filter: a rebuild grows the filter to the upper bound's size (its header says so).
+#[derive(Debug, Clone, Copy)]
+pub struct NimKind;
+
+impl RollingKind for NimKind {
+    type Hashes = IdHashes;
+    type Filter = BloomFilter;
+    fn hashes(id: &[u8]) -> IdHashes {
+        IdHashes::of(id)
+    }
+    fn empty(params: BloomParams) -> BloomFilter {
+        BloomFilter::with_params(params)
+    }
+    fn insert(filter: &mut BloomFilter, hashes: IdHashes) {
+        filter.insert_hashes(hashes);
+    }
+    fn contains(filter: &BloomFilter, hashes: IdHashes) -> bool {
+        filter.contains_hashes(hashes)
+    }
+    fn rebuild_params(_initial: BloomParams, at_max: BloomParams) -> BloomParams {
+        at_max
+    }
+}
+
+/// The spec-profile filter: it carries no header, so receivers read it with their own fixed
+/// parameters, and a rebuild keeps the initial size (a grown filter would be misread).
+#[derive(Debug, Clone, Copy)]
+pub struct SpecKind;
+
+impl RollingKind for SpecKind {
+    type Hashes = SpecIdHashes;
+    type Filter = SpecBloomFilter;
+    fn hashes(id: &[u8]) -> SpecIdHashes {
+        SpecIdHashes::of(id)
+    }
+    fn empty(params: BloomParams) -> SpecBloomFilter {
+        SpecBloomFilter::with_params(params)
+    }
+    fn insert(filter: &mut SpecBloomFilter, hashes: SpecIdHashes) {
+        filter.insert_hashes(hashes);
+    }
+    fn contains(filter: &SpecBloomFilter, hashes: SpecIdHashes) -> bool {
+        filter.contains_hashes(hashes)
+    }
+    fn rebuild_params(initial: BloomParams, _at_max: BloomParams) -> BloomParams {
+        initial
+    }
+}
+
+/// The rolling filter of the nim-sds profile.
+pub type RollingBloomFilter = Rolling<NimKind>;
+/// The rolling filter of the spec profile (@waku/sds itself never forgets; the spec says a
+/// filter SHOULD roll over).
+pub type SpecRollingBloomFilter = Rolling<SpecKind>;
 
 /// Capacity used when the requested one is not positive (nim-sds `DefaultBloomFilterCapacity`).
 pub const DEFAULT_CAPACITY: i64 = 10_000;
@@ -15,21 +91,22 @@ pub const DEFAULT_ERROR_RATE: f64 = 0.001;
 ///
 /// * bounds `min = trunc(0.8 × capacity)` and `max = trunc(1.2 × capacity)`;
 /// * every [`add`](Self::add) inserts the id and appends it to the id list; when the list grows
-///   above `max`, the filter is rebuilt with capacity **`max`** (so the serialized header's
-///   capacity changes) from the newest `min` ids, and older ids are forgotten.
+///   above `max`, the filter is rebuilt from the newest `min` ids, and older ids are forgotten.
+///   The nim-sds filter is rebuilt with capacity **`max`** (so the serialized header's capacity
+///   changes); the spec filter keeps its size ([`RollingKind::rebuild_params`]).
 ///
 /// Each id's two base hashes are kept next to it, so a rebuild hashes nothing again.
 #[derive(Debug, Clone)]
-pub struct RollingBloomFilter {
-    filter: BloomFilter,
+pub struct Rolling<K: RollingKind> {
+    filter: K::Filter,
     capacity: u64,
     min_capacity: usize,
     max_capacity: usize,
     rebuild: BloomParams,
-    ids: VecDeque<(Id, IdHashes)>,
+    ids: VecDeque<(Id, K::Hashes)>,
 }
 
-impl RollingBloomFilter {
+impl<K: RollingKind> Rolling<K> {
     /// A filter for `capacity` ids at `error_rate`; a capacity ≤ 0 is replaced by
     /// [`DEFAULT_CAPACITY`] and an error rate outside (0, 1) by [`DEFAULT_ERROR_RATE`], as nim-sds
     /// does. Fails only when the filter would be too large.
@@ -47,26 +124,26 @@ impl RollingBloomFilter {
         let params = BloomParams::optimal(capacity, error_rate)?;
         let min_capacity = (capacity as f64 * 0.8) as usize;
         let max_capacity = (capacity as f64 * 1.2) as usize;
-        let rebuild = BloomParams::optimal(max_capacity.max(1) as i64, error_rate)?;
-        Ok(RollingBloomFilter {
-            filter: BloomFilter::with_params(params),
+        let at_max = BloomParams::optimal(max_capacity.max(1) as i64, error_rate)?;
+        Ok(Rolling {
+            filter: K::empty(params),
             capacity: params.capacity,
             min_capacity,
             max_capacity,
-            rebuild,
+            rebuild: K::rebuild_params(params, at_max),
             ids: VecDeque::with_capacity(max_capacity.min(1 << 16) + 1),
         })
     }
 
     /// Adds an id; returns whether the add triggered a rebuild.
     pub fn add(&mut self, id: Id) -> bool {
-        let hashes = IdHashes::of(id.as_bytes());
+        let hashes = K::hashes(id.as_bytes());
         self.add_hashed(id, hashes)
     }
 
     /// [`add`](Self::add) with the id's hashes already computed.
-    pub fn add_hashed(&mut self, id: Id, hashes: IdHashes) -> bool {
-        self.filter.insert_hashes(hashes);
+    pub fn add_hashed(&mut self, id: Id, hashes: K::Hashes) -> bool {
+        K::insert(&mut self.filter, hashes);
         self.ids.push_back((id, hashes));
         if self.ids.len() > self.max_capacity {
             self.clean();
@@ -84,25 +161,25 @@ impl RollingBloomFilter {
         }
         let drop = self.ids.len() - self.min_capacity;
         self.ids.drain(..drop);
-        let mut filter = BloomFilter::with_params(self.rebuild);
+        let mut filter = K::empty(self.rebuild);
         for &(_, hashes) in &self.ids {
-            filter.insert_hashes(hashes);
+            K::insert(&mut filter, hashes);
         }
         self.filter = filter;
     }
 
     /// Whether the id may be among the recent ids.
     pub fn contains(&self, id: &[u8]) -> bool {
-        self.filter.contains(id)
+        K::contains(&self.filter, K::hashes(id))
     }
 
     /// [`contains`](Self::contains) with precomputed hashes.
-    pub fn contains_hashes(&self, hashes: IdHashes) -> bool {
-        self.filter.contains_hashes(hashes)
+    pub fn contains_hashes(&self, hashes: K::Hashes) -> bool {
+        K::contains(&self.filter, hashes)
     }
 
     /// The current filter (what goes on the wire).
-    pub fn filter(&self) -> &BloomFilter {
+    pub fn filter(&self) -> &K::Filter {
         &self.filter
     }
 
@@ -167,5 +244,40 @@ mod tests {
         assert!(r.add(Id::from("b")));
         assert_eq!(r.len(), 0);
         assert_eq!(r.filter().capacity(), 1);
+    }
+
+    #[test]
+    fn nim_rebuild_grows_spec_rebuild_keeps_its_size() {
+        let mut nim = RollingBloomFilter::new(100, 0.01).unwrap();
+        let mut spec = SpecRollingBloomFilter::new(100, 0.01).unwrap();
+        let (nim_bits, spec_bits) = (nim.filter().m_bits(), spec.filter().m_bits());
+        assert_eq!(nim_bits, spec_bits);
+        let ids: Vec<Id> = (0..121).map(|i| Id::from(format!("m-{i}"))).collect();
+        for id in &ids[..120] {
+            assert!(!nim.add(id.clone()));
+            assert!(!spec.add(id.clone()));
+        }
+        // The 121st id goes above max = 120: both rebuild from the newest 80 ids.
+        assert!(nim.add(ids[120].clone()));
+        assert!(spec.add(ids[120].clone()));
+        assert_eq!((nim.len(), spec.len()), (80, 80));
+        assert!(nim.filter().m_bits() > nim_bits);
+        assert_eq!(spec.filter().m_bits(), spec_bits);
+        assert_eq!(
+            spec.filter().to_bytes().len() as u64,
+            spec_bits.div_ceil(64) * 8
+        );
+        for id in &ids[41..] {
+            assert!(
+                nim.contains(id.as_bytes()) && spec.contains(id.as_bytes()),
+                "{id:?}"
+            );
+        }
+        // Forgotten ids are (almost surely) gone from the spec filter: rebuilt, not kept.
+        let forgotten = ids[..41]
+            .iter()
+            .filter(|id| spec.contains(id.as_bytes()))
+            .count();
+        assert!(forgotten < 5, "{forgotten}");
     }
 }

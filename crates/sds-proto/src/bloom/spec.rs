@@ -107,7 +107,12 @@ impl SpecBloomFilter {
 
     /// Adds an id.
     pub fn insert(&mut self, id: &[u8]) {
-        for p in SpecIdHashes::of(id).positions(self.k_hashes, self.m_bits) {
+        self.insert_hashes(SpecIdHashes::of(id));
+    }
+
+    /// [`insert`](Self::insert) with the id's hashes already computed.
+    pub fn insert_hashes(&mut self, hashes: SpecIdHashes) {
+        for p in hashes.positions(self.k_hashes, self.m_bits) {
             if let Some(w) = self.words.get_mut((p / 64) as usize) {
                 *w |= 1 << (p % 64);
             }
@@ -116,13 +121,16 @@ impl SpecBloomFilter {
 
     /// Whether the id may have been added.
     pub fn contains(&self, id: &[u8]) -> bool {
-        SpecIdHashes::of(id)
-            .positions(self.k_hashes, self.m_bits)
-            .all(|p| {
-                self.words
-                    .get((p / 64) as usize)
-                    .is_some_and(|w| w & (1 << (p % 64)) != 0)
-            })
+        self.contains_hashes(SpecIdHashes::of(id))
+    }
+
+    /// [`contains`](Self::contains) with the id's hashes already computed.
+    pub fn contains_hashes(&self, hashes: SpecIdHashes) -> bool {
+        hashes.positions(self.k_hashes, self.m_bits).all(|p| {
+            self.words
+                .get((p / 64) as usize)
+                .is_some_and(|w| w & (1 << (p % 64)) != 0)
+        })
     }
 
     /// The serialization: every word as 8 big-endian bytes, no header.
