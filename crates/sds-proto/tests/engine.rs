@@ -132,7 +132,7 @@ fn fingerprint(ch: &Channel) -> (i64, ChannelSnapshot, Vec<u8>) {
     (
         ch.lamport(),
         ch.snapshot(),
-        ch.bloom_filter().bit_bytes().to_vec(),
+        ch.bloom_filter().unwrap().bit_bytes().to_vec(),
     )
 }
 
@@ -284,7 +284,7 @@ fn send_03_04_wrapped_message_fields_and_state_after() {
     // Afterwards m3 is in the log (with its bytes), the filter and the outgoing buffer.
     assert_eq!(a.log_ids(), ["m1", "m2", "m3"]);
     assert_eq!(a.ch.log_entry(&"m3".into()).unwrap().bytes, bytes);
-    assert!(a.ch.bloom_filter().contains(b"m3"));
+    assert!(a.ch.filter_contains(b"m3"));
     let out = a.ch.outgoing().last().unwrap();
     assert_eq!((out.attempts, out.send_time), (0, T0 + 9));
 }
@@ -398,7 +398,7 @@ fn recv_01_delivery() {
     assert_eq!(r.channel_id, "c");
     assert_eq!(ready(&b.events), ["m1"]);
     assert_eq!(b.log_ids(), ["m1"]);
-    assert!(b.ch.bloom_filter().contains(b"m1"));
+    assert!(b.ch.filter_contains(b"m1"));
     assert_eq!(b.ch.lamport(), T0 as i64 + 100);
 }
 
@@ -554,7 +554,7 @@ fn dep_02_the_filter_never_satisfies_a_dependency() {
     let mut b = Node::new("bob", Config::default());
     // msg1 reaches bob's filter (received ids join it even while buffered) but is not delivered.
     b.unwrap(&bytes_of(&message("msg1", 1, &["msg0"], "x")), T0);
-    assert!(b.ch.bloom_filter().contains(b"msg1"));
+    assert!(b.ch.filter_contains(b"msg1"));
     let r = b.unwrap(&bytes_of(&message("msg2", 2, &["msg1"], "x")), T0);
     assert_eq!(r.kind, ReceivedKind::Buffered);
     assert_eq!(r.missing_dependencies[0].message_id, "msg1");
@@ -824,8 +824,8 @@ fn resend_03_nim_scenario_spec_correct() {
     assert!(acked(&a.events).is_empty());
     assert_eq!(a.outgoing_ids(), ["msg2", "msg3"]);
     assert_eq!(a.ch.outgoing().next().unwrap().attempts, 0);
-    assert!(a.ch.bloom_filter().contains(b"msg3"));
-    assert!(!a.ch.bloom_filter().contains(b"msg1"));
+    assert!(a.ch.filter_contains(b"msg3"));
+    assert!(!a.ch.filter_contains(b"msg1"));
 }
 
 #[test]
@@ -934,7 +934,7 @@ fn sync_01_02_04_05_sync_messages() {
     assert_eq!(s1.sender_id, "alice");
     assert_eq!(a.outgoing_ids(), before_out);
     assert_eq!(a.log_ids(), ["m1"]);
-    assert!(!a.ch.bloom_filter().contains(s1.message_id.as_bytes()));
+    assert!(!a.ch.filter_contains(s1.message_id.as_bytes()));
     let next = decode(&a.wrap("m2", T0));
     assert!(next.causal_history.iter().all(|e| e.message_id == "m1"));
     // The nim-sds layout writes an empty field 5.
@@ -953,7 +953,7 @@ fn sync_06_received_sync_only_reviews_acks() {
     let before = (
         a.ch.lamport(),
         a.log_ids(),
-        a.ch.bloom_filter().bit_bytes().to_vec(),
+        a.ch.bloom_filter().unwrap().bit_bytes().to_vec(),
     );
     let r = a.unwrap(&sync, T0 + 2);
     assert_eq!(r.kind, ReceivedKind::Sync);
@@ -963,7 +963,7 @@ fn sync_06_received_sync_only_reviews_acks() {
         (
             a.ch.lamport(),
             a.log_ids(),
-            a.ch.bloom_filter().bit_bytes().to_vec()
+            a.ch.bloom_filter().unwrap().bit_bytes().to_vec()
         ),
         before
     );
@@ -1122,7 +1122,7 @@ fn mdm_01_04_07_marking_met_releases_waiters_without_announcing() {
         .iter()
         .all(|e| matches!(e, Event::MessageReady { .. })));
     assert!(b.ch.incoming().is_empty());
-    assert!(b.ch.bloom_filter().contains(b"msg1"));
+    assert!(b.ch.filter_contains(b"msg1"));
     // Stays met; never cited.
     let r = b.unwrap(&bytes_of(&message("msg4", 4, &["msg1"], "a")), T0);
     assert_eq!(r.kind, ReceivedKind::Delivered);
@@ -1141,8 +1141,8 @@ fn mdm_02_marked_ids_join_only_their_channel() {
     let c2 = Channel::new("channel2".into(), "b".into(), Config::default(), T0).unwrap();
     c1.mark_dependencies_met(&["dep1".into(), "dep2".into(), "dep3".into()], T0);
     for d in ["dep1", "dep2", "dep3"] {
-        assert!(c1.bloom_filter().contains(d.as_bytes()));
-        assert!(!c2.bloom_filter().contains(d.as_bytes()));
+        assert!(c1.filter_contains(d.as_bytes()));
+        assert!(!c2.filter_contains(d.as_bytes()));
     }
 }
 
@@ -1180,7 +1180,7 @@ fn persist_03_05_06_restore_rebuilds_state() {
         .take_store_ops()
         .contains(&StoreOp::RemoveLogEntry("m0".into())));
     for id in ["m3", "m4", "m5"] {
-        assert!(r.bloom_filter().contains(id.as_bytes()));
+        assert!(r.filter_contains(id.as_bytes()));
     }
     assert_eq!(r.incoming().len(), 2);
     r.unwrap(bytes_of(&message("aa", 10, &[], "a")), T0 + 6)

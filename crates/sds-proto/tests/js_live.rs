@@ -13,9 +13,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use bytes::Bytes;
+use sds_proto::engine::{Channel, Config, Event};
 use sds_proto::json::spec_message_to_json;
 use sds_proto::wire::spec::{self, MessageKind, SpecHistoryEntry, SpecMessage};
-use sds_proto::wire::Limits;
+use sds_proto::wire::{Limits, Profile};
 use sds_proto::Id;
 use serde_json::{json, Value};
 
@@ -149,6 +150,52 @@ fn live_codec_interop_with_waku_sds() {
         );
         assert_eq!(as_js_sees_it(ours), item["decoded"], "message {i}: fields");
     }
+    // The real channel's messages, received by our engine on the spec profile: all delivered in
+    // order; our reply cites the newest of them and @waku/sds reads it.
+    let config = Config {
+        profile: Profile::Spec,
+        ..Config::default()
+    };
+    let mut bob = Channel::new("live-channel".into(), "bob".into(), config, 1).unwrap();
+    let real = &theirs[random..];
+    let mut sent_ids = Vec::new();
+    for item in real {
+        let bytes = Bytes::from(hex::decode(item["hex"].as_str().unwrap()).unwrap());
+        bob.unwrap(bytes, 2)
+            .expect("our engine takes @waku/sds's message");
+        sent_ids.push(item["decoded"]["messageId"].as_str().unwrap().to_string());
+    }
+    let delivered: Vec<String> = std::iter::from_fn(|| bob.poll_event())
+        .filter_map(|e| match e {
+            Event::MessageReady { message_id, .. } => Some(message_id.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, sent_ids);
+    let reply = bob
+        .wrap(Bytes::from_static(b"reply"), "bob-1".into(), 3)
+        .unwrap();
+    let answer = ask_node(&dir, &[json!({"op": "decode", "hex": hex::encode(&reply)})]);
+    let decoded = &answer[0]["decoded"];
+    assert_eq!(decoded["class"], "ContentMessage", "{answer:?}");
+    let cited: Vec<&str> = decoded["causalHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cited,
+        sent_ids[sent_ids.len() - 10..]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        answer[0]["reencoded"].as_str(),
+        Some(hex::encode(&reply).as_str())
+    );
+
     let kinds = |kind: &str| {
         theirs
             .iter()

@@ -10,7 +10,7 @@ use sds_proto::engine::{
     Channel, ChannelSnapshot, Config, ConfigError, EngineError, Event, IncomingEntry, LogEntry,
     OutgoingEntry, Transmit, Unwrapped,
 };
-use sds_proto::wire::{nim, DecodeError};
+use sds_proto::wire::DecodeError;
 use sds_proto::{Bytes, ChannelId, MessageId, ParticipantId};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -314,7 +314,7 @@ impl ReliabilityManager {
             });
         }
         // Decode before touching any channel: a malformed message creates and loads nothing.
-        let msg = nim::decode(&bytes, limits).map_err(ManagerError::Decode)?;
+        let msg = sds_proto::engine::decode(&bytes, &self.inner.config.engine)?;
         let channel = nonempty_channel(msg.channel_id.clone())?;
         self.inner
             .with_channel(&channel, move |ch, now| ch.unwrap_message(msg, bytes, now))
@@ -492,7 +492,7 @@ impl ReliabilityManager {
         channel: impl Into<ChannelId>,
         id: &MessageId,
     ) -> ManagerResult<bool> {
-        self.read(channel, |ch| ch.bloom_filter().contains(id.as_bytes()))
+        self.read(channel, |ch| ch.filter_contains(id.as_bytes()))
             .await
     }
 

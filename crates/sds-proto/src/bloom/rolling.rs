@@ -99,6 +99,7 @@ pub const DEFAULT_ERROR_RATE: f64 = 0.001;
 #[derive(Debug, Clone)]
 pub struct Rolling<K: RollingKind> {
     filter: K::Filter,
+    initial: BloomParams,
     capacity: u64,
     min_capacity: usize,
     max_capacity: usize,
@@ -127,6 +128,7 @@ impl<K: RollingKind> Rolling<K> {
         let at_max = BloomParams::optimal(max_capacity.max(1) as i64, error_rate)?;
         Ok(Rolling {
             filter: K::empty(params),
+            initial: params,
             capacity: params.capacity,
             min_capacity,
             max_capacity,
@@ -181,6 +183,11 @@ impl<K: RollingKind> Rolling<K> {
     /// The current filter (what goes on the wire).
     pub fn filter(&self) -> &K::Filter {
         &self.filter
+    }
+
+    /// The parameters the filter was created with (after the fallbacks of [`new`](Self::new)).
+    pub fn initial_params(&self) -> BloomParams {
+        self.initial
     }
 
     /// The configured capacity (the header capacity is `max` after the first rebuild).

@@ -1,6 +1,6 @@
 //! Engine configuration.
 
-use crate::wire::Limits;
+use crate::wire::{Limits, Profile};
 
 /// Settings of a channel. Times are milliseconds. [`Config::default`] follows nim-sds's defaults
 /// where nim-sds has one.
@@ -52,6 +52,10 @@ pub struct Config {
     pub max_repair_buffer: usize,
     /// Bounds on received messages.
     pub limits: Limits,
+    /// Wire profile: layout, bloom filter and SDS-R arithmetic (default nim-sds). On the spec
+    /// profile ephemeral messages are not handled yet (receiving one is
+    /// [`EngineError::EphemeralUnsupported`](super::EngineError::EphemeralUnsupported)).
+    pub profile: Profile,
 }
 
 impl Default for Config {
@@ -77,6 +81,7 @@ impl Default for Config {
             max_repair_requests: 3,
             max_repair_buffer: 1_000,
             limits: Limits::default(),
+            profile: Profile::NimSds,
         }
     }
 }

@@ -28,6 +28,7 @@
 mod config;
 mod known;
 mod log;
+mod profile;
 mod timed;
 mod types;
 
@@ -47,11 +48,13 @@ pub use types::{
 
 use self::known::{Known, KnownIds};
 use self::log::Log;
+pub use self::profile::decode;
+use self::profile::{ChannelFilter, Hashes};
 use self::timed::TimedBuffer;
-use crate::bloom::{BloomFilter, FilterView, IdHashes, RollingBloomFilter};
+use crate::bloom::BloomFilter;
 use crate::id::{ChannelId, MessageId, ParticipantId};
 use crate::message::{HistoryEntry, SdsMessage};
-use crate::wire::nim;
+use crate::wire::Profile;
 
 /// Supplies the retrieval hint of one of our logged messages when it is cited (for example the
 /// transport's hash of the message). Called only for entries that have no hint yet; a non-empty
@@ -62,7 +65,7 @@ pub type HintProvider = Arc<dyn Fn(&MessageId) -> Option<Bytes> + Send + Sync>;
 #[derive(Debug, Clone)]
 struct OutSlot {
     entry: OutgoingEntry,
-    hashes: IdHashes,
+    hashes: Hashes,
     /// Received messages whose bloom filter held this one (counted once each).
     voters: Vec<MessageId>,
     due: u64,
@@ -184,7 +187,7 @@ pub struct Channel {
     config: Config,
     lamport: i64,
     log: Log,
-    bloom: RollingBloomFilter,
+    bloom: ChannelFilter,
     known: KnownIds,
     outgoing: Outgoing,
     incoming: Incoming,
@@ -241,8 +244,7 @@ impl Channel {
         now: u64,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let bloom = RollingBloomFilter::new(config.bloom_capacity, config.bloom_error_rate)
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let bloom = ChannelFilter::new(&config).map_err(|e| ConfigError(e.to_string()))?;
         Ok(Channel {
             channel_id,
             participant_id,
@@ -312,7 +314,7 @@ impl Channel {
             if ch.outgoing.contains(&entry.message_id) {
                 continue;
             }
-            let hashes = IdHashes::of(entry.message_id.as_bytes());
+            let hashes = ch.bloom.hashes(entry.message_id.as_bytes());
             let due = entry
                 .send_time
                 .saturating_add(ch.resend_delay(entry.possible_acks));
@@ -331,7 +333,7 @@ impl Channel {
             if ch.incoming.entries.contains_key(&entry.message_id) {
                 continue;
             }
-            let decoded = nim::decode(&entry.bytes, &ch.config.limits)
+            let decoded = decode(&entry.bytes, &ch.config)
                 .ok()
                 .filter(|m| m.message_id == entry.message_id && !ch.is_duplicate(&m.message_id));
             let Some(msg) = decoded else {
@@ -434,7 +436,7 @@ impl Channel {
         self.store_ops.push(StoreOp::SaveOutgoing(entry.clone()));
         self.outgoing.push(OutSlot {
             entry,
-            hashes: IdHashes::of(message_id.as_bytes()),
+            hashes: self.bloom.hashes(message_id.as_bytes()),
             voters: Vec::new(),
             due: now.saturating_add(self.config.resend_interval),
         });
@@ -469,7 +471,7 @@ impl Channel {
     /// message's dependencies, and in (lamport, id) order among messages released together.
     /// On error nothing changed.
     pub fn unwrap(&mut self, bytes: Bytes, now: u64) -> Result<Unwrapped, EngineError> {
-        let msg = nim::decode(&bytes, &self.config.limits)?;
+        let msg = decode(&bytes, &self.config)?;
         self.unwrap_message(msg, bytes, now)
     }
 
@@ -497,6 +499,13 @@ impl Channel {
             .any(|e| e.message_id == msg.message_id)
         {
             return Err(EngineError::SelfCitation(msg.message_id));
+        }
+        if self.config.profile == Profile::Spec && !msg.bloom_filter.is_empty() {
+            // A filter our side cannot read makes @waku/sds drop the message; we refuse it with a
+            // reason, before anything changes.
+            if let Err(e) = self.bloom.read(&msg.bloom_filter) {
+                return Err(EngineError::InvalidBloomFilter(e));
+            }
         }
         let result = |msg: &SdsMessage, missing, kind| Unwrapped {
             message_id: msg.message_id.clone(),
@@ -790,9 +799,15 @@ impl Channel {
         self.incoming_repair.iter().cloned().collect()
     }
 
-    /// The bloom filter of sent, received and marked-met ids.
-    pub fn bloom_filter(&self) -> &BloomFilter {
-        self.bloom.filter()
+    /// The bloom filter of sent, received and marked-met ids, on the nim-sds profile (`None` on
+    /// the spec profile; see [`filter_contains`](Self::filter_contains)).
+    pub fn bloom_filter(&self) -> Option<&BloomFilter> {
+        self.bloom.nim()
+    }
+
+    /// Whether the channel's bloom filter may hold `id`, on either profile.
+    pub fn filter_contains(&self, id: &[u8]) -> bool {
+        self.bloom.contains(id)
     }
 
     /// The whole channel state in stored form.
@@ -824,7 +839,7 @@ impl Channel {
             sender_id: self.participant_id.clone(),
             repair_request: self.take_repair_requests(now),
         };
-        let bytes = Bytes::from(nim::encode_with_filter(&msg, self.bloom.filter()));
+        let bytes = self.bloom.encode(&msg);
         self.apply_hints(hints);
         self.set_lamport(lamport);
         bytes
@@ -1079,13 +1094,14 @@ impl Channel {
     }
 
     fn t_req(&self, id: &MessageId, now: u64) -> u64 {
-        let offset = crate::repair::t_req_offset(
+        let offset = profile::t_req_offset(
+            self.config.profile,
             self.participant_id.as_bytes(),
             id.as_bytes(),
-            self.config.repair_t_min as i64,
-            self.config.repair_t_max as i64,
+            self.config.repair_t_min,
+            self.config.repair_t_max,
         );
-        now.saturating_add(offset.max(0) as u64)
+        now.saturating_add(offset)
     }
 
     /// An outgoing repair entry has been used (attached to a send), answered for by someone
@@ -1154,12 +1170,12 @@ impl Channel {
                 r.sender_id.as_bytes(),
                 r.message_id.as_bytes(),
             );
-            let groups = i64::from(self.config.num_response_groups);
-            if !crate::repair::in_response_group(p, s, m, groups) {
+            let profile = self.config.profile;
+            if !profile::in_response_group(profile, p, s, m, self.config.num_response_groups) {
                 continue;
             }
-            let offset = crate::repair::t_resp_offset(p, s, m, self.config.repair_t_max as i64);
-            let t_resp = now.saturating_add(offset.max(0) as u64);
+            let offset = profile::t_resp_offset(profile, p, s, m, self.config.repair_t_max);
+            let t_resp = now.saturating_add(offset);
             let entry = IncomingRepairEntry {
                 entry: detached_entry(r),
                 bytes: logged.bytes.clone(),
@@ -1226,7 +1242,7 @@ impl Channel {
         let view = if msg.bloom_filter.is_empty() {
             None
         } else {
-            match FilterView::parse(&msg.bloom_filter) {
+            match self.bloom.read(&msg.bloom_filter) {
                 Ok(v) => Some(v),
                 Err(error) => {
                     self.events.push_back(Event::InvalidBloomFilter {

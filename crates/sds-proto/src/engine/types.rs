@@ -333,4 +333,14 @@ pub enum EngineError {
     /// The lamport clock cannot advance any further.
     #[error("lamport clock would overflow")]
     ClockOverflow,
+    /// Spec profile: the bytes decode but carry neither a lamport timestamp nor content.
+    #[error("not an SDS message (neither lamport timestamp nor content)")]
+    NotAnSdsMessage,
+    /// Spec profile: an ephemeral message, which the engine does not handle yet.
+    #[error("ephemeral messages are not supported yet")]
+    EphemeralUnsupported,
+    /// Spec profile: the received bloom filter cannot be read with our parameters (shorter than
+    /// ours, or not whole 64-bit words). Nothing changed.
+    #[error("invalid bloom filter: {0}")]
+    InvalidBloomFilter(BloomError),
 }

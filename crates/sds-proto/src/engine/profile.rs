@@ -1,0 +1,203 @@
+//! What differs between the wire profiles inside the engine: codec, bloom filter, id hashes and
+//! SDS-R arithmetic. Everything else in the engine is shared.
+
+use bytes::Bytes;
+
+use super::config::Config;
+use super::types::EngineError;
+use crate::bloom::spec::{SpecBloomFilter, SpecIdHashes};
+use crate::bloom::{
+    BloomError, BloomFilter, BloomParams, FilterView, IdHashes, RollingBloomFilter,
+    SpecRollingBloomFilter,
+};
+use crate::id::Id;
+use crate::message::{HistoryEntry, SdsMessage};
+use crate::wire::spec::{MessageKind, SpecHistoryEntry, SpecMessage};
+use crate::wire::{nim, spec, DecodeError, Profile};
+
+/// An id's hashes in the channel's profile.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Hashes {
+    Nim(IdHashes),
+    Spec(SpecIdHashes),
+}
+
+/// The channel's own rolling filter.
+#[derive(Debug, Clone)]
+pub(super) enum ChannelFilter {
+    Nim(RollingBloomFilter),
+    Spec {
+        rolling: SpecRollingBloomFilter,
+        /// The parameters received filters are read with (the filter never changes size).
+        params: BloomParams,
+    },
+}
+
+/// A received filter, validated.
+pub(super) enum ReceivedFilter<'a> {
+    Nim(FilterView<'a>),
+    Spec(SpecBloomFilter),
+}
+
+impl ReceivedFilter<'_> {
+    /// Whether the id with `hashes` may be in the filter (hashes of another profile: no).
+    pub(super) fn contains_hashes(&self, hashes: Hashes) -> bool {
+        match (self, hashes) {
+            (ReceivedFilter::Nim(v), Hashes::Nim(h)) => v.contains_hashes(h),
+            (ReceivedFilter::Spec(f), Hashes::Spec(h)) => f.contains_hashes(h),
+            _ => false,
+        }
+    }
+}
+
+impl ChannelFilter {
+    pub(super) fn new(config: &Config) -> Result<Self, BloomError> {
+        let (capacity, error_rate) = (config.bloom_capacity, config.bloom_error_rate);
+        Ok(match config.profile {
+            Profile::NimSds => ChannelFilter::Nim(RollingBloomFilter::new(capacity, error_rate)?),
+            Profile::Spec => {
+                let rolling = SpecRollingBloomFilter::new(capacity, error_rate)?;
+                let params = rolling.initial_params();
+                ChannelFilter::Spec { rolling, params }
+            }
+        })
+    }
+
+    pub(super) fn hashes(&self, id: &[u8]) -> Hashes {
+        match self {
+            ChannelFilter::Nim(_) => Hashes::Nim(IdHashes::of(id)),
+            ChannelFilter::Spec { .. } => Hashes::Spec(SpecIdHashes::of(id)),
+        }
+    }
+
+    pub(super) fn add(&mut self, id: Id) {
+        match self {
+            ChannelFilter::Nim(r) => {
+                r.add(id);
+            }
+            ChannelFilter::Spec { rolling, .. } => {
+                rolling.add(id);
+            }
+        }
+    }
+
+    pub(super) fn contains(&self, id: &[u8]) -> bool {
+        match self {
+            ChannelFilter::Nim(r) => r.contains(id),
+            ChannelFilter::Spec { rolling, .. } => rolling.contains(id),
+        }
+    }
+
+    /// The nim-sds filter, when the channel runs that profile.
+    pub(super) fn nim(&self) -> Option<&BloomFilter> {
+        match self {
+            ChannelFilter::Nim(r) => Some(r.filter()),
+            ChannelFilter::Spec { .. } => None,
+        }
+    }
+
+    /// Validates a received filter (non-empty bytes).
+    pub(super) fn read<'a>(&self, bytes: &'a [u8]) -> Result<ReceivedFilter<'a>, BloomError> {
+        match self {
+            ChannelFilter::Nim(_) => FilterView::parse(bytes).map(ReceivedFilter::Nim),
+            ChannelFilter::Spec { params, .. } => {
+                SpecBloomFilter::from_bytes(bytes, *params).map(ReceivedFilter::Spec)
+            }
+        }
+    }
+
+    /// Encodes one of our messages (content or sync) with this filter.
+    pub(super) fn encode(&self, msg: &SdsMessage) -> Bytes {
+        match self {
+            ChannelFilter::Nim(r) => Bytes::from(nim::encode_with_filter(msg, r.filter())),
+            ChannelFilter::Spec { rolling, .. } => {
+                let entry = |e: &HistoryEntry| SpecHistoryEntry {
+                    message_id: e.message_id.clone(),
+                    retrieval_hint: (!e.retrieval_hint.is_empty())
+                        .then(|| e.retrieval_hint.clone()),
+                    sender_id: (!e.sender_id.is_empty()).then(|| e.sender_id.clone()),
+                };
+                let spec_msg = SpecMessage {
+                    sender_id: msg.sender_id.clone(),
+                    message_id: msg.message_id.clone(),
+                    channel_id: msg.channel_id.clone(),
+                    // Our clock never goes below zero.
+                    lamport_timestamp: Some(msg.lamport_timestamp.max(0) as u64),
+                    causal_history: msg.causal_history.iter().map(entry).collect(),
+                    bloom_filter: Some(Bytes::from(rolling.filter().to_bytes())),
+                    repair_request: msg.repair_request.iter().map(entry).collect(),
+                    // A sync leaves field 20 out (SYNC-03).
+                    content: (!msg.content.is_empty()).then(|| msg.content.clone()),
+                };
+                Bytes::from(spec::encode(&spec_msg))
+            }
+        }
+    }
+}
+
+/// Decodes received bytes in `config`'s profile and within its limits into the engine's message
+/// form. On the spec profile, bytes that are no SDS message and ephemeral messages (not handled
+/// by the engine yet) are typed errors.
+pub fn decode(bytes: &Bytes, config: &Config) -> Result<SdsMessage, EngineError> {
+    match config.profile {
+        Profile::NimSds => Ok(nim::decode(bytes, &config.limits)?),
+        Profile::Spec => {
+            let m = spec::decode(bytes, &config.limits)?;
+            match m.kind() {
+                None => return Err(EngineError::NotAnSdsMessage),
+                Some(MessageKind::Ephemeral) => return Err(EngineError::EphemeralUnsupported),
+                Some(MessageKind::Content | MessageKind::Sync) => {}
+            }
+            let lamport = m.lamport_timestamp.unwrap_or(0);
+            let lamport_timestamp =
+                i64::try_from(lamport).map_err(|_| DecodeError::LamportOutOfRange(lamport))?;
+            let entry = |e: SpecHistoryEntry| HistoryEntry {
+                message_id: e.message_id,
+                retrieval_hint: e.retrieval_hint.unwrap_or_default(),
+                sender_id: e.sender_id.unwrap_or_default(),
+            };
+            Ok(SdsMessage {
+                message_id: m.message_id,
+                lamport_timestamp,
+                causal_history: m.causal_history.into_iter().map(entry).collect(),
+                channel_id: m.channel_id,
+                content: m.content.unwrap_or_default(),
+                bloom_filter: m.bloom_filter.unwrap_or_default(),
+                sender_id: m.sender_id,
+                repair_request: m.repair_request.into_iter().map(entry).collect(),
+            })
+        }
+    }
+}
+
+/// SDS-R T_req offset in `profile`, in the same unit as `t_min`/`t_max`.
+pub(super) fn t_req_offset(profile: Profile, p: &[u8], m: &[u8], t_min: u64, t_max: u64) -> u64 {
+    match profile {
+        Profile::NimSds => {
+            crate::repair::t_req_offset(p, m, t_min as i64, t_max as i64).max(0) as u64
+        }
+        Profile::Spec => crate::repair::spec::t_req_offset(p, m, t_min, t_max),
+    }
+}
+
+/// SDS-R T_resp offset in `profile`.
+pub(super) fn t_resp_offset(profile: Profile, p: &[u8], s: &[u8], m: &[u8], t_max: u64) -> u64 {
+    match profile {
+        Profile::NimSds => crate::repair::t_resp_offset(p, s, m, t_max as i64).max(0) as u64,
+        Profile::Spec => crate::repair::spec::t_resp_offset(p, s, m, t_max),
+    }
+}
+
+/// SDS-R response-group membership in `profile`.
+pub(super) fn in_response_group(
+    profile: Profile,
+    p: &[u8],
+    s: &[u8],
+    m: &[u8],
+    groups: u32,
+) -> bool {
+    match profile {
+        Profile::NimSds => crate::repair::in_response_group(p, s, m, i64::from(groups)),
+        Profile::Spec => crate::repair::spec::in_response_group(p, s, m, u64::from(groups)),
+    }
+}

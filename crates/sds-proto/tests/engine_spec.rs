@@ -1,0 +1,225 @@
+//! The engine on the spec wire profile (@waku/sds layout, murmur3 filter, SHA-256 SDS-R).
+
+use bytes::Bytes;
+use sds_proto::engine::{Channel, Config, EngineError, Event, ReceivedKind};
+use sds_proto::repair::spec::t_req_offset;
+use sds_proto::wire::spec::{self, MessageKind, SpecMessage};
+use sds_proto::wire::{nim, Limits, Profile};
+use sds_proto::Id;
+
+const T0: u64 = 1_700_000_000_000;
+const S: u64 = 1_000;
+
+fn config() -> Config {
+    Config {
+        profile: Profile::Spec,
+        ..Config::default()
+    }
+}
+
+fn channel(name: &str) -> Channel {
+    Channel::new("chan".into(), name.into(), config(), T0).unwrap()
+}
+
+fn events(ch: &mut Channel) -> Vec<Event> {
+    let _ = ch.take_store_ops();
+    std::iter::from_fn(|| ch.poll_event()).collect()
+}
+
+fn ready(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageReady { message_id, .. } => Some(message_id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn acked(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Acknowledged { message_id, .. } => Some(message_id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn decode(bytes: &Bytes) -> SpecMessage {
+    spec::decode(bytes, &Limits::default()).unwrap()
+}
+
+// WIRE-14, SYNC-03: what the engine sends is laid out as @waku/sds lays it out.
+#[test]
+fn sends_use_the_spec_layout() {
+    let mut a = channel("alice");
+    let m1 = a.wrap(Bytes::from_static(b"hi"), "m1".into(), T0).unwrap();
+    let msg = decode(&m1);
+    assert_eq!(msg.kind(), Some(MessageKind::Content));
+    assert_eq!(msg.sender_id, Id::from("alice"));
+    assert_eq!(msg.channel_id, Id::from("chan"));
+    assert_eq!(msg.content.as_deref(), Some(&b"hi"[..]));
+    // Default filter: 10,000 ids at 0.001 = 2,344 big-endian words, as @waku/sds sends.
+    assert_eq!(msg.bloom_filter.as_ref().map(Bytes::len), Some(18_752));
+    assert!(nim::decode(&m1, &Limits::default()).is_err());
+
+    let sync = a.sync_message(T0 + S).unwrap().unwrap();
+    let msg = decode(&sync);
+    assert_eq!(msg.kind(), Some(MessageKind::Sync));
+    assert_eq!(msg.content, None, "a sync leaves field 20 out");
+    assert_eq!(msg.causal_history.len(), 1);
+    assert_eq!(msg.causal_history[0].message_id, Id::from("m1"));
+    assert_eq!(msg.causal_history[0].sender_id, Some(Id::from("alice")));
+}
+
+#[test]
+fn out_of_order_delivery_and_acknowledgement() {
+    let mut a = channel("alice");
+    let mut b = channel("bob");
+    let m1 = a.wrap(Bytes::from_static(b"one"), "m1".into(), T0).unwrap();
+    let m2 = a
+        .wrap(Bytes::from_static(b"two"), "m2".into(), T0 + S)
+        .unwrap();
+    events(&mut a);
+
+    let r = b.unwrap(m2, T0 + 2 * S).unwrap();
+    assert_eq!(r.kind, ReceivedKind::Buffered);
+    assert_eq!(r.missing_dependencies.len(), 1);
+    assert_eq!(r.missing_dependencies[0].message_id, Id::from("m1"));
+    assert!(ready(&events(&mut b)).is_empty());
+    b.unwrap(m1, T0 + 3 * S).unwrap();
+    assert_eq!(ready(&events(&mut b)), ["m1", "m2"]);
+    assert!(b.filter_contains(b"m1") && b.filter_contains(b"m2"));
+
+    // Bob's reply cites both: alice's buffer empties.
+    let reply = b
+        .wrap(Bytes::from_static(b"ok"), "b1".into(), T0 + 4 * S)
+        .unwrap();
+    a.unwrap(reply, T0 + 5 * S).unwrap();
+    let mut got = acked(&events(&mut a));
+    got.sort();
+    assert_eq!(got, ["m1", "m2"]);
+    assert_eq!(a.outgoing().count(), 0);
+}
+
+// BLOOM-12: acknowledgement through the murmur3 filter alone.
+#[test]
+fn possible_acks_come_from_the_spec_filter() {
+    let config = Config {
+        max_causal_history: 1,
+        possible_ack_threshold: 2,
+        ..config()
+    };
+    let mut a = Channel::new("chan".into(), "alice".into(), config.clone(), T0).unwrap();
+    let mut b = Channel::new("chan".into(), "bob".into(), config.clone(), T0).unwrap();
+    let mut c = Channel::new("chan".into(), "carol".into(), config, T0).unwrap();
+    let m1 = a.wrap(Bytes::from_static(b"1"), "m1".into(), T0).unwrap();
+    let m2 = a
+        .wrap(Bytes::from_static(b"2"), "m2".into(), T0 + 1)
+        .unwrap();
+    events(&mut a);
+    for ch in [&mut b, &mut c] {
+        ch.unwrap(m1.clone(), T0 + S).unwrap();
+        ch.unwrap(m2.clone(), T0 + S).unwrap();
+    }
+    // Each cites only m2 (history of one); m1 is in their filters.
+    let b1 = b
+        .wrap(Bytes::from_static(b"b"), "b1".into(), T0 + 2 * S)
+        .unwrap();
+    let c1 = c
+        .wrap(Bytes::from_static(b"c"), "c1".into(), T0 + 2 * S)
+        .unwrap();
+    a.unwrap(b1, T0 + 3 * S).unwrap();
+    let first = events(&mut a);
+    assert_eq!(acked(&first), ["m2"]);
+    assert!(first
+        .iter()
+        .any(|e| matches!(e, Event::PossiblyAcknowledged { message_id, .. } if message_id.as_bytes() == b"m1")));
+    a.unwrap(c1, T0 + 4 * S).unwrap();
+    assert_eq!(acked(&events(&mut a)), ["m1"]);
+}
+
+// The reference throws on a short filter and drops the message silently; here it is a typed
+// error and nothing changes.
+#[test]
+fn a_short_received_filter_is_refused_without_changes() {
+    let mut a = channel("alice");
+    let mut b = channel("bob");
+    let m1 = a.wrap(Bytes::from_static(b"1"), "m1".into(), T0).unwrap();
+    let mut msg = decode(&m1);
+    msg.bloom_filter = Some(Bytes::from(vec![0u8; 16]));
+    let short = Bytes::from(spec::encode(&msg));
+    let before = b.snapshot();
+    let err = b.unwrap(short, T0 + S).unwrap_err();
+    assert!(matches!(err, EngineError::InvalidBloomFilter(_)), "{err}");
+    assert_eq!(b.snapshot(), before);
+    assert!(events(&mut b).is_empty());
+    // Without field 12 the message is accepted (no ack review).
+    msg.bloom_filter = None;
+    b.unwrap(Bytes::from(spec::encode(&msg)), T0 + S).unwrap();
+    assert_eq!(ready(&events(&mut b)), ["m1"]);
+}
+
+#[test]
+fn ephemeral_and_classless_messages_are_typed_errors() {
+    let mut b = channel("bob");
+    let ephemeral = SpecMessage {
+        sender_id: "alice".into(),
+        message_id: "e1".into(),
+        channel_id: "chan".into(),
+        content: Some(Bytes::from_static(b"typing")),
+        ..SpecMessage::default()
+    };
+    let before = b.snapshot();
+    let err = b
+        .unwrap(Bytes::from(spec::encode(&ephemeral)), T0)
+        .unwrap_err();
+    assert!(matches!(err, EngineError::EphemeralUnsupported), "{err}");
+    let nothing = SpecMessage {
+        content: None,
+        ..ephemeral
+    };
+    let err = b
+        .unwrap(Bytes::from(spec::encode(&nothing)), T0)
+        .unwrap_err();
+    assert!(matches!(err, EngineError::NotAnSdsMessage), "{err}");
+    assert_eq!(b.snapshot(), before);
+    // A nim-sds message is refused too.
+    let nim_bytes = Bytes::from(nim::encode(&sds_proto::SdsMessage {
+        message_id: "x".into(),
+        lamport_timestamp: 1,
+        channel_id: "chan".into(),
+        content: Bytes::from_static(b"c"),
+        ..Default::default()
+    }));
+    assert!(b.unwrap(nim_bytes, T0).is_err());
+}
+
+// REPAIR-04 in the engine: requests are timed with the SHA-256 arithmetic.
+#[test]
+fn repair_requests_use_the_spec_arithmetic() {
+    let mut a = channel("alice");
+    let mut b = channel("bob");
+    a.wrap(Bytes::from_static(b"1"), "m1".into(), T0).unwrap();
+    let m2 = a
+        .wrap(Bytes::from_static(b"2"), "m2".into(), T0 + 1)
+        .unwrap();
+    b.unwrap(m2, T0 + S).unwrap();
+    let requests = b.outgoing_repair();
+    assert_eq!(requests.len(), 1);
+    let c = config();
+    let expected = T0 + S + t_req_offset(b"bob", b"m1", c.repair_t_min, c.repair_t_max);
+    assert_eq!(requests[0].t_req, expected);
+    let nim_offset = sds_proto::repair::t_req_offset(
+        b"bob",
+        b"m1",
+        c.repair_t_min as i64,
+        c.repair_t_max as i64,
+    );
+    assert_ne!(
+        expected,
+        T0 + S + nim_offset as u64,
+        "the profiles' arithmetic differs here"
+    );
+}
