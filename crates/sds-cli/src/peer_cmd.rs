@@ -204,6 +204,14 @@ fn notification_json(n: Notification) -> Value {
             } => {
                 json!({"event": "invalidBloomFilter", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "error": error.to_string()})
             }
+            Event::Ephemeral {
+                channel_id,
+                message_id,
+                sender_id,
+                content,
+            } => {
+                json!({"event": "ephemeral", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "senderId": text_or_hex(&sender_id), "content": hex::encode(&content)})
+            }
         },
         Notification::Transmit(t) => json!({
             "event": "transmit",

@@ -234,6 +234,15 @@ fn event_json(e: &Event) -> Value {
         } => {
             json!({"eventType": "invalid_bloom_filter", "messageId": id_text(message_id), "channelId": id_text(channel_id), "error": error.to_string()})
         }
+        // Only on the spec wire profile, which libsds contexts do not select (nim-sds layout).
+        Event::Ephemeral {
+            channel_id,
+            message_id,
+            content,
+            ..
+        } => {
+            json!({"eventType": "ephemeral_message", "messageId": id_text(message_id), "channelId": id_text(channel_id), "content": b64(content)})
+        }
     }
 }
 

@@ -161,31 +161,105 @@ fn a_short_received_filter_is_refused_without_changes() {
     assert_eq!(ready(&events(&mut b)), ["m1"]);
 }
 
+// EPH-01: the layout of @waku/sds's `ephemeral` vector, byte for byte; nothing changes.
 #[test]
-fn ephemeral_and_classless_messages_are_typed_errors() {
+fn eph_01_ephemeral_send_matches_the_js_vector() {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/vectors/js-waku-sds/messages.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let case = v["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ephemeral")
+        .unwrap();
+    let input = &case["input"];
+    let mut a = Channel::new(
+        input["channelId"].as_str().unwrap().into(),
+        input["senderId"].as_str().unwrap().into(),
+        config(),
+        T0,
+    )
+    .unwrap();
+    let before = a.snapshot();
+    let bytes = a
+        .wrap_ephemeral(
+            Bytes::from(hex::decode(input["content"].as_str().unwrap()).unwrap()),
+            input["messageId"].as_str().unwrap().into(),
+        )
+        .unwrap();
+    assert_eq!(hex::encode(&bytes), case["hex"].as_str().unwrap());
+    assert_eq!(a.snapshot(), before);
+    assert!(a.take_store_ops().is_empty());
+    assert!(a.poll_event().is_none() && a.poll_transmit().is_none());
+}
+
+// EPH-02, EPH-03
+#[test]
+fn eph_02_03_empty_content_and_the_nim_profile_are_refused() {
+    let a = channel("alice");
+    assert_eq!(
+        a.wrap_ephemeral(Bytes::new(), "e".into()),
+        Err(EngineError::EmptyContent)
+    );
+    let nim_channel = Channel::new("chan".into(), "alice".into(), Config::default(), T0).unwrap();
+    assert_eq!(
+        nim_channel.wrap_ephemeral(Bytes::from_static(b"x"), "e".into()),
+        Err(EngineError::EphemeralUnsupported)
+    );
+}
+
+// EPH-04: delivered at once through an event; not buffered, logged or filtered, no ack review,
+// clock unchanged, nothing stored.
+#[test]
+fn eph_04_received_ephemeral_is_announced_and_nothing_else() {
+    let a = channel("alice");
     let mut b = channel("bob");
-    let ephemeral = SpecMessage {
+    // Bob has an unacknowledged message that the ephemeral must not touch.
+    b.wrap(Bytes::from_static(b"mine"), "b1".into(), T0)
+        .unwrap();
+    events(&mut b);
+    let before = b.snapshot();
+    let bytes = a
+        .wrap_ephemeral(Bytes::from_static(b"typing"), "e1".into())
+        .unwrap();
+    let r = b.unwrap(bytes, T0 + S).unwrap();
+    assert_eq!(r.kind, ReceivedKind::Ephemeral);
+    assert_eq!(&r.content[..], b"typing");
+    assert!(b.take_store_ops().is_empty());
+    let evs: Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
+    assert_eq!(
+        evs,
+        [Event::Ephemeral {
+            channel_id: "chan".into(),
+            message_id: "e1".into(),
+            sender_id: "alice".into(),
+            content: Bytes::from_static(b"typing"),
+        }]
+    );
+    assert_eq!(b.snapshot(), before);
+    assert!(!b.filter_contains(b"e1"));
+}
+
+#[test]
+fn classless_and_foreign_layout_messages_are_typed_errors() {
+    let mut b = channel("bob");
+    let nothing = SpecMessage {
         sender_id: "alice".into(),
         message_id: "e1".into(),
         channel_id: "chan".into(),
-        content: Some(Bytes::from_static(b"typing")),
         ..SpecMessage::default()
     };
     let before = b.snapshot();
     let err = b
-        .unwrap(Bytes::from(spec::encode(&ephemeral)), T0)
-        .unwrap_err();
-    assert!(matches!(err, EngineError::EphemeralUnsupported), "{err}");
-    let nothing = SpecMessage {
-        content: None,
-        ..ephemeral
-    };
-    let err = b
         .unwrap(Bytes::from(spec::encode(&nothing)), T0)
         .unwrap_err();
     assert!(matches!(err, EngineError::NotAnSdsMessage), "{err}");
-    assert_eq!(b.snapshot(), before);
-    // A nim-sds message is refused too.
     let nim_bytes = Bytes::from(nim::encode(&sds_proto::SdsMessage {
         message_id: "x".into(),
         lamport_timestamp: 1,
@@ -194,6 +268,7 @@ fn ephemeral_and_classless_messages_are_typed_errors() {
         ..Default::default()
     }));
     assert!(b.unwrap(nim_bytes, T0).is_err());
+    assert_eq!(b.snapshot(), before);
 }
 
 // REPAIR-04 in the engine: requests are timed with the SHA-256 arithmetic.

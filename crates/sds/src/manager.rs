@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sds_proto::engine::{
-    Channel, ChannelSnapshot, Config, ConfigError, EngineError, Event, IncomingEntry, LogEntry,
-    OutgoingEntry, Transmit, Unwrapped,
+    ephemeral_message, Channel, ChannelSnapshot, Config, ConfigError, EngineError, Event,
+    IncomingEntry, LogEntry, OutgoingEntry, Received, ReceivedKind, Transmit, Unwrapped,
 };
 use sds_proto::wire::DecodeError;
 use sds_proto::{Bytes, ChannelId, MessageId, ParticipantId};
@@ -298,6 +298,25 @@ impl ReliabilityManager {
             .await
     }
 
+    /// Wraps `content` as ephemeral message `message_id` on `channel` (spec profile only): the
+    /// bytes to broadcast, with no lamport timestamp, history or filter. Nothing is kept or
+    /// stored, and it is never resent or acknowledged.
+    pub fn wrap_ephemeral_message(
+        &self,
+        content: impl Into<Bytes>,
+        message_id: impl Into<MessageId>,
+        channel: impl Into<ChannelId>,
+    ) -> ManagerResult<Bytes> {
+        let channel = nonempty_channel(channel.into())?;
+        Ok(ephemeral_message(
+            &self.inner.config.engine,
+            &channel,
+            &self.inner.participant_id,
+            &message_id.into(),
+            content.into(),
+        )?)
+    }
+
     /// Processes a received message: returns its content, the dependencies it still waits for
     /// (with retrieval hints) and its channel. Deliveries come as `MessageReady` events, in
     /// causal order.
@@ -314,7 +333,26 @@ impl ReliabilityManager {
             });
         }
         // Decode before touching any channel: a malformed message creates and loads nothing.
-        let msg = sds_proto::engine::decode(&bytes, &self.inner.config.engine)?;
+        let msg = match sds_proto::engine::decode(&bytes, &self.inner.config.engine)? {
+            Received::Message(msg) => msg,
+            // Announced at once; no channel is created or loaded and nothing is stored (EPH-06).
+            Received::Ephemeral(e) => {
+                let channel = nonempty_channel(e.channel_id.clone())?;
+                self.inner.notify(Notification::Event(Event::Ephemeral {
+                    channel_id: channel.clone(),
+                    message_id: e.message_id.clone(),
+                    sender_id: e.sender_id,
+                    content: e.content.clone(),
+                }));
+                return Ok(Unwrapped {
+                    message_id: e.message_id,
+                    content: e.content,
+                    missing_dependencies: Vec::new(),
+                    channel_id: channel,
+                    kind: ReceivedKind::Ephemeral,
+                });
+            }
+        };
         let channel = nonempty_channel(msg.channel_id.clone())?;
         self.inner
             .with_channel(&channel, move |ch, now| ch.unwrap_message(msg, bytes, now))

@@ -800,3 +800,42 @@ async fn mdm_04_marked_ids_stay_met_across_restarts() {
         .causal_history;
     assert!(cited.iter().all(|e| e.message_id != "x1"));
 }
+
+// EPH-06 (and EPH-01 through the manager): on the spec profile an ephemeral message is sent and
+// received without creating or loading a channel and without touching the store.
+#[tokio::test]
+async fn eph_06_ephemeral_messages_touch_no_channel_and_no_store() {
+    let spec = Config {
+        profile: sds_proto::wire::Profile::Spec,
+        ..Config::default()
+    };
+    let (sa, sb) = (MemoryPersistence::new(), MemoryPersistence::new());
+    let alice = manager_with("alice", &sa, spec.clone());
+    let bob = manager_with("bob", &sb, spec);
+    let mut rx = bob.subscribe();
+    let bytes = alice
+        .wrap_ephemeral_message(&b"typing"[..], "e1", "chan")
+        .unwrap();
+    let got = bob.unwrap_received_message(bytes).await.unwrap();
+    assert_eq!(got.kind, ReceivedKind::Ephemeral);
+    assert_eq!(&got.content[..], b"typing");
+    let ns = drain(&mut rx);
+    assert!(
+        matches!(&ns[..], [Notification::Event(Event::Ephemeral { message_id, sender_id, .. })]
+            if message_id.as_bytes() == b"e1" && sender_id.as_bytes() == b"alice"),
+        "{ns:?}"
+    );
+    for (m, store) in [(&alice, &sa), (&bob, &sb)] {
+        assert!(m.channel_ids().is_empty());
+        for call in [Call::LoadChannel, Call::ApplyBatch] {
+            assert_eq!(store.calls(call), 0, "{call:?}");
+        }
+    }
+    // The nim-sds profile has no ephemeral form.
+    let nim_store = MemoryPersistence::new();
+    let nim_manager = manager("carol", &nim_store);
+    assert!(matches!(
+        nim_manager.wrap_ephemeral_message(&b"x"[..], "e2", "chan"),
+        Err(ManagerError::Protocol(_))
+    ));
+}

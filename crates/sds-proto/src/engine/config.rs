@@ -52,9 +52,8 @@ pub struct Config {
     pub max_repair_buffer: usize,
     /// Bounds on received messages.
     pub limits: Limits,
-    /// Wire profile: layout, bloom filter and SDS-R arithmetic (default nim-sds). On the spec
-    /// profile ephemeral messages are not handled yet (receiving one is
-    /// [`EngineError::EphemeralUnsupported`](super::EngineError::EphemeralUnsupported)).
+    /// Wire profile: layout, bloom filter and SDS-R arithmetic (default nim-sds). Ephemeral
+    /// messages exist only on the spec profile.
     pub profile: Profile,
 }
 

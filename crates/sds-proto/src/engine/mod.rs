@@ -48,7 +48,7 @@ pub use types::{
 
 use self::known::{Known, KnownIds};
 use self::log::Log;
-pub use self::profile::decode;
+pub use self::profile::{decode, ephemeral_message, EphemeralMessage, Received};
 use self::profile::{ChannelFilter, Hashes};
 use self::timed::TimedBuffer;
 use crate::bloom::BloomFilter;
@@ -333,9 +333,11 @@ impl Channel {
             if ch.incoming.entries.contains_key(&entry.message_id) {
                 continue;
             }
-            let decoded = decode(&entry.bytes, &ch.config)
-                .ok()
-                .filter(|m| m.message_id == entry.message_id && !ch.is_duplicate(&m.message_id));
+            let decoded = match decode(&entry.bytes, &ch.config) {
+                Ok(Received::Message(m)) => Some(m),
+                _ => None,
+            }
+            .filter(|m| m.message_id == entry.message_id && !ch.is_duplicate(&m.message_id));
             let Some(msg) = decoded else {
                 ch.store_ops.push(StoreOp::RemoveIncoming(entry.message_id));
                 continue;
@@ -471,8 +473,50 @@ impl Channel {
     /// message's dependencies, and in (lamport, id) order among messages released together.
     /// On error nothing changed.
     pub fn unwrap(&mut self, bytes: Bytes, now: u64) -> Result<Unwrapped, EngineError> {
-        let msg = decode(&bytes, &self.config)?;
-        self.unwrap_message(msg, bytes, now)
+        match decode(&bytes, &self.config)? {
+            Received::Message(msg) => self.unwrap_message(msg, bytes, now),
+            Received::Ephemeral(e) => self.unwrap_ephemeral(e),
+        }
+    }
+
+    /// Announces a received ephemeral message (EPH-04): an `Ephemeral` event, nothing else —
+    /// no buffer, log, filter, clock, acknowledgement or store change.
+    pub fn unwrap_ephemeral(&mut self, e: EphemeralMessage) -> Result<Unwrapped, EngineError> {
+        if e.channel_id != self.channel_id {
+            return Err(EngineError::WrongChannel {
+                expected: self.channel_id.clone(),
+                got: e.channel_id,
+            });
+        }
+        self.events.push_back(Event::Ephemeral {
+            channel_id: e.channel_id.clone(),
+            message_id: e.message_id.clone(),
+            sender_id: e.sender_id,
+            content: e.content.clone(),
+        });
+        Ok(Unwrapped {
+            message_id: e.message_id,
+            content: e.content,
+            missing_dependencies: Vec::new(),
+            channel_id: e.channel_id,
+            kind: ReceivedKind::Ephemeral,
+        })
+    }
+
+    /// Builds an ephemeral message (spec profile only; EPH-01..03): not logged, buffered,
+    /// filtered or stored, and the clock does not move.
+    pub fn wrap_ephemeral(
+        &self,
+        content: Bytes,
+        message_id: MessageId,
+    ) -> Result<Bytes, EngineError> {
+        ephemeral_message(
+            &self.config,
+            &self.channel_id,
+            &self.participant_id,
+            &message_id,
+            content,
+        )
     }
 
     /// [`unwrap`](Self::unwrap) for a message its caller already decoded from `bytes` (with

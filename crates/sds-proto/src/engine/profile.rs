@@ -10,7 +10,7 @@ use crate::bloom::{
     BloomError, BloomFilter, BloomParams, FilterView, IdHashes, RollingBloomFilter,
     SpecRollingBloomFilter,
 };
-use crate::id::Id;
+use crate::id::{ChannelId, Id, MessageId, ParticipantId};
 use crate::message::{HistoryEntry, SdsMessage};
 use crate::wire::spec::{MessageKind, SpecHistoryEntry, SpecMessage};
 use crate::wire::{nim, spec, DecodeError, Profile};
@@ -135,17 +135,87 @@ impl ChannelFilter {
     }
 }
 
-/// Decodes received bytes in `config`'s profile and within its limits into the engine's message
-/// form. On the spec profile, bytes that are no SDS message and ephemeral messages (not handled
-/// by the engine yet) are typed errors.
-pub fn decode(bytes: &Bytes, config: &Config) -> Result<SdsMessage, EngineError> {
+/// An ephemeral message (spec profile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EphemeralMessage {
+    /// The message id.
+    pub message_id: MessageId,
+    /// The channel.
+    pub channel_id: ChannelId,
+    /// The sender (empty when not given).
+    pub sender_id: ParticipantId,
+    /// The content (never empty).
+    pub content: Bytes,
+}
+
+/// A decoded received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A content or sync message, for [`Channel::unwrap_message`](super::Channel::unwrap_message).
+    Message(SdsMessage),
+    /// An ephemeral message: nothing to keep, only to announce.
+    Ephemeral(EphemeralMessage),
+}
+
+/// Encodes an ephemeral message (spec profile only): sender, id, channel and content; no
+/// lamport timestamp, causal history or bloom filter (EPH-01).
+pub fn ephemeral_message(
+    config: &Config,
+    channel_id: &ChannelId,
+    participant_id: &ParticipantId,
+    message_id: &MessageId,
+    content: Bytes,
+) -> Result<Bytes, EngineError> {
+    if config.profile != Profile::Spec {
+        return Err(EngineError::EphemeralUnsupported);
+    }
+    if content.is_empty() {
+        return Err(EngineError::EmptyContent);
+    }
+    if content.len() > config.limits.max_content_size {
+        return Err(EngineError::MessageTooLarge {
+            size: content.len(),
+            limit: config.limits.max_content_size,
+        });
+    }
+    if message_id.is_empty() {
+        return Err(EngineError::EmptyMessageId);
+    }
+    if message_id.len() > config.limits.max_id_len {
+        return Err(EngineError::IdTooLong {
+            len: message_id.len(),
+            limit: config.limits.max_id_len,
+        });
+    }
+    Ok(Bytes::from(spec::encode(&SpecMessage {
+        sender_id: participant_id.clone(),
+        message_id: message_id.clone(),
+        channel_id: channel_id.clone(),
+        content: Some(content),
+        ..SpecMessage::default()
+    })))
+}
+
+/// Decodes received bytes in `config`'s profile and within its limits. On the spec profile,
+/// bytes that are no SDS message are [`EngineError::NotAnSdsMessage`].
+pub fn decode(bytes: &Bytes, config: &Config) -> Result<Received, EngineError> {
     match config.profile {
-        Profile::NimSds => Ok(nim::decode(bytes, &config.limits)?),
+        Profile::NimSds => Ok(Received::Message(nim::decode(bytes, &config.limits)?)),
         Profile::Spec => {
             let m = spec::decode(bytes, &config.limits)?;
             match m.kind() {
                 None => return Err(EngineError::NotAnSdsMessage),
-                Some(MessageKind::Ephemeral) => return Err(EngineError::EphemeralUnsupported),
+                Some(MessageKind::Ephemeral) => {
+                    if m.message_id.is_empty() {
+                        return Err(EngineError::EmptyMessageId);
+                    }
+                    return Ok(Received::Ephemeral(EphemeralMessage {
+                        message_id: m.message_id,
+                        channel_id: m.channel_id,
+                        sender_id: m.sender_id,
+                        content: m.content.unwrap_or_default(),
+                    }));
+                }
                 Some(MessageKind::Content | MessageKind::Sync) => {}
             }
             let lamport = m.lamport_timestamp.unwrap_or(0);
@@ -156,7 +226,7 @@ pub fn decode(bytes: &Bytes, config: &Config) -> Result<SdsMessage, EngineError>
                 retrieval_hint: e.retrieval_hint.unwrap_or_default(),
                 sender_id: e.sender_id.unwrap_or_default(),
             };
-            Ok(SdsMessage {
+            Ok(Received::Message(SdsMessage {
                 message_id: m.message_id,
                 lamport_timestamp,
                 causal_history: m.causal_history.into_iter().map(entry).collect(),
@@ -165,7 +235,7 @@ pub fn decode(bytes: &Bytes, config: &Config) -> Result<SdsMessage, EngineError>
                 bloom_filter: m.bloom_filter.unwrap_or_default(),
                 sender_id: m.sender_id,
                 repair_request: m.repair_request.into_iter().map(entry).collect(),
-            })
+            }))
         }
     }
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::bloom::BloomError;
-use crate::id::{ChannelId, MessageId};
+use crate::id::{ChannelId, MessageId, ParticipantId};
 use crate::message::HistoryEntry;
 use crate::wire::DecodeError;
 
@@ -82,6 +82,18 @@ pub enum Event {
         message_id: MessageId,
         /// What was wrong.
         error: BloomError,
+    },
+    /// An ephemeral message arrived (spec profile): delivered at once, never buffered, logged,
+    /// acknowledged or stored.
+    Ephemeral {
+        /// Channel.
+        channel_id: ChannelId,
+        /// The message id.
+        message_id: MessageId,
+        /// The sender (empty when not given).
+        sender_id: ParticipantId,
+        /// The content.
+        content: Bytes,
     },
 }
 
@@ -268,6 +280,8 @@ pub enum ReceivedKind {
     Own,
     /// A sync message: acknowledgements reviewed, nothing delivered.
     Sync,
+    /// An ephemeral message (spec profile): announced by an `Ephemeral` event, nothing stored.
+    Ephemeral,
 }
 
 /// The result of receiving a message.
@@ -336,8 +350,9 @@ pub enum EngineError {
     /// Spec profile: the bytes decode but carry neither a lamport timestamp nor content.
     #[error("not an SDS message (neither lamport timestamp nor content)")]
     NotAnSdsMessage,
-    /// Spec profile: an ephemeral message, which the engine does not handle yet.
-    #[error("ephemeral messages are not supported yet")]
+    /// Ephemeral messages exist only on the spec profile (the nim-sds layout always carries a
+    /// lamport timestamp).
+    #[error("ephemeral messages need the spec wire profile")]
     EphemeralUnsupported,
     /// Spec profile: the received bloom filter cannot be read with our parameters (shorter than
     /// ours, or not whole 64-bit words). Nothing changed.
