@@ -12,6 +12,7 @@ use sds::{
     ReliabilityManager,
 };
 use sds_proto::engine::SendFailure;
+use sds_proto::wire::Profile;
 use sds_proto::{Bytes, HistoryEntry, Id, MessageId};
 use sds_sqlite::SqliteStore;
 use serde_json::{json, Map, Value};
@@ -96,6 +97,10 @@ pub(crate) struct ConfigArgs {
     /// SDS-R buffer size.
     #[arg(long)]
     max_repair_buffer: Option<usize>,
+    /// Wire profile: `nim-sds` (default) or `spec` (the @waku/sds layout, filter and SDS-R
+    /// arithmetic; enables ephemeral messages).
+    #[arg(long)]
+    profile: Option<Profile>,
 }
 
 impl ConfigArgs {
@@ -128,6 +133,9 @@ impl ConfigArgs {
             max_repair_requests,
             max_repair_buffer
         );
+        if let Some(p) = self.profile {
+            c.profile = p;
+        }
         if let Some(t) = self.lost_dependency_timeout {
             c.lost_dependency_timeout = (t > 0).then_some(t);
         }
@@ -288,6 +296,17 @@ impl Peer {
                 let bytes = m
                     .wrap_outgoing_message(hex_arg(words[3])?, arg_id(words[2])?, arg_id(words[1])?)
                     .await
+                    .map_err(err)?;
+                out.insert("bytes".into(), json!(hex::encode(&bytes)));
+            }
+            Some("ephemeral") => {
+                need(3)?;
+                let bytes = m
+                    .wrap_ephemeral_message(
+                        hex_arg(words[3])?,
+                        arg_id(words[2])?,
+                        arg_id(words[1])?,
+                    )
                     .map_err(err)?;
                 out.insert("bytes".into(), json!(hex::encode(&bytes)));
             }

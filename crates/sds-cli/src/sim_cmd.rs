@@ -11,6 +11,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sds::persistence::Persistence;
 use sds_proto::engine::{Channel, Config, Event, TransmitKind};
+use sds_proto::wire::Profile;
 use sds_proto::{Bytes, MessageId};
 use sds_sqlite::SqliteStore;
 use serde_json::{json, Value};
@@ -73,6 +74,10 @@ pub(crate) struct SimArgs {
     /// Turn SDS-R (repair) off.
     #[arg(long)]
     no_repair: bool,
+    /// Wire profile of every member: `nim-sds` or `spec` (@waku/sds layout, filter and SDS-R
+    /// arithmetic).
+    #[arg(long, default_value = "nim-sds")]
+    profile: Profile,
     /// Seed of every random choice: the same seed gives the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -197,6 +202,7 @@ impl Sim {
             max_known_ids: history.max(10_000),
             repair_t_min: (args.repair_t_min * 1000.0) as u64,
             repair_t_max: (args.repair_t_max * 1000.0) as u64,
+            profile: args.profile,
             ..Config::default()
         };
         let mut nodes = Vec::with_capacity(args.participants);
@@ -585,6 +591,7 @@ impl Sim {
                 "burstEveryS": self.args.burst_every,
                 "churnOnlineS": self.args.churn_online,
                 "repair": !self.args.no_repair,
+                "profile": self.args.profile.name(),
                 "repairTMinS": self.args.repair_t_min,
                 "repairTMaxS": self.args.repair_t_max,
                 "history": self.args.history,

@@ -13,8 +13,13 @@ struct Peer {
 
 impl Peer {
     fn start(participant: &str) -> Peer {
+        Peer::start_with(participant, &[])
+    }
+
+    fn start_with(participant: &str, options: &[&str]) -> Peer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sds"))
             .args(["peer", "--participant", participant])
+            .args(options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -106,4 +111,36 @@ fn two_peers_exchange_out_of_order_and_acknowledge() {
     assert_eq!(alice.send("wrap onlyonearg")["ok"], false);
     alice.quit();
     bob.quit();
+}
+
+// EPH-01..04 through `sds peer --profile spec`; EPH-03 on the default profile.
+#[test]
+fn spec_peers_exchange_ephemeral_messages() {
+    let mut a = Peer::start_with("alice", &["--profile", "spec"]);
+    let mut b = Peer::start_with("bob", &["--profile", "spec"]);
+    let sent = a.ok("ephemeral ch e1 747970696e67");
+    let got = b.ok(&format!("unwrap {}", sent["bytes"].as_str().unwrap()));
+    assert_eq!(got["kind"], "ephemeral");
+    assert_eq!(got["content"], "747970696e67");
+    let evs = got["events"].as_array().unwrap();
+    assert_eq!(evs.len(), 1, "{got}");
+    assert_eq!(evs[0]["event"], "ephemeral");
+    assert_eq!(evs[0]["senderId"], "alice");
+    assert_eq!(evs[0]["content"], "747970696e67");
+    // Nothing was kept on either side.
+    assert_eq!(b.ok("history ch")["history"], serde_json::json!([]));
+    assert_eq!(a.ok("state ch")["outgoing"], serde_json::json!([]));
+    // Empty content is refused.
+    assert_eq!(a.send("ephemeral ch e2 -")["ok"], false);
+    a.quit();
+    b.quit();
+
+    let mut nim = Peer::start("carol");
+    let refused = nim.send("ephemeral ch e3 6869");
+    assert_eq!(refused["ok"], false);
+    assert!(
+        refused["error"].as_str().unwrap().contains("spec"),
+        "{refused}"
+    );
+    nim.quit();
 }

@@ -146,3 +146,22 @@ fn members_restarted_from_their_stores_keep_up() {
     assert!(restarted["completeness"].as_f64().unwrap() >= 0.99);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// The spec profile end to end: members speak the @waku/sds layout and still converge.
+#[test]
+fn the_spec_profile_converges_like_nim_sds() {
+    let args = [
+        &SMALL[..],
+        &["--seed", "3", "--repair-t-min", "5", "--repair-t-max", "30"],
+    ]
+    .concat();
+    let nim = report(&args);
+    let spec = report(&[&args[..], &["--profile", "spec"]].concat());
+    assert_eq!(spec["parameters"]["profile"], "spec");
+    assert_eq!(nim["parameters"]["profile"], "nim-sds");
+    assert!(spec["missedOnFirstBroadcast"].as_u64().unwrap() > 0);
+    let completeness = spec["completeness"].as_f64().unwrap();
+    assert!(completeness >= 0.99, "spec completeness {completeness}");
+    // Different layout and hashes: the runs are not byte-identical.
+    assert_ne!(spec["wire"]["bytes"], nim["wire"]["bytes"]);
+}
