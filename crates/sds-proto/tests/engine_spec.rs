@@ -298,3 +298,37 @@ fn repair_requests_use_the_spec_arithmetic() {
         "the profiles' arithmetic differs here"
     );
 }
+
+// State written with one profile is refused by the other instead of being half dropped.
+#[test]
+fn restoring_state_of_the_other_profile_is_refused() {
+    for (written, read) in [
+        (Profile::NimSds, Profile::Spec),
+        (Profile::Spec, Profile::NimSds),
+    ] {
+        let with = |profile| Config {
+            profile,
+            ..Config::default()
+        };
+        let mut a = Channel::new("chan".into(), "alice".into(), with(written), T0).unwrap();
+        let mut b = Channel::new("chan".into(), "bob".into(), with(written), T0).unwrap();
+        a.wrap(Bytes::from_static(b"1"), "m1".into(), T0).unwrap();
+        let m2 = a
+            .wrap(Bytes::from_static(b"2"), "m2".into(), T0 + 1)
+            .unwrap();
+        b.unwrap(m2, T0 + S).unwrap(); // buffered, waiting for m1
+        for snapshot in [a.snapshot(), b.snapshot()] {
+            let same = Channel::restore(
+                "chan".into(),
+                "x".into(),
+                with(written),
+                snapshot.clone(),
+                T0,
+            );
+            assert!(same.is_ok());
+            let err =
+                Channel::restore("chan".into(), "x".into(), with(read), snapshot, T0).unwrap_err();
+            assert!(err.0.contains("wire profile"), "{err}");
+        }
+    }
+}

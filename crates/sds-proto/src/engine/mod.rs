@@ -273,7 +273,8 @@ impl Channel {
     /// to `max_message_history` (the trimmed entries come out as `RemoveLogEntry` ops); the bloom
     /// filter is rebuilt from the log; timers are recomputed from the stored absolute times; a
     /// stored message whose dependencies are all met is delivered. Stored entries that do not
-    /// decode are dropped (with their remove ops).
+    /// decode are dropped (with their remove ops). State written with the other wire profile is
+    /// refused with a `ConfigError` rather than dropped.
     pub fn restore(
         channel_id: ChannelId,
         participant_id: ParticipantId,
@@ -281,6 +282,23 @@ impl Channel {
         snapshot: ChannelSnapshot,
         now: u64,
     ) -> Result<Self, ConfigError> {
+        // State written with the other wire profile would silently lose what no longer decodes:
+        // refuse it instead. A few stored messages tell.
+        let stored = snapshot
+            .incoming
+            .iter()
+            .map(|e| &e.bytes)
+            .chain(snapshot.log.iter().map(|e| &e.bytes))
+            .filter(|b| !b.is_empty())
+            .take(4);
+        for bytes in stored {
+            if profile::written_with_other_profile(&config, bytes) {
+                return Err(ConfigError(format!(
+                    "the stored state of this channel was written with another wire profile than {}",
+                    config.profile.name()
+                )));
+            }
+        }
         let mut ch = Channel::new(channel_id, participant_id, config, now)?;
         if let Some(l) = snapshot.lamport {
             ch.lamport = l;

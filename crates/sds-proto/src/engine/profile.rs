@@ -240,6 +240,19 @@ pub fn decode(bytes: &Bytes, config: &Config) -> Result<Received, EngineError> {
     }
 }
 
+/// Whether stored `bytes` that `config`'s profile cannot decode are a message of the other
+/// profile: the store was written with the other profile.
+pub(super) fn written_with_other_profile(config: &Config, bytes: &Bytes) -> bool {
+    if decode(bytes, config).is_ok() {
+        return false;
+    }
+    match config.profile {
+        Profile::NimSds => spec::decode(bytes, &config.limits)
+            .is_ok_and(|m| matches!(m.kind(), Some(MessageKind::Content | MessageKind::Sync))),
+        Profile::Spec => nim::decode(bytes, &config.limits).is_ok(),
+    }
+}
+
 /// SDS-R T_req offset in `profile`, in the same unit as `t_min`/`t_max`.
 pub(super) fn t_req_offset(profile: Profile, p: &[u8], m: &[u8], t_min: u64, t_max: u64) -> u64 {
     match profile {
