@@ -5,30 +5,13 @@
 //! Runs only with `SDS_INTEROP=1` (`.ci/run` sets it) and when `node` is installed; otherwise
 //! it prints why it skipped.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
-fn node_package() -> Option<PathBuf> {
-    if std::env::var("SDS_INTEROP").as_deref() != Ok("1") {
-        eprintln!("SKIPPED: live @waku/sds exchange (set SDS_INTEROP=1 to run it; .ci/run does)");
-        return None;
-    }
-    if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: live @waku/sds exchange: `node` is not installed");
-        return None;
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("waku-sds-0.0.8");
-    let status = Command::new("bash")
-        .arg(root.join("scripts/interop/setup.sh"))
-        .arg(&dir)
-        .status()
-        .expect("run scripts/interop/setup.sh");
-    assert!(status.success(), "installing @waku/sds failed");
-    Some(dir)
-}
+#[path = "../../sds-proto/tests/support/interop.rs"]
+mod interop;
+use interop::node_package;
 
 fn strings(v: &Value) -> Vec<&str> {
     v.as_array()

@@ -12,6 +12,10 @@ use sds_proto::engine::{
 use sds_proto::wire::{nim, DecodeError, LimitKind, Limits};
 use sds_proto::{HistoryEntry, MessageId, SdsMessage};
 
+#[path = "support/events.rs"]
+mod events_support;
+use events_support::{acked, ready};
+
 const T0: u64 = 1_700_000_000_000;
 const S: u64 = 1_000;
 
@@ -84,26 +88,6 @@ impl Node {
             .map(|e| e.message_id.to_string())
             .collect()
     }
-}
-
-fn ready(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::MessageReady { message_id, .. } => Some(message_id.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn acked(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Acknowledged { message_id, .. } => Some(message_id.to_string()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A hand-made message on channel "c" from `sender`, citing `deps`.

@@ -7,6 +7,10 @@ use sds_proto::wire::spec::{self, MessageKind, SpecMessage};
 use sds_proto::wire::{nim, Limits, Profile};
 use sds_proto::Id;
 
+#[path = "support/events.rs"]
+mod events_support;
+use events_support::{acked, ready};
+
 const T0: u64 = 1_700_000_000_000;
 const S: u64 = 1_000;
 
@@ -24,26 +28,6 @@ fn channel(name: &str) -> Channel {
 fn events(ch: &mut Channel) -> Vec<Event> {
     let _ = ch.take_store_ops();
     std::iter::from_fn(|| ch.poll_event()).collect()
-}
-
-fn ready(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::MessageReady { message_id, .. } => Some(message_id.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn acked(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Acknowledged { message_id, .. } => Some(message_id.to_string()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn decode(bytes: &Bytes) -> SpecMessage {

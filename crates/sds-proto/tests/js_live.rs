@@ -20,26 +20,9 @@ use sds_proto::wire::{Limits, Profile};
 use sds_proto::Id;
 use serde_json::{json, Value};
 
-/// The folder with the installed package, or `None` (with the reason printed) to skip.
-fn node_package() -> Option<PathBuf> {
-    if std::env::var("SDS_INTEROP").as_deref() != Ok("1") {
-        eprintln!("SKIPPED: live @waku/sds interop (set SDS_INTEROP=1 to run it; .ci/run does)");
-        return None;
-    }
-    if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: live @waku/sds interop: `node` is not installed");
-        return None;
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("waku-sds-0.0.8");
-    let status = Command::new("bash")
-        .arg(root.join("scripts/interop/setup.sh"))
-        .arg(&dir)
-        .status()
-        .expect("run scripts/interop/setup.sh");
-    assert!(status.success(), "installing @waku/sds failed");
-    Some(dir)
-}
+#[path = "support/interop.rs"]
+mod interop;
+use interop::node_package;
 
 /// Sends `requests` to `codec.mjs` and returns its answer lines.
 fn ask_node(dir: &PathBuf, requests: &[Value]) -> Vec<Value> {
