@@ -138,14 +138,35 @@ impl SpecBloomFilter {
         self.words.iter().flat_map(|w| w.to_be_bytes()).collect()
     }
 
-    /// Reads a received filter with our own `params`. Bytes beyond our word count are ignored;
-    /// fewer bytes, or a length that is not whole words, is an error (@waku/sds throws there).
+    /// Reads a received filter with our own `params` into an owned filter (see
+    /// [`SpecFilterView::parse`] for the rules).
     pub fn from_bytes(bytes: &[u8], params: BloomParams) -> Result<Self, BloomError> {
+        let view = SpecFilterView::parse(bytes, params)?;
+        let mut filter = Self::with_params(params);
+        for (i, w) in filter.words.iter_mut().enumerate() {
+            *w = view.word(i);
+        }
+        Ok(filter)
+    }
+}
+
+/// A received spec-profile filter read in place, with no copy. Such a filter has no header, so
+/// it is read with our own parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct SpecFilterView<'a> {
+    bytes: &'a [u8],
+    k_hashes: u32,
+    m_bits: u64,
+}
+
+impl<'a> SpecFilterView<'a> {
+    /// Validates `bytes` against `params`. Bytes beyond our word count are ignored; fewer bytes,
+    /// or a length that is not whole words, is an error (@waku/sds throws there).
+    pub fn parse(bytes: &'a [u8], params: BloomParams) -> Result<Self, BloomError> {
         if !bytes.len().is_multiple_of(8) {
             return Err(BloomError::NotWordAligned(bytes.len()));
         }
-        let mut filter = Self::with_params(params);
-        let needed = filter.words.len();
+        let needed = params.words();
         if bytes.len() / 8 < needed {
             return Err(BloomError::WordCountMismatch {
                 words: bytes.len() / 8,
@@ -153,12 +174,35 @@ impl SpecBloomFilter {
                 expected: needed as u64,
             });
         }
-        for (w, chunk) in filter.words.iter_mut().zip(bytes.chunks_exact(8)) {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(chunk);
-            *w = u64::from_be_bytes(b);
+        Ok(SpecFilterView {
+            bytes: &bytes[..needed * 8],
+            k_hashes: params.k_hashes,
+            m_bits: params.m_bits,
+        })
+    }
+
+    /// Word `i` (big-endian); 0 past the end.
+    fn word(&self, i: usize) -> u64 {
+        let mut b = [0u8; 8];
+        match self.bytes.get(i * 8..i * 8 + 8) {
+            Some(chunk) => {
+                b.copy_from_slice(chunk);
+                u64::from_be_bytes(b)
+            }
+            None => 0,
         }
-        Ok(filter)
+    }
+
+    /// Whether the id may be in the filter.
+    pub fn contains(&self, id: &[u8]) -> bool {
+        self.contains_hashes(SpecIdHashes::of(id))
+    }
+
+    /// [`contains`](Self::contains) with the id's hashes already computed.
+    pub fn contains_hashes(&self, hashes: SpecIdHashes) -> bool {
+        hashes
+            .positions(self.k_hashes, self.m_bits)
+            .all(|p| self.word((p / 64) as usize) & (1 << (p % 64)) != 0)
     }
 }
 
@@ -182,5 +226,30 @@ mod tests {
         assert!(SpecBloomFilter::from_bytes(&[0; 120], params).is_err());
         let longer = SpecBloomFilter::from_bytes(&[0; 136], params).unwrap();
         assert_eq!(longer.words().len(), 16);
+        assert!(SpecFilterView::parse(&[0; 127], params).is_err());
+        assert!(SpecFilterView::parse(&[0; 120], params).is_err());
+    }
+
+    #[test]
+    fn the_view_reads_what_the_owned_filter_holds() {
+        let params = BloomParams::optimal(100, 0.01).unwrap();
+        let mut f = SpecBloomFilter::with_params(params);
+        for i in 0..40 {
+            f.insert(format!("in-{i}").as_bytes());
+        }
+        let mut bytes = f.to_bytes();
+        bytes.extend_from_slice(&[0xff; 16]); // extra words are ignored
+        let view = SpecFilterView::parse(&bytes, params).unwrap();
+        let owned = SpecBloomFilter::from_bytes(&bytes, params).unwrap();
+        assert_eq!(owned, f);
+        for i in 0..200 {
+            let id = format!("in-{i}");
+            assert_eq!(
+                view.contains(id.as_bytes()),
+                f.contains(id.as_bytes()),
+                "{id}"
+            );
+        }
+        assert!((0..40).all(|i| view.contains(format!("in-{i}").as_bytes())));
     }
 }

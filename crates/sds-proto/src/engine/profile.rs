@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::config::Config;
 use super::types::EngineError;
-use crate::bloom::spec::{SpecBloomFilter, SpecIdHashes};
+use crate::bloom::spec::{SpecFilterView, SpecIdHashes};
 use crate::bloom::{
     BloomError, BloomFilter, BloomParams, FilterView, IdHashes, RollingBloomFilter,
     SpecRollingBloomFilter,
@@ -36,7 +36,7 @@ pub(super) enum ChannelFilter {
 /// A received filter, validated.
 pub(super) enum ReceivedFilter<'a> {
     Nim(FilterView<'a>),
-    Spec(SpecBloomFilter),
+    Spec(SpecFilterView<'a>),
 }
 
 impl ReceivedFilter<'_> {
@@ -96,12 +96,12 @@ impl ChannelFilter {
         }
     }
 
-    /// Validates a received filter (non-empty bytes).
+    /// Validates a received filter (non-empty bytes), read in place.
     pub(super) fn read<'a>(&self, bytes: &'a [u8]) -> Result<ReceivedFilter<'a>, BloomError> {
         match self {
             ChannelFilter::Nim(_) => FilterView::parse(bytes).map(ReceivedFilter::Nim),
             ChannelFilter::Spec { params, .. } => {
-                SpecBloomFilter::from_bytes(bytes, *params).map(ReceivedFilter::Spec)
+                SpecFilterView::parse(bytes, *params).map(ReceivedFilter::Spec)
             }
         }
     }
