@@ -231,6 +231,36 @@ fn detached_entry(e: &HistoryEntry) -> HistoryEntry {
     }
 }
 
+/// Content we may send: not empty, within the content limit.
+fn check_content(config: &Config, content: &Bytes) -> Result<(), EngineError> {
+    if content.is_empty() {
+        return Err(EngineError::EmptyContent);
+    }
+    let limit = config.limits.max_content_size;
+    if content.len() > limit {
+        return Err(EngineError::MessageTooLarge {
+            size: content.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// An id we may send under: not empty, within the id limit.
+fn check_id(config: &Config, id: &MessageId) -> Result<(), EngineError> {
+    if id.is_empty() {
+        return Err(EngineError::EmptyMessageId);
+    }
+    let limit = config.limits.max_id_len;
+    if id.len() > limit {
+        return Err(EngineError::IdTooLong {
+            len: id.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
 fn clock(now: u64) -> i64 {
     i64::try_from(now).unwrap_or(i64::MAX)
 }
@@ -417,16 +447,7 @@ impl Channel {
         message_id: MessageId,
         now: u64,
     ) -> Result<Bytes, EngineError> {
-        if content.is_empty() {
-            return Err(EngineError::EmptyContent);
-        }
-        let limits = &self.config.limits;
-        if content.len() > limits.max_content_size {
-            return Err(EngineError::MessageTooLarge {
-                size: content.len(),
-                limit: limits.max_content_size,
-            });
-        }
+        check_content(&self.config, &content)?;
         self.check_new_id(&message_id)?;
         let lamport = self.next_lamport(now)?;
         let bytes = self.compose(&message_id, lamport, content, now);
@@ -908,15 +929,7 @@ impl Channel {
     }
 
     fn check_new_id(&self, id: &MessageId) -> Result<(), EngineError> {
-        if id.is_empty() {
-            return Err(EngineError::EmptyMessageId);
-        }
-        if id.len() > self.config.limits.max_id_len {
-            return Err(EngineError::IdTooLong {
-                len: id.len(),
-                limit: self.config.limits.max_id_len,
-            });
-        }
+        check_id(&self.config, id)?;
         if self.outgoing.contains(id) || self.is_duplicate(id) {
             return Err(EngineError::DuplicateMessageId(id.clone()));
         }

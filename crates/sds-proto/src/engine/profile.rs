@@ -7,8 +7,7 @@ use super::config::Config;
 use super::types::EngineError;
 use crate::bloom::spec::{SpecFilterView, SpecIdHashes};
 use crate::bloom::{
-    BloomError, BloomFilter, BloomParams, FilterView, IdHashes, RollingBloomFilter,
-    SpecRollingBloomFilter,
+    BloomError, BloomFilter, FilterView, IdHashes, RollingBloomFilter, SpecRollingBloomFilter,
 };
 use crate::id::{ChannelId, Id, MessageId, ParticipantId};
 use crate::message::{HistoryEntry, SdsMessage};
@@ -26,11 +25,8 @@ pub(super) enum Hashes {
 #[derive(Debug, Clone)]
 pub(super) enum ChannelFilter {
     Nim(RollingBloomFilter),
-    Spec {
-        rolling: SpecRollingBloomFilter,
-        /// The parameters received filters are read with (the filter never changes size).
-        params: BloomParams,
-    },
+    /// Received filters are read with its initial parameters (it never changes size).
+    Spec(SpecRollingBloomFilter),
 }
 
 /// A received filter, validated.
@@ -56,9 +52,7 @@ impl ChannelFilter {
         Ok(match config.profile {
             Profile::NimSds => ChannelFilter::Nim(RollingBloomFilter::new(capacity, error_rate)?),
             Profile::Spec => {
-                let rolling = SpecRollingBloomFilter::new(capacity, error_rate)?;
-                let params = rolling.initial_params();
-                ChannelFilter::Spec { rolling, params }
+                ChannelFilter::Spec(SpecRollingBloomFilter::new(capacity, error_rate)?)
             }
         })
     }
@@ -66,7 +60,7 @@ impl ChannelFilter {
     pub(super) fn hashes(&self, id: &[u8]) -> Hashes {
         match self {
             ChannelFilter::Nim(_) => Hashes::Nim(IdHashes::of(id)),
-            ChannelFilter::Spec { .. } => Hashes::Spec(SpecIdHashes::of(id)),
+            ChannelFilter::Spec(_) => Hashes::Spec(SpecIdHashes::of(id)),
         }
     }
 
@@ -75,7 +69,7 @@ impl ChannelFilter {
             ChannelFilter::Nim(r) => {
                 r.add(id);
             }
-            ChannelFilter::Spec { rolling, .. } => {
+            ChannelFilter::Spec(rolling) => {
                 rolling.add(id);
             }
         }
@@ -84,7 +78,7 @@ impl ChannelFilter {
     pub(super) fn contains(&self, id: &[u8]) -> bool {
         match self {
             ChannelFilter::Nim(r) => r.contains(id),
-            ChannelFilter::Spec { rolling, .. } => rolling.contains(id),
+            ChannelFilter::Spec(rolling) => rolling.contains(id),
         }
     }
 
@@ -92,7 +86,7 @@ impl ChannelFilter {
     pub(super) fn nim(&self) -> Option<&BloomFilter> {
         match self {
             ChannelFilter::Nim(r) => Some(r.filter()),
-            ChannelFilter::Spec { .. } => None,
+            ChannelFilter::Spec(_) => None,
         }
     }
 
@@ -100,8 +94,8 @@ impl ChannelFilter {
     pub(super) fn read<'a>(&self, bytes: &'a [u8]) -> Result<ReceivedFilter<'a>, BloomError> {
         match self {
             ChannelFilter::Nim(_) => FilterView::parse(bytes).map(ReceivedFilter::Nim),
-            ChannelFilter::Spec { params, .. } => {
-                SpecFilterView::parse(bytes, *params).map(ReceivedFilter::Spec)
+            ChannelFilter::Spec(rolling) => {
+                SpecFilterView::parse(bytes, rolling.initial_params()).map(ReceivedFilter::Spec)
             }
         }
     }
@@ -110,7 +104,7 @@ impl ChannelFilter {
     pub(super) fn encode(&self, msg: &SdsMessage) -> Bytes {
         match self {
             ChannelFilter::Nim(r) => Bytes::from(nim::encode_with_filter(msg, r.filter())),
-            ChannelFilter::Spec { rolling, .. } => {
+            ChannelFilter::Spec(rolling) => {
                 let entry = |e: &HistoryEntry| SpecHistoryEntry {
                     message_id: e.message_id.clone(),
                     retrieval_hint: (!e.retrieval_hint.is_empty())
@@ -169,24 +163,8 @@ pub fn ephemeral_message(
     if config.profile != Profile::Spec {
         return Err(EngineError::EphemeralUnsupported);
     }
-    if content.is_empty() {
-        return Err(EngineError::EmptyContent);
-    }
-    if content.len() > config.limits.max_content_size {
-        return Err(EngineError::MessageTooLarge {
-            size: content.len(),
-            limit: config.limits.max_content_size,
-        });
-    }
-    if message_id.is_empty() {
-        return Err(EngineError::EmptyMessageId);
-    }
-    if message_id.len() > config.limits.max_id_len {
-        return Err(EngineError::IdTooLong {
-            len: message_id.len(),
-            limit: config.limits.max_id_len,
-        });
-    }
+    super::check_content(config, &content)?;
+    super::check_id(config, message_id)?;
     Ok(Bytes::from(spec::encode(&SpecMessage {
         sender_id: participant_id.clone(),
         message_id: message_id.clone(),
