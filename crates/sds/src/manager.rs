@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sds_proto::engine::{
     ephemeral_message, Channel, ChannelSnapshot, Config, ConfigError, EngineError, Event,
-    IncomingEntry, LogEntry, OutgoingEntry, Received, ReceivedKind, Transmit, Unwrapped,
+    IncomingEntry, LogEntry, OutgoingEntry, Received, Transmit, Unwrapped,
 };
 use sds_proto::wire::DecodeError;
 use sds_proto::{Bytes, ChannelId, MessageId, ParticipantId};
@@ -337,20 +337,10 @@ impl ReliabilityManager {
             Received::Message(msg) => msg,
             // Announced at once; no channel is created or loaded and nothing is stored (EPH-06).
             Received::Ephemeral(e) => {
-                let channel = nonempty_channel(e.channel_id.clone())?;
-                self.inner.notify(Notification::Event(Event::Ephemeral {
-                    channel_id: channel.clone(),
-                    message_id: e.message_id.clone(),
-                    sender_id: e.sender_id,
-                    content: e.content.clone(),
-                }));
-                return Ok(Unwrapped {
-                    message_id: e.message_id,
-                    content: e.content,
-                    missing_dependencies: Vec::new(),
-                    channel_id: channel,
-                    kind: ReceivedKind::Ephemeral,
-                });
+                nonempty_channel(e.channel_id.clone())?;
+                let (event, unwrapped) = e.announce();
+                self.inner.notify(Notification::Event(event));
+                return Ok(unwrapped);
             }
         };
         let channel = nonempty_channel(msg.channel_id.clone())?;

@@ -527,19 +527,9 @@ impl Channel {
                 got: e.channel_id,
             });
         }
-        self.events.push_back(Event::Ephemeral {
-            channel_id: e.channel_id.clone(),
-            message_id: e.message_id.clone(),
-            sender_id: e.sender_id,
-            content: e.content.clone(),
-        });
-        Ok(Unwrapped {
-            message_id: e.message_id,
-            content: e.content,
-            missing_dependencies: Vec::new(),
-            channel_id: e.channel_id,
-            kind: ReceivedKind::Ephemeral,
-        })
+        let (event, unwrapped) = e.announce();
+        self.events.push_back(event);
+        Ok(unwrapped)
     }
 
     /// Builds an ephemeral message (spec profile only; EPH-01..03): not logged, buffered,

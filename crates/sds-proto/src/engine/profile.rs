@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::config::Config;
-use super::types::EngineError;
+use super::types::{EngineError, Event, ReceivedKind, Unwrapped};
 use crate::bloom::spec::{SpecFilterView, SpecIdHashes};
 use crate::bloom::{
     BloomError, BloomFilter, FilterView, IdHashes, RollingBloomFilter, SpecRollingBloomFilter,
@@ -140,6 +140,26 @@ pub struct EphemeralMessage {
     pub sender_id: ParticipantId,
     /// The content (never empty).
     pub content: Bytes,
+}
+
+impl EphemeralMessage {
+    /// The `Ephemeral` event that announces it and the result of receiving it.
+    pub fn announce(self) -> (Event, Unwrapped) {
+        let event = Event::Ephemeral {
+            channel_id: self.channel_id.clone(),
+            message_id: self.message_id.clone(),
+            sender_id: self.sender_id,
+            content: self.content.clone(),
+        };
+        let unwrapped = Unwrapped {
+            message_id: self.message_id,
+            content: self.content,
+            missing_dependencies: Vec::new(),
+            channel_id: self.channel_id,
+            kind: ReceivedKind::Ephemeral,
+        };
+        (event, unwrapped)
+    }
 }
 
 /// A decoded received message.
