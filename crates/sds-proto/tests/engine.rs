@@ -419,6 +419,46 @@ fn recv_04_duplicates_change_nothing() {
 }
 
 #[test]
+fn recv_04_a_held_copy_is_recognised_by_its_bytes_not_its_id() {
+    let mut a = Node::new("alice", Config::default());
+    let mut b = Node::new("bob", Config::default());
+    let m1 = a.wrap("m1", T0);
+    b.unwrap(&m1, T0);
+    let before = fingerprint(&b.ch);
+    // Same id, other bytes: decoded in full — a broken body is an error, not a duplicate.
+    let mut broken = m1.to_vec();
+    broken.truncate(broken.len() - 3);
+    let broken = Bytes::from(broken);
+    assert!(b.ch.unwrap(broken, T0 + 1).is_err());
+    let mut other = decode(&m1);
+    other.content = Bytes::from_static(b"other content");
+    let r = b.unwrap(&bytes_of(&other), T0 + 2);
+    assert_eq!(r.kind, ReceivedKind::Duplicate);
+    assert_eq!(&r.content[..], b"other content");
+    // The byte-identical copy in a fresh buffer answers like a decoded one.
+    let r = b.unwrap(&Bytes::copy_from_slice(&m1), T0 + 3);
+    assert_eq!(r.kind, ReceivedKind::Duplicate);
+    assert_eq!(r.message_id.to_string(), "m1");
+    assert_eq!(r.channel_id.to_string(), "c");
+    assert_eq!(&r.content[..], b"content of m1");
+    assert!(r.missing_dependencies.is_empty());
+    assert_eq!(fingerprint(&b.ch), before);
+    // Our own message coming back is our own, byte copy or not.
+    assert_eq!(a.unwrap(&m1, T0 + 4).kind, ReceivedKind::Own);
+    // A waiting message's copy still reports what it waits for.
+    let m3 = bytes_of(&message("m3", T0 as i64 + 9, &["m2"], "carol"));
+    b.unwrap(&m3, T0 + 5);
+    let r = b.unwrap(&m3, T0 + 6);
+    assert_eq!(r.kind, ReceivedKind::Duplicate);
+    let missing: Vec<String> = r
+        .missing_dependencies
+        .iter()
+        .map(|e| e.message_id.to_string())
+        .collect();
+    assert_eq!(missing, ["m2"]);
+}
+
+#[test]
 fn recv_04_duplicates_of_evicted_messages_are_still_caught() {
     let config = Config {
         max_message_history: 3,
@@ -985,6 +1025,177 @@ fn sync_08_periodic_sync_timer() {
             .count(),
         2
     );
+}
+
+fn syncs(n: &Node) -> usize {
+    n.transmits
+        .iter()
+        .filter(|t| t.kind == TransmitKind::Sync)
+        .count()
+}
+
+#[test]
+fn sync_quiet_sync_waits_for_a_quiet_interval() {
+    let config = Config {
+        sync_interval: 250,
+        quiet_sync: true,
+        ..Config::default()
+    };
+    let mut a = Node::new("alice", config.clone());
+    let mut b = Node::new("bob", config);
+    a.wrap("m1", T0);
+    a.ch.set_sync_timer(Some(T0 - 250));
+    // alice's own send counts as traffic.
+    a.tick(T0 + 100);
+    assert_eq!(syncs(&a), 0);
+    let b1 = b.wrap("b1", T0 + 200);
+    a.unwrap(&b1, T0 + 300);
+    a.tick(T0 + 350);
+    assert_eq!(syncs(&a), 0, "heard bob 50 ms ago");
+    a.tick(T0 + 600);
+    assert_eq!(syncs(&a), 1, "quiet since T0 + 300");
+    // Its own sync is traffic too, but one interval later the channel is quiet again.
+    a.tick(T0 + 850);
+    assert_eq!(syncs(&a), 2);
+    // However busy the channel, a member silent for three intervals sends the fourth sync.
+    for k in 1..=4 {
+        let t = T0 + 850 + k * 250;
+        let bk = b.wrap(&format!("b{}", k + 1), t - 10);
+        a.unwrap(&bk, t - 5);
+        a.tick(t);
+    }
+    assert_eq!(syncs(&a), 3, "skipped three, sent the fourth");
+
+    // Without the option every sync goes out however busy the channel is.
+    let mut c = Node::new(
+        "carol",
+        Config {
+            sync_interval: 250,
+            ..Config::default()
+        },
+    );
+    c.wrap("c1", T0);
+    c.ch.set_sync_timer(Some(T0 - 250));
+    c.unwrap(&b1, T0 + 1);
+    c.tick(T0 + 2);
+    assert_eq!(syncs(&c), 1);
+}
+
+#[test]
+fn sync_quiet_sync_still_sends_a_due_repair_request() {
+    let mut a = Node::new(
+        "alice",
+        Config {
+            sync_interval: 250,
+            quiet_sync: true,
+            repair_t_min: 1,
+            repair_t_max: 1_000,
+            ..Config::default()
+        },
+    );
+    a.wrap("m1", T0);
+    // bob's message cites one alice never got: a repair request becomes due at T_req.
+    let b2 = bytes_of(&message("b2", T0 as i64 + 5, &["b1"], "bob"));
+    a.unwrap(&b2, T0 + 5);
+    let t_req = a.ch.outgoing_repair()[0].t_req;
+    a.ch.schedule_sync_at(Some(t_req));
+    let b3 = bytes_of(&message("b3", T0 as i64 + 6, &[], "bob"));
+    a.unwrap(&b3, t_req);
+    a.tick(t_req);
+    assert_eq!(syncs(&a), 1, "busy, but a repair request is due");
+    let sync = a
+        .transmits
+        .iter()
+        .find(|t| t.kind == TransmitKind::Sync)
+        .unwrap();
+    let requested: Vec<String> = decode(&sync.bytes)
+        .repair_request
+        .iter()
+        .map(|e| e.message_id.to_string())
+        .collect();
+    assert_eq!(requested, ["b1"]);
+    // Once the request went out, the next busy interval stays silent.
+    a.unwrap(&b3, t_req + 200);
+    a.tick(t_req + 250);
+    assert_eq!(syncs(&a), 1);
+}
+
+fn resends_of(n: &Node, id: &str) -> Vec<Bytes> {
+    n.transmits
+        .iter()
+        .filter(|t| t.kind == TransmitKind::Resend && t.message_id.as_str() == Some(id))
+        .map(|t| t.bytes.clone())
+        .collect()
+}
+
+#[test]
+fn filter_resend_reaches_a_member_whose_filter_lacks_a_message() {
+    let config = Config {
+        filter_resend_after: Some(1_000),
+        max_resend_attempts: 2,
+        ..Config::default()
+    };
+    let mut a = Node::new("alice", config.clone());
+    let mut b = Node::new("bob", config.clone());
+    let mut c = Node::new("carol", config);
+    let m1 = a.wrap("m1", T0);
+    // carol got m1, bob lost it.
+    c.unwrap(&m1, T0 + 100);
+    let c1 = c.wrap("c1", T0 + 1_500);
+    a.unwrap(&c1, T0 + 1_600);
+    assert!(resends_of(&a, "m1").is_empty(), "carol's filter holds m1");
+    // bob's first message was sent too soon after m1 to tell anything.
+    let b1 = b.wrap("b1", T0 + 500);
+    a.unwrap(&b1, T0 + 1_700);
+    assert!(
+        resends_of(&a, "m1").is_empty(),
+        "bob could not have had m1 yet"
+    );
+    let b2 = b.wrap("b2", T0 + 2_000);
+    a.unwrap(&b2, T0 + 2_100);
+    let once = resends_of(&a, "m1");
+    assert_eq!(once.len(), 1);
+    assert_eq!(once[0], m1, "the original bytes");
+    // Another sign within the interval does not repeat it; one after the interval does.
+    let b3 = b.wrap("b3", T0 + 2_500);
+    a.unwrap(&b3, T0 + 2_600);
+    assert_eq!(resends_of(&a, "m1").len(), 1);
+    let b4 = b.wrap("b4", T0 + 3_500);
+    a.unwrap(&b4, T0 + 3_600);
+    assert_eq!(resends_of(&a, "m1").len(), 2);
+    // max_resend_attempts (2) reached: no more.
+    let b5 = b.wrap("b5", T0 + 5_000);
+    a.unwrap(&b5, T0 + 5_100);
+    assert_eq!(resends_of(&a, "m1").len(), 2);
+    // The rebroadcast lets bob deliver m1: his later messages no longer trigger anything.
+    assert_eq!(b.unwrap(&m1, T0 + 5_200).kind, ReceivedKind::Delivered);
+    // carol's citation acknowledged m1 long before: an acknowledgement says someone has a
+    // message, the filters tell who has not.
+    assert!(acked(&a.events).contains(&"m1".to_string()));
+    assert_eq!(a.ch.outgoing().count(), 0);
+}
+
+#[test]
+fn filter_resend_is_off_by_default_and_forgets_old_messages() {
+    let mut a = Node::new("alice", Config::default());
+    let mut b = Node::new("bob", Config::default());
+    a.wrap("m1", T0);
+    let b1 = b.wrap("b1", T0 + 5_000);
+    a.unwrap(&b1, T0 + 5_100);
+    assert!(a.transmits.is_empty());
+
+    let config = Config {
+        filter_resend_after: Some(1_000),
+        repair_t_max: 10_000,
+        ..Config::default()
+    };
+    let mut a = Node::new("alice", config.clone());
+    let mut b = Node::new("bob", config);
+    a.wrap("m1", T0);
+    // Past SDS-R's T_max the message is no longer watched.
+    let b1 = b.wrap("b1", T0 + 10_001);
+    a.unwrap(&b1, T0 + 10_002);
+    assert!(resends_of(&a, "m1").is_empty());
 }
 
 #[test]

@@ -25,6 +25,15 @@ pub struct Config {
     pub possible_ack_threshold: u32,
     /// Interval of periodic sync messages once started (default 30 s).
     pub sync_interval: u64,
+    /// Send a periodic sync only when the channel was quiet — nothing received or sent during
+    /// the last sync interval — or when an SDS-R repair request is due (the spec's option for
+    /// large groups; default false: every sync is sent).
+    pub quiet_sync: bool,
+    /// Rebroadcast one of our recent messages when another member's later message carries a
+    /// bloom filter without it, at most once per this many milliseconds and at most
+    /// `max_resend_attempts` times per message (`None`, the default: never). This reaches
+    /// members that lost a message nobody cites any more, which they could not detect.
+    pub filter_resend_after: Option<u64>,
     /// Time after which a dependency that has not arrived is declared irretrievably lost and its
     /// dependents are delivered anyway; `None` waits forever (default 10 minutes).
     pub lost_dependency_timeout: Option<u64>,
@@ -69,6 +78,8 @@ impl Default for Config {
             max_resend_attempts: 5,
             possible_ack_threshold: 2,
             sync_interval: 30_000,
+            quiet_sync: false,
+            filter_resend_after: None,
             lost_dependency_timeout: Some(600_000),
             max_incoming_buffer: 10_000,
             max_incoming_buffer_bytes: 256 * 1024 * 1024,
@@ -114,6 +125,9 @@ impl Config {
         }
         if self.possible_ack_threshold == 0 {
             return fail("possible_ack_threshold must be at least 1");
+        }
+        if self.filter_resend_after == Some(0) {
+            return fail("filter_resend_after must be positive (or None)");
         }
         if self.lost_dependency_timeout == Some(0) {
             return fail("lost_dependency_timeout must be positive (or None)");

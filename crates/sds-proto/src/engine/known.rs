@@ -1,7 +1,9 @@
 //! A bounded memory of ids beyond the log: what was delivered (for duplicate detection after
 //! eviction) and what counts as met for dependency purposes without being in the log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use super::HashMap;
 
 use crate::id::MessageId;
 
@@ -29,7 +31,7 @@ pub(crate) struct KnownIds {
 impl KnownIds {
     pub(crate) fn new(cap: usize) -> Self {
         KnownIds {
-            status: HashMap::new(),
+            status: HashMap::default(),
             order: VecDeque::new(),
             cap: cap.max(1),
         }

@@ -33,7 +33,7 @@ mod timed;
 mod types;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -70,6 +70,27 @@ struct OutSlot {
     voters: Vec<MessageId>,
     due: u64,
 }
+
+/// One of our recent messages, checked against the bloom filters of later received messages
+/// ([`Config::filter_resend_after`]).
+#[derive(Debug, Clone)]
+struct Watched {
+    id: MessageId,
+    hashes: Hashes,
+    lamport: i64,
+    bytes: Bytes,
+    sent_at: u64,
+    /// Earliest time of the next rebroadcast.
+    next: u64,
+    rebroadcasts: u32,
+}
+
+/// With [`Config::quiet_sync`], a member that sent nothing for this many sync intervals sends
+/// the next sync anyway: its bloom filter is how others learn what it lacks.
+const QUIET_SYNC_MAX_SKIPS: u32 = 3;
+
+/// Most own messages watched at once; the oldest is dropped first.
+const MAX_WATCHED: usize = 64;
 
 /// Unacknowledged messages in send order, with their resend timers.
 #[derive(Debug, Clone, Default)]
@@ -177,6 +198,10 @@ impl Incoming {
     }
 }
 
+/// Hash maps keyed by ids from the network: foldhash is fast and randomly seeded, which keeps
+/// colliding ids from being crafted in advance.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Deliveries waiting to happen within one operation, smallest (lamport, id) first.
 type ReadyQueue = BinaryHeap<Reverse<(i64, MessageId)>>;
 
@@ -203,6 +228,12 @@ pub struct Channel {
     /// SDS-R responses we may send, by T_resp.
     incoming_repair: TimedBuffer<IncomingRepairEntry>,
     next_sync: Option<u64>,
+    /// When we last received or sent anything on the channel (for [`Config::quiet_sync`]).
+    last_traffic: Option<u64>,
+    /// Periodic syncs skipped in a row since we last sent anything ([`Config::quiet_sync`]).
+    skipped_syncs: u32,
+    /// Own recent messages watched in received filters, oldest first.
+    watched: VecDeque<Watched>,
     hint_provider: Option<HintProvider>,
     events: VecDeque<Event>,
     transmits: VecDeque<Transmit>,
@@ -284,13 +315,16 @@ impl Channel {
             known: KnownIds::new(config.max_known_ids),
             outgoing: Outgoing::default(),
             incoming: Incoming::default(),
-            lost_deadline: HashMap::new(),
+            lost_deadline: HashMap::default(),
             lost_timers: BTreeMap::new(),
             next_lost_seq: 0,
             shrunk_incoming: Vec::new(),
             outgoing_repair: TimedBuffer::default(),
             incoming_repair: TimedBuffer::default(),
             next_sync: None,
+            last_traffic: None,
+            skipped_syncs: 0,
+            watched: VecDeque::new(),
             hint_provider: None,
             events: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -475,12 +509,29 @@ impl Channel {
             possible_acks: 0,
         };
         self.store_ops.push(StoreOp::SaveOutgoing(entry.clone()));
+        let hashes = self.bloom.hashes(message_id.as_bytes());
         self.outgoing.push(OutSlot {
             entry,
-            hashes: self.bloom.hashes(message_id.as_bytes()),
+            hashes,
             voters: Vec::new(),
             due: now.saturating_add(self.config.resend_interval),
         });
+        if let Some(after) = self.config.filter_resend_after {
+            if self.watched.len() == MAX_WATCHED {
+                self.watched.pop_front();
+            }
+            self.watched.push_back(Watched {
+                id: message_id,
+                hashes,
+                lamport,
+                bytes: bytes.clone(),
+                sent_at: now,
+                next: now.saturating_add(after),
+                rebroadcasts: 0,
+            });
+        }
+        self.last_traffic = Some(now);
+        self.skipped_syncs = 0;
         Ok(bytes)
     }
 
@@ -512,6 +563,10 @@ impl Channel {
     /// message's dependencies, and in (lamport, id) order among messages released together.
     /// On error nothing changed.
     pub fn unwrap(&mut self, bytes: Bytes, now: u64) -> Result<Unwrapped, EngineError> {
+        if let Some(out) = self.copy_we_hold(&bytes) {
+            self.last_traffic = Some(now);
+            return Ok(out);
+        }
         match decode(&bytes, &self.config)? {
             Received::Message(msg) => self.unwrap_message(msg, bytes, now),
             Received::Ephemeral(e) => self.unwrap_ephemeral(e),
@@ -556,6 +611,17 @@ impl Channel {
         bytes: Bytes,
         now: u64,
     ) -> Result<Unwrapped, EngineError> {
+        let out = self.receive(msg, bytes, now)?;
+        self.last_traffic = Some(now);
+        Ok(out)
+    }
+
+    fn receive(
+        &mut self,
+        msg: SdsMessage,
+        bytes: Bytes,
+        now: u64,
+    ) -> Result<Unwrapped, EngineError> {
         if msg.channel_id != self.channel_id {
             return Err(EngineError::WrongChannel {
                 expected: self.channel_id.clone(),
@@ -595,6 +661,7 @@ impl Channel {
         }
         if msg.content.is_empty() {
             self.review_acks(&msg);
+            self.watch_filter(&msg, now);
             self.handle_repair_requests(&msg, now);
             // The sync itself is not buffered, but what it cites and we lack is worth repairing.
             for e in self.missing_of(&msg) {
@@ -627,6 +694,7 @@ impl Channel {
         }
 
         self.review_acks(&msg);
+        self.watch_filter(&msg, now);
         self.remove_outgoing_repair(&msg.message_id);
         self.remove_incoming_repair(&msg.message_id);
         self.handle_repair_requests(&msg, now);
@@ -654,6 +722,47 @@ impl Channel {
             self.incoming.insert(waiting);
             Ok(out)
         }
+    }
+
+    /// A copy of a message we hold — logged or waiting — byte for byte: its decoding is known
+    /// and it is handled as the duplicate (or our own echo) it is, without decoding it again.
+    /// Rebroadcasts make such copies the most common input in a large group.
+    fn copy_we_hold(&mut self, bytes: &Bytes) -> Option<Unwrapped> {
+        let same = |held: &Bytes| {
+            // The same buffer (a local rebroadcast) needs no comparison.
+            (held.as_ptr() == bytes.as_ptr() && held.len() == bytes.len()) || held == bytes
+        };
+        let (id, content) = profile::peek_id_content(self.config.profile, bytes)?;
+        let id = MessageId::from_bytes(bytes.slice_ref(id));
+        let ours = |sender: &ParticipantId| {
+            !self.participant_id.is_empty() && *sender == self.participant_id
+        };
+        let (own, missing) = if let Some(e) = self.log.get(&id) {
+            if e.is_met_marker() || !same(&e.bytes) {
+                return None;
+            }
+            (ours(&e.sender_id), Vec::new())
+        } else {
+            let w = self.incoming.entries.get(&id)?;
+            if !same(&w.bytes) {
+                return None;
+            }
+            (ours(&w.sender_id), w.missing.clone())
+        };
+        let kind = if own {
+            ReceivedKind::Own
+        } else {
+            self.remove_outgoing_repair(&id);
+            ReceivedKind::Duplicate
+        };
+        self.remove_incoming_repair(&id);
+        Some(Unwrapped {
+            message_id: id,
+            content: bytes.slice_ref(content),
+            missing_dependencies: missing,
+            channel_id: self.channel_id.clone(),
+            kind,
+        })
     }
 
     /// Treats `ids` as delivered for dependency purposes (the application retrieved them by
@@ -704,6 +813,7 @@ impl Channel {
     /// give-ups, lost-dependency timeouts, SDS-R rebroadcasts and expiry of old requests, and
     /// the periodic sync message.
     pub fn handle_timeout(&mut self, now: u64) {
+        let transmits_before = self.transmits.len();
         let due: Vec<u64> = self
             .outgoing
             .timers
@@ -776,16 +886,31 @@ impl Channel {
             self.requeue_or_drop_repair(&id, now);
         }
 
+        if self.transmits.len() > transmits_before {
+            self.last_traffic = Some(now);
+        }
         if self.next_sync.is_some_and(|t| t <= now) {
             self.next_sync = Some(now.saturating_add(self.config.sync_interval));
+            let heard_lately = self
+                .last_traffic
+                .is_some_and(|t| now < t.saturating_add(self.config.sync_interval));
+            let send = !(self.config.quiet_sync && heard_lately)
+                || self.has_eligible_repair(now)
+                || self.skipped_syncs >= QUIET_SYNC_MAX_SKIPS;
+            if send {
+                self.skipped_syncs = 0;
+            } else {
+                self.skipped_syncs += 1;
+            }
             // A sync that cannot be built (empty log, exhausted clock) is simply skipped.
-            if let Ok(Some((message_id, bytes))) = self.build_sync(now) {
+            if let Some(Ok(Some((message_id, bytes)))) = send.then(|| self.build_sync(now)) {
                 self.transmits.push_back(Transmit {
                     channel_id: self.channel_id.clone(),
                     message_id,
                     bytes,
                     kind: TransmitKind::Sync,
                 });
+                self.last_traffic = Some(now);
             }
         }
     }
@@ -1295,6 +1420,51 @@ impl Channel {
             kind: TransmitKind::Resend,
         });
         self.store_ops.push(StoreOp::SaveOutgoing(entry));
+    }
+
+    /// Checks our recent messages against the bloom filter of a later message from another
+    /// member ([`Config::filter_resend_after`]): one that is missing from it is rebroadcast, at
+    /// most once per interval and `max_resend_attempts` times. Watched messages older than
+    /// SDS-R's T_max are forgotten.
+    fn watch_filter(&mut self, msg: &SdsMessage, now: u64) {
+        let Some(after) = self.config.filter_resend_after else {
+            return;
+        };
+        let horizon = self.config.repair_t_max.max(after);
+        while self
+            .watched
+            .front()
+            .is_some_and(|w| now.saturating_sub(w.sent_at) > horizon)
+        {
+            self.watched.pop_front();
+        }
+        if self.watched.is_empty() || msg.bloom_filter.is_empty() {
+            return;
+        }
+        // An unreadable filter is reported by the acknowledgement review.
+        let Ok(view) = self.bloom.read(&msg.bloom_filter) else {
+            return;
+        };
+        let max = self.config.max_resend_attempts;
+        let after_ms = i64::try_from(after).unwrap_or(i64::MAX);
+        for w in &mut self.watched {
+            // The member must have had time to receive it before sending this message.
+            if w.next > now
+                || w.rebroadcasts >= max
+                || msg.lamport_timestamp < w.lamport.saturating_add(after_ms)
+                || view.contains_hashes(w.hashes)
+            {
+                continue;
+            }
+            w.rebroadcasts += 1;
+            w.next = now.saturating_add(after);
+            self.transmits.push_back(Transmit {
+                channel_id: self.channel_id.clone(),
+                message_id: w.id.clone(),
+                bytes: w.bytes.clone(),
+                kind: TransmitKind::Resend,
+            });
+        }
     }
 
     /// Reviews our outgoing buffer against a received message's causal history (acknowledged)

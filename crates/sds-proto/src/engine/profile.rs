@@ -252,6 +252,14 @@ pub(super) fn written_with_other_profile(config: &Config, bytes: &Bytes) -> bool
 }
 
 /// SDS-R T_req offset in `profile`, in the same unit as `t_min`/`t_max`.
+/// The message id and content of a message encoded in `profile`, read without decoding it.
+pub(super) fn peek_id_content(profile: Profile, buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    match profile {
+        Profile::NimSds => crate::wire::nim::peek_id_content(buf),
+        Profile::Spec => crate::wire::spec::peek_id_content(buf),
+    }
+}
+
 pub(super) fn t_req_offset(profile: Profile, p: &[u8], m: &[u8], t_min: u64, t_max: u64) -> u64 {
     match profile {
         Profile::NimSds => {

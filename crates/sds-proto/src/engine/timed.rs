@@ -1,7 +1,9 @@
 //! A buffer of entries keyed by message id and ordered by the time each is due: the shape of
 //! both SDS-R buffers (requests by T_req, responses by T_resp).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use super::HashMap;
 
 use super::types::{IncomingRepairEntry, OutgoingRepairEntry, StoreOp};
 use crate::id::MessageId;
@@ -61,7 +63,7 @@ pub(crate) struct TimedBuffer<E> {
 impl<E> Default for TimedBuffer<E> {
     fn default() -> Self {
         TimedBuffer {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             order: BTreeSet::new(),
         }
     }

@@ -109,7 +109,8 @@ pub enum SendFailure {
 /// Why bytes are to be broadcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransmitKind {
-    /// A resend of an unacknowledged message (the original bytes).
+    /// A resend of an unacknowledged message, or of one a member's bloom filter showed it
+    /// lacks (the original bytes).
     Resend,
     /// A periodic sync message.
     Sync,

@@ -120,6 +120,25 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The first `id_field` and the last `content_field` of a buffer (content empty when absent),
+/// without decoding anything else; `None` when the buffer does not parse or has no id.
+pub(crate) fn peek_id_content(
+    buf: &[u8],
+    id_field: u64,
+    content_field: u64,
+) -> Option<(&[u8], &[u8])> {
+    let mut id = None;
+    let mut content: &[u8] = &[];
+    for field in Fields::new(buf) {
+        match field.ok()? {
+            (f, Value::Len(b)) if f == id_field && id.is_none() => id = Some(b),
+            (f, Value::Len(b)) if f == content_field => content = b,
+            _ => {}
+        }
+    }
+    Some((id?, content))
+}
+
 fn fixed(rest: &[u8], width: usize) -> Result<usize, ProtoError> {
     if rest.len() >= width {
         Ok(width)

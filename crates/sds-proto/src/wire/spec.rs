@@ -316,6 +316,12 @@ pub fn extract_channel_id(buf: &[u8]) -> Result<&[u8], DecodeError> {
     Ok(channel)
 }
 
+/// The message id and content of an encoded message, read without decoding it (see
+/// [`pb::peek_id_content`](super::pb::peek_id_content)).
+pub(crate) fn peek_id_content(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    super::pb::peek_id_content(buf, F_ID, F_CONTENT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
