@@ -31,6 +31,10 @@ pub(crate) struct SimArgs {
     /// Virtual seconds during which participants send.
     #[arg(long, default_value_t = 600.0)]
     duration: f64,
+    /// Stop sending once this many messages were sent in all (0: no limit; the duration still
+    /// applies).
+    #[arg(long, default_value_t = 0)]
+    messages: usize,
     /// Virtual seconds simulated after the last send, for repairs to finish (default: twice
     /// the repair window T_max).
     #[arg(long, default_value_t = 600.0)]
@@ -71,9 +75,17 @@ pub(crate) struct SimArgs {
     /// logs it).
     #[arg(long, default_value_t = 0)]
     history: usize,
-    /// Turn SDS-R (repair) off.
+    /// Turn repair off: SDS-R and the rebroadcasts prompted by members' filters.
     #[arg(long)]
     no_repair: bool,
+    /// Do not rebroadcast a recent message when a member's bloom filter shows it lacks it
+    /// (without this, a lost message nobody cites any more stays undetected).
+    #[arg(long)]
+    no_filter_resend: bool,
+    /// Every member sends every periodic sync, even when the channel is busy (default: only
+    /// after a quiet sync interval, or with a repair request due).
+    #[arg(long)]
+    all_syncs: bool,
     /// Wire profile of every member: `nim-sds` or `spec` (@waku/sds layout, filter and SDS-R
     /// arithmetic).
     #[arg(long, default_value = "nim-sds")]
@@ -102,14 +114,38 @@ pub(crate) struct SimArgs {
 
 const T0: u64 = 1_700_000_000_000;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
     Send(usize),
-    Deliver(usize, Bytes),
+    /// The next delivery of the broadcast in this flight slot.
+    Flight(usize),
     Timer(usize),
     Offline(usize),
     Online(usize),
     Restart(usize),
+}
+
+/// One broadcast on its way: the receivers that will get a copy, soonest first. The queue holds
+/// one entry per flight (its next delivery), not one per copy.
+struct Flight {
+    bytes: Bytes,
+    /// (arrival time, receiver), sorted.
+    arrivals: Vec<(u64, usize)>,
+    next: usize,
+}
+
+/// A virtual time as milliseconds since the start of the run, in 4 bytes: per-(member,
+/// message) records are the bulk of the simulator's own memory.
+type Stamp = u32;
+/// No time (not delivered, not detected).
+const NEVER: Stamp = Stamp::MAX;
+
+fn stamp(t: u64) -> Stamp {
+    Stamp::try_from(t - T0).unwrap_or(NEVER - 1)
+}
+
+fn unstamp(s: Stamp) -> Option<u64> {
+    (s != NEVER).then(|| T0 + u64::from(s))
 }
 
 /// Members' stores, when the simulation persists state.
@@ -125,11 +161,11 @@ struct MessageStats {
     /// First acknowledgement signal at the sender (acknowledged or possibly acknowledged).
     acked_at: Option<u64>,
     /// Delivery time per member (the sender counts as delivered at send time).
-    delivered: Vec<Option<u64>>,
+    delivered: Vec<Stamp>,
     /// Members that lost the original broadcast.
     missed: Vec<bool>,
     /// When each member first learned it was missing (a missing-dependency report or delivery).
-    detected: Vec<Option<u64>>,
+    detected: Vec<Stamp>,
 }
 
 #[derive(Default)]
@@ -147,9 +183,12 @@ struct Sim {
     rng: Rng,
     nodes: Vec<Channel>,
     online: Vec<bool>,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    events: HashMap<u64, Ev>,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
     next_event: u64,
+    flights: Vec<Option<Flight>>,
+    free_flights: Vec<usize>,
+    /// Earliest pending timer event of each member.
+    timer_at: Vec<Option<u64>>,
     messages: Vec<MessageStats>,
     index: HashMap<MessageId, usize>,
     counters: Counters,
@@ -202,6 +241,14 @@ impl Sim {
             max_known_ids: history.max(10_000),
             repair_t_min: (args.repair_t_min * 1000.0) as u64,
             repair_t_max: (args.repair_t_max * 1000.0) as u64,
+            // The spec's recommendation: one response group per 128 participants.
+            num_response_groups: (args.participants / 128 + 1) as u32,
+            quiet_sync: !args.all_syncs,
+            // Long enough for the message to have reached a member before its next message.
+            filter_resend_after: (!args.no_filter_resend && !args.no_repair)
+                .then_some((2 * args.latency_max).max(1_000)),
+            // In a large group nearly every rebroadcast misses someone: allow a few more rounds.
+            max_resend_attempts: 10,
             profile: args.profile,
             ..Config::default()
         };
@@ -248,6 +295,7 @@ impl Sim {
         if args.restart_rate > 0.0 && stores.is_none() {
             return Err("--restart-rate needs --store sqlite:DIR to restart from".into());
         }
+        let members = args.participants;
         let mut args = args;
         args.history = history;
         let mut sim = Sim {
@@ -256,8 +304,10 @@ impl Sim {
             rng,
             nodes,
             queue: BinaryHeap::new(),
-            events: HashMap::new(),
             next_event: 0,
+            flights: Vec::new(),
+            free_flights: Vec::new(),
+            timer_at: vec![None; members],
             messages: Vec::new(),
             index: HashMap::new(),
             counters: Counters::default(),
@@ -292,13 +342,17 @@ impl Sim {
     fn push(&mut self, at: u64, ev: Ev) {
         let id = self.next_event;
         self.next_event += 1;
-        self.events.insert(id, ev);
-        self.queue.push(Reverse((at, id)));
+        self.queue.push(Reverse((at, id, ev)));
     }
 
+    /// Makes sure a timer event is queued no later than the member's next deadline.
     fn schedule_timer(&mut self, p: usize, now: u64) {
         if let Some(t) = self.nodes[p].poll_timeout() {
-            self.push(t.max(now), Ev::Timer(p));
+            let t = t.max(now);
+            if self.timer_at[p].is_none_or(|s| t < s) {
+                self.timer_at[p] = Some(t);
+                self.push(t, Ev::Timer(p));
+            }
         }
     }
 
@@ -318,6 +372,7 @@ impl Sim {
         self.counters.transmissions += 1;
         self.counters.bytes += bytes.len() as u64;
         let loss = self.loss_at(now);
+        let mut arrivals = Vec::with_capacity(self.args.participants);
         for to in 0..self.args.participants {
             if to == from {
                 continue;
@@ -330,8 +385,45 @@ impl Sim {
                 continue;
             }
             let latency = self.rng.range(self.args.latency_min, self.args.latency_max);
-            self.push(now + latency, Ev::Deliver(to, bytes.clone()));
+            arrivals.push((now + latency, to));
         }
+        let Some(&(first, _)) = arrivals.iter().min() else {
+            return;
+        };
+        arrivals.sort_unstable();
+        let flight = Flight {
+            bytes: bytes.clone(),
+            arrivals,
+            next: 0,
+        };
+        let slot = match self.free_flights.pop() {
+            Some(i) => {
+                self.flights[i] = Some(flight);
+                i
+            }
+            None => {
+                self.flights.push(Some(flight));
+                self.flights.len() - 1
+            }
+        };
+        self.push(first, Ev::Flight(slot));
+    }
+
+    /// The receiver and bytes of a flight's next delivery; queues the one after it or frees
+    /// the slot.
+    fn land(&mut self, slot: usize) -> Option<(usize, Bytes)> {
+        let flight = self.flights.get_mut(slot)?.as_mut()?;
+        let &(_, to) = flight.arrivals.get(flight.next)?;
+        flight.next += 1;
+        let bytes = flight.bytes.clone();
+        match flight.arrivals.get(flight.next) {
+            Some(&(at, _)) => self.push(at, Ev::Flight(slot)),
+            None => {
+                self.flights[slot] = None;
+                self.free_flights.push(slot);
+            }
+        }
+        Some((to, bytes))
     }
 
     /// Drains one member's outputs after an input at `now`: its store batch is committed first.
@@ -350,12 +442,12 @@ impl Sim {
                 Event::MessageReady { message_id, .. } => {
                     if let Some(&m) = self.index.get(&message_id) {
                         let stats = &mut self.messages[m];
-                        if stats.delivered[p].is_none() {
-                            stats.delivered[p] = Some(now);
+                        if stats.delivered[p] == NEVER {
+                            stats.delivered[p] = stamp(now);
                             self.delivered_pairs += 1;
                         }
-                        if stats.detected[p].is_none() {
-                            stats.detected[p] = Some(now);
+                        if stats.detected[p] == NEVER {
+                            stats.detected[p] = stamp(now);
                         }
                     }
                 }
@@ -368,7 +460,10 @@ impl Sim {
                 Event::MissingDependencies { missing, .. } => {
                     for e in missing {
                         if let Some(&m) = self.index.get(&e.message_id) {
-                            self.messages[m].detected[p].get_or_insert(now);
+                            let d = &mut self.messages[m].detected[p];
+                            if *d == NEVER {
+                                *d = stamp(now);
+                            }
                         }
                     }
                 }
@@ -411,7 +506,7 @@ impl Sim {
         let sample_every = 1_000u64.max((self.end - T0) / 400);
         let mut next_sample = T0;
         let mut last_progress = T0;
-        while let Some(Reverse((t, id))) = self.queue.pop() {
+        while let Some(Reverse((t, _, ev))) = self.queue.pop() {
             if t > self.end {
                 break;
             }
@@ -423,12 +518,10 @@ impl Sim {
                 progress.set_position((t - T0) / 1_000);
                 last_progress = t;
             }
-            let Some(ev) = self.events.remove(&id) else {
-                continue;
-            };
             match ev {
                 Ev::Send(p) => {
-                    if t >= self.end_of_sends {
+                    let limit = self.args.messages;
+                    if t >= self.end_of_sends || (limit > 0 && self.messages.len() >= limit) {
                         continue;
                     }
                     let next = self.next_send_delay();
@@ -443,8 +536,8 @@ impl Sim {
                         .wrap(content, id.clone(), t)
                         .map_err(|e| format!("p{p:04} cannot send: {e}"))?;
                     let n = self.args.participants;
-                    let mut delivered = vec![None; n];
-                    delivered[p] = Some(t);
+                    let mut delivered = vec![NEVER; n];
+                    delivered[p] = stamp(t);
                     self.delivered_pairs += 1;
                     self.messages.push(MessageStats {
                         sender: p,
@@ -452,13 +545,16 @@ impl Sim {
                         acked_at: None,
                         delivered,
                         missed: vec![false; n],
-                        detected: vec![None; n],
+                        detected: vec![NEVER; n],
                     });
                     self.index.insert(id, m);
                     self.broadcast(p, &bytes, t, Some(m));
                     self.drain(p, t)?;
                 }
-                Ev::Deliver(p, bytes) => {
+                Ev::Flight(slot) => {
+                    let Some((p, bytes)) = self.land(slot) else {
+                        continue;
+                    };
                     if !self.online[p] {
                         continue;
                     }
@@ -468,12 +564,18 @@ impl Sim {
                     self.drain(p, t)?;
                 }
                 Ev::Timer(p) => {
+                    if self.timer_at[p] != Some(t) {
+                        continue; // superseded by an earlier one
+                    }
+                    self.timer_at[p] = None;
                     if !self.online[p] {
                         continue;
                     }
                     if self.nodes[p].poll_timeout().is_some_and(|d| d <= t) {
                         self.nodes[p].handle_timeout(t);
                         self.drain(p, t)?;
+                    } else {
+                        self.schedule_timer(p, t);
                     }
                 }
                 Ev::Offline(p) => {
@@ -518,7 +620,7 @@ impl Sim {
                 m.delivered
                     .iter()
                     .enumerate()
-                    .filter(|(q, d)| *q != m.sender && d.is_some())
+                    .filter(|(q, d)| *q != m.sender && **d != NEVER)
                     .count()
             })
             .sum();
@@ -536,19 +638,18 @@ impl Sim {
             for q in 0..n {
                 if m.missed[q] {
                     missed_pairs += 1;
-                    match m.detected[q] {
+                    match unstamp(m.detected[q]) {
                         Some(t) => detect.push((t - m.sent_at) as f64),
                         None => undetected += 1,
                     }
                 }
             }
-            if m.delivered.iter().all(Option::is_some) {
+            if m.delivered.iter().all(|d| *d != NEVER) {
                 let last = m
                     .delivered
                     .iter()
-                    .flatten()
+                    .filter_map(|d| unstamp(*d))
                     .max()
-                    .copied()
                     .unwrap_or(m.sent_at);
                 consistency.push((last - m.sent_at) as f64);
             }
@@ -585,6 +686,7 @@ impl Sim {
                 "participants": n,
                 "sendIntervalS": self.args.send_interval,
                 "durationS": self.args.duration,
+                "messageLimit": self.args.messages,
                 "tailS": self.args.tail,
                 "loss": self.args.loss,
                 "latencyMs": [self.args.latency_min, self.args.latency_max],

@@ -45,33 +45,74 @@ fn the_same_seed_gives_the_same_report() {
 }
 
 #[test]
-fn repair_closes_the_gaps_that_loss_opens() {
-    let with = report(
-        &[
-            &SMALL[..],
-            &["--seed", "3", "--repair-t-min", "5", "--repair-t-max", "30"],
-        ]
-        .concat(),
+fn repair_closes_every_gap_up_to_30_percent_loss() {
+    for (loss, seed) in [("0.2", "3"), ("0.3", "4"), ("0.3", "5")] {
+        let base = [
+            "--participants",
+            "12",
+            "--duration",
+            "90",
+            "--tail",
+            "600",
+            "--loss",
+            loss,
+            "--seed",
+            seed,
+        ];
+        let with = report(&base);
+        let without = report(&[&base[..], &["--no-repair"]].concat());
+        assert!(with["missedOnFirstBroadcast"].as_u64().unwrap() > 0);
+        assert!(
+            with["wire"]["repairs"].as_u64().unwrap() + with["wire"]["resends"].as_u64().unwrap()
+                > 0
+        );
+        assert_eq!(
+            with["deliveries"], with["expectedDeliveries"],
+            "loss {loss}, seed {seed}: every member has every message"
+        );
+        assert_eq!(with["completeness"].as_f64(), Some(1.0));
+        assert_eq!(with["missingDetection"]["undetected"], 0);
+        let c_without = without["completeness"].as_f64().unwrap();
+        assert!(c_without < 1.0, "without repair, loss {loss} leaves gaps");
+        assert_eq!(without["wire"]["repairs"], 0);
+    }
+}
+
+#[test]
+fn without_filter_resends_late_messages_can_go_undetected() {
+    // A message delivered late is logged at its old lamport position and no longer cited, so a
+    // member that lost it may never learn it exists: only the sender's look at filters helps.
+    let base = [
+        "--participants",
+        "40",
+        "--duration",
+        "60",
+        "--tail",
+        "600",
+        "--loss",
+        "0.2",
+        "--seed",
+        "2",
+    ];
+    let with = report(&base);
+    let without = report(&[&base[..], &["--no-filter-resend"]].concat());
+    let undetected = |r: &Value| r["missingDetection"]["undetected"].as_u64().unwrap();
+    println!(
+        "undetected with filter resends {}, without {}",
+        undetected(&with),
+        undetected(&without)
     );
-    let without = report(&[&SMALL[..], &["--seed", "3", "--no-repair"]].concat());
-    let c_with = with["completeness"].as_f64().unwrap();
-    let c_without = without["completeness"].as_f64().unwrap();
-    println!("completeness with repair {c_with}, without {c_without}");
-    assert!(with["missedOnFirstBroadcast"].as_u64().unwrap() > 0);
-    assert!(with["wire"]["repairs"].as_u64().unwrap() > 0);
-    // What repair cannot close are messages no member ever cites after delivering them late,
-    // which nobody can detect as missing; the report counts them.
-    let undetected = with["missingDetection"]["undetected"].as_u64().unwrap();
-    let missing =
-        with["expectedDeliveries"].as_u64().unwrap() - with["deliveries"].as_u64().unwrap();
-    assert!(
-        missing <= undetected,
-        "every pair left missing is an undetectable one"
-    );
-    assert!(c_with >= 0.99, "{c_with}");
-    assert!(c_without < 1.0, "without repair, loss leaves gaps");
-    assert!(c_with > c_without);
-    assert_eq!(without["wire"]["repairs"], 0);
+    assert!(undetected(&without) > 0);
+    assert_eq!(undetected(&with), 0);
+    assert_eq!(with["completeness"].as_f64(), Some(1.0));
+}
+
+#[test]
+fn a_message_limit_stops_the_sends() {
+    let r = report(&[&SMALL[..], &["--messages", "40"]].concat());
+    assert_eq!(r["messagesSent"], 40);
+    assert_eq!(r["parameters"]["messageLimit"], 40);
+    assert_eq!(r["completeness"].as_f64(), Some(1.0));
 }
 
 #[test]
