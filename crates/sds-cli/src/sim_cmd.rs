@@ -110,19 +110,31 @@ pub(crate) struct SimArgs {
     /// (needs --store; 0: no restarts).
     #[arg(long, default_value_t = 0.0)]
     restart_rate: f64,
+    /// Threads that run members in parallel (0: one per core, used for busy windows only; 1 with
+    /// --store). The report does not depend on it.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 const T0: u64 = 1_700_000_000_000;
 
+/// Something that happens to one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Own {
+    Send,
+    Timer,
+    Offline,
+    Online,
+    Restart,
+}
+
+/// An entry of the global event queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
-    Send(usize),
-    /// The next delivery of the broadcast in this flight slot.
+    /// An event of one member.
+    Member(usize, Own),
+    /// The next deliveries of the broadcast in this flight slot.
     Flight(usize),
-    Timer(usize),
-    Offline(usize),
-    Online(usize),
-    Restart(usize),
 }
 
 /// One broadcast on its way: the receivers that will get a copy, soonest first. The queue holds
@@ -132,6 +144,9 @@ struct Flight {
     /// (arrival time, receiver), sorted.
     arrivals: Vec<(u64, usize)>,
     next: usize,
+    /// The message, when this is its first broadcast (a copy that finds its receiver offline
+    /// counts as missed).
+    original: Option<usize>,
 }
 
 /// A virtual time as milliseconds since the start of the run, in 4 bytes: per-(member,
@@ -176,30 +191,421 @@ struct Counters {
     repairs: u64,
     syncs: u64,
     irretrievably_lost: u64,
+    restarts: u64,
+}
+
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        self.transmissions += o.transmissions;
+        self.bytes += o.bytes;
+        self.resends += o.resends;
+        self.repairs += o.repairs;
+        self.syncs += o.syncs;
+        self.irretrievably_lost += o.irretrievably_lost;
+        self.restarts += o.restarts;
+    }
+}
+
+/// One participant: its engine and everything random or scheduled about it. Each member draws
+/// from its own generators, so a run does not depend on how members are spread over threads.
+struct Member {
+    ch: Channel,
+    rng: Rng,
+    online: bool,
+    /// Earliest pending timer event.
+    timer_at: Option<u64>,
+    /// Remaining send times, soonest last.
+    sends: Vec<u64>,
+    /// Messages sent so far (the suffix of the next id).
+    sent: u64,
+    /// Numbers this member's outputs: with the member index it orders them independently of
+    /// threads.
+    counter: u64,
+}
+
+/// Work for one member within a window.
+enum Work {
+    Deliver {
+        bytes: Bytes,
+        original: Option<usize>,
+    },
+    Own(Own),
+}
+
+struct Item {
+    at: u64,
+    key: u64,
+    member: usize,
+    work: Work,
+}
+
+/// A message sent during a window; it gets its index when the window is merged.
+struct NewMessage {
+    at: u64,
+    sender: usize,
+    /// The sender's message number.
+    number: u64,
+    id: MessageId,
+    /// Receivers whose copy of the first broadcast was lost.
+    missed: Vec<usize>,
+}
+
+/// A broadcast made during a window.
+struct NewFlight {
+    at: u64,
+    member: usize,
+    counter: u64,
+    bytes: Bytes,
+    arrivals: Vec<(u64, usize)>,
+    /// (sender, message number) when this is a message's first broadcast.
+    original: Option<(usize, u64)>,
+}
+
+enum Record {
+    Delivered(usize, usize, u64),
+    Detected(usize, usize, u64),
+    Acked(usize, u64),
+    Missed(usize, usize),
+}
+
+/// What a group of members produced during one window, applied after it.
+#[derive(Default)]
+struct Outcome {
+    /// (time, member, member counter, event) for later windows.
+    later: Vec<(u64, usize, u64, Own)>,
+    flights: Vec<NewFlight>,
+    sends: Vec<NewMessage>,
+    records: Vec<Record>,
+    counters: Counters,
+    error: Option<String>,
+}
+
+/// Read-only during a window.
+struct Ctx<'a> {
+    args: &'a SimArgs,
+    config: &'a Config,
+    index: &'a HashMap<MessageId, usize>,
+    stores: Option<&'a Stores>,
+    window_end: u64,
+}
+
+impl Ctx<'_> {
+    fn loss_at(&self, t: u64) -> f64 {
+        let a = self.args;
+        if a.burst_every > 0.0 {
+            let period = (a.burst_every * 1000.0) as u64;
+            let length = (a.burst_length * 1000.0) as u64;
+            if period > 0 && (t - T0) % period < length {
+                return a.burst_loss;
+            }
+        }
+        a.loss
+    }
+}
+
+/// With the thread count left automatic, windows with fewer items than this run on one thread:
+/// starting threads would cost more.
+const PARALLEL_WORK: usize = 512;
+
+/// In-window events generated during the window sort after the items handed in at the same
+/// time.
+const LOCAL_KEY: u64 = 1 << 62;
+
+/// Processes one group of members (`members[i]` is member `first + i`) through a window.
+struct Part<'a, 'c> {
+    members: &'a mut [Member],
+    first: usize,
+    ctx: &'a Ctx<'c>,
+    slots: Vec<Option<Item>>,
+    heap: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    out: Outcome,
+}
+
+impl<'a, 'c> Part<'a, 'c> {
+    fn run(members: &'a mut [Member], first: usize, items: Vec<Item>, ctx: &'a Ctx<'c>) -> Outcome {
+        let heap = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| Reverse((it.at, it.key, i)))
+            .collect();
+        let mut part = Part {
+            members,
+            first,
+            ctx,
+            slots: items.into_iter().map(Some).collect(),
+            heap,
+            out: Outcome::default(),
+        };
+        while let Some(Reverse((at, _, i))) = part.heap.pop() {
+            let Some(item) = part.slots.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
+            if let Err(e) = part.step(item.member, at, item.work) {
+                part.out.error = Some(e);
+                break;
+            }
+        }
+        part.out
+    }
+
+    fn member(&mut self, p: usize) -> &mut Member {
+        &mut self.members[p - self.first]
+    }
+
+    fn schedule(&mut self, p: usize, at: u64, ev: Own) {
+        let window_end = self.ctx.window_end;
+        let m = self.member(p);
+        let counter = m.counter;
+        m.counter += 1;
+        if at < window_end {
+            self.slots.push(Some(Item {
+                at,
+                key: LOCAL_KEY + counter,
+                member: p,
+                work: Work::Own(ev),
+            }));
+            self.heap
+                .push(Reverse((at, LOCAL_KEY + counter, self.slots.len() - 1)));
+        } else {
+            self.out.later.push((at, p, counter, ev));
+        }
+    }
+
+    /// Makes sure a timer event is queued no later than the member's next deadline.
+    fn schedule_timer(&mut self, p: usize, now: u64) {
+        let m = self.member(p);
+        if let Some(t) = m.ch.poll_timeout() {
+            let t = t.max(now);
+            if m.timer_at.is_none_or(|s| t < s) {
+                m.timer_at = Some(t);
+                self.schedule(p, t, Own::Timer);
+            }
+        }
+    }
+
+    fn step(&mut self, p: usize, t: u64, work: Work) -> Result<(), String> {
+        let args = self.ctx.args;
+        match work {
+            Work::Deliver { bytes, original } => {
+                if !self.member(p).online {
+                    if let Some(m) = original {
+                        self.out.records.push(Record::Missed(m, p));
+                    }
+                    return Ok(());
+                }
+                // Every copy on this network is well formed; one the engine refuses (for
+                // example a full incoming buffer) is simply dropped, as a real peer would.
+                let _ = self.member(p).ch.unwrap(bytes, t);
+                self.drain(p, t)
+            }
+            Work::Own(Own::Send) => {
+                let m = self.member(p);
+                m.sends.pop();
+                let next = m.sends.last().copied();
+                if let Some(next) = next {
+                    self.schedule(p, next, Own::Send);
+                }
+                let m = self.member(p);
+                if !m.online {
+                    return Ok(());
+                }
+                let number = m.sent;
+                m.sent += 1;
+                let id = MessageId::from(format!("p{p:04}-{number}"));
+                let content = Bytes::from(format!("message {number} from p{p:04}"));
+                let bytes =
+                    m.ch.wrap(content, id.clone(), t)
+                        .map_err(|e| format!("p{p:04} cannot send: {e}"))?;
+                let missed = self.broadcast(p, &bytes, t, Some(number));
+                self.out.sends.push(NewMessage {
+                    at: t,
+                    sender: p,
+                    number,
+                    id,
+                    missed,
+                });
+                self.drain(p, t)
+            }
+            Work::Own(Own::Timer) => {
+                let m = self.member(p);
+                if m.timer_at != Some(t) {
+                    return Ok(()); // superseded by an earlier one
+                }
+                m.timer_at = None;
+                if !m.online {
+                    return Ok(());
+                }
+                if m.ch.poll_timeout().is_some_and(|d| d <= t) {
+                    m.ch.handle_timeout(t);
+                    self.drain(p, t)
+                } else {
+                    self.schedule_timer(p, t);
+                    Ok(())
+                }
+            }
+            Work::Own(Own::Offline) => {
+                let m = self.member(p);
+                m.online = false;
+                let back = (m.rng.exp(args.churn_offline) * 1000.0) as u64;
+                self.schedule(p, t + back.max(1), Own::Online);
+                Ok(())
+            }
+            Work::Own(Own::Online) => {
+                let m = self.member(p);
+                m.online = true;
+                m.ch.handle_timeout(t);
+                let stay = (m.rng.exp(args.churn_online) * 1000.0) as u64;
+                self.drain(p, t)?;
+                self.schedule(p, t + stay.max(1), Own::Offline);
+                Ok(())
+            }
+            Work::Own(Own::Restart) => {
+                self.restart(p, t)?;
+                let m = self.member(p);
+                let next = (m.rng.exp(args.restart_rate) * 1000.0) as u64;
+                self.schedule(p, t + next.max(1), Own::Restart);
+                Ok(())
+            }
+        }
+    }
+
+    /// Broadcasts bytes from `from` to every other member, each copy lost independently;
+    /// returns the receivers that lost it.
+    fn broadcast(
+        &mut self,
+        from: usize,
+        bytes: &Bytes,
+        now: u64,
+        original: Option<u64>,
+    ) -> Vec<usize> {
+        self.out.counters.transmissions += 1;
+        self.out.counters.bytes += bytes.len() as u64;
+        let loss = self.ctx.loss_at(now);
+        let (lo, hi) = (self.ctx.args.latency_min, self.ctx.args.latency_max);
+        let n = self.ctx.args.participants;
+        let m = self.member(from);
+        let mut arrivals = Vec::with_capacity(n);
+        let mut lost = Vec::new();
+        for to in 0..n {
+            if to == from {
+                continue;
+            }
+            if m.rng.unit() < loss {
+                lost.push(to);
+                continue;
+            }
+            arrivals.push((now + m.rng.range(lo, hi), to));
+        }
+        arrivals.sort_unstable();
+        let counter = m.counter;
+        m.counter += 1;
+        self.out.flights.push(NewFlight {
+            at: now,
+            member: from,
+            counter,
+            bytes: bytes.clone(),
+            arrivals,
+            original: original.map(|k| (from, k)),
+        });
+        lost
+    }
+
+    /// Drains one member's outputs after an input at `now`: its store batch is committed first.
+    fn drain(&mut self, p: usize, now: u64) -> Result<(), String> {
+        let ctx = self.ctx;
+        let m = &mut self.members[p - self.first];
+        let ops = m.ch.take_store_ops();
+        if let Some(st) = ctx.stores {
+            if !ops.is_empty() {
+                let channel = m.ch.channel_id().clone();
+                st.rt
+                    .block_on(st.stores[p].apply_batch(&channel, &ops))
+                    .map_err(|e| format!("p{p:04}: store failed: {e}"))?;
+            }
+        }
+        while let Some(e) = m.ch.poll_event() {
+            let record = match e {
+                Event::MessageReady { message_id, .. } => ctx
+                    .index
+                    .get(&message_id)
+                    .map(|&i| Record::Delivered(i, p, now)),
+                Event::Acknowledged { message_id, .. }
+                | Event::PossiblyAcknowledged { message_id, .. } => {
+                    ctx.index.get(&message_id).map(|&i| Record::Acked(i, now))
+                }
+                Event::MissingDependencies { missing, .. } => {
+                    for e in missing {
+                        if let Some(&i) = ctx.index.get(&e.message_id) {
+                            self.out.records.push(Record::Detected(i, p, now));
+                        }
+                    }
+                    None
+                }
+                Event::IrretrievablyLost { .. } => {
+                    self.out.counters.irretrievably_lost += 1;
+                    None
+                }
+                _ => None,
+            };
+            self.out.records.extend(record);
+        }
+        let mut transmits = Vec::new();
+        while let Some(t) = m.ch.poll_transmit() {
+            transmits.push(t);
+        }
+        for t in transmits {
+            let c = &mut self.out.counters;
+            match t.kind {
+                TransmitKind::Resend => c.resends += 1,
+                TransmitKind::Repair => c.repairs += 1,
+                TransmitKind::Sync => c.syncs += 1,
+            }
+            self.broadcast(p, &t.bytes, now, None);
+        }
+        self.schedule_timer(p, now);
+        Ok(())
+    }
+
+    /// Restarts a member from its store: everything in memory is dropped and rebuilt.
+    fn restart(&mut self, p: usize, now: u64) -> Result<(), String> {
+        let Some(st) = self.ctx.stores else {
+            return Ok(());
+        };
+        let config = self.ctx.config.clone();
+        let m = self.member(p);
+        let channel = m.ch.channel_id().clone();
+        let participant = m.ch.participant_id().clone();
+        let snapshot = st
+            .rt
+            .block_on(st.stores[p].load_channel(&channel))
+            .map_err(|e| format!("p{p:04}: cannot load: {e}"))?;
+        let sync_interval = config.sync_interval;
+        let mut ch = Channel::restore(channel, participant, config, snapshot, now)
+            .map_err(|e| e.to_string())?;
+        ch.schedule_sync_at(Some(now + m.rng.range(0, sync_interval)));
+        m.ch = ch;
+        self.out.counters.restarts += 1;
+        self.drain(p, now)
+    }
 }
 
 struct Sim {
     args: SimArgs,
-    rng: Rng,
-    nodes: Vec<Channel>,
-    online: Vec<bool>,
+    members: Vec<Member>,
+    threads: usize,
     queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
     next_event: u64,
     flights: Vec<Option<Flight>>,
     free_flights: Vec<usize>,
-    /// Earliest pending timer event of each member.
-    timer_at: Vec<Option<u64>>,
     messages: Vec<MessageStats>,
     index: HashMap<MessageId, usize>,
     counters: Counters,
     /// (virtual ms, delivered pairs, open gaps) samples for the plot.
     samples: Vec<(u64, u64, u64)>,
     delivered_pairs: u64,
-    end_of_sends: u64,
     end: u64,
     config: Config,
     stores: Option<Stores>,
-    restarts: u64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
@@ -208,6 +614,14 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted.get(rank.min(sorted.len() - 1)).copied()
+}
+
+/// The generator of one member's stream `stream` (0: its sends, 1: everything else).
+fn member_rng(seed: u64, p: usize, stream: u64) -> Rng {
+    let mut mix = Rng(seed
+        ^ (p as u64).wrapping_mul(0xa076_1d64_78bd_642f)
+        ^ stream.wrapping_mul(0xe703_7ed1_a0b4_28db));
+    Rng(mix.next())
 }
 
 impl Sim {
@@ -224,7 +638,12 @@ impl Sim {
         if args.latency_min > args.latency_max {
             return Err("latency-min must not exceed latency-max".into());
         }
-        let mut rng = Rng(args.seed);
+        if args.latency_min == 0 {
+            return Err("latency-min must be at least 1 ms".into());
+        }
+        if args.duration + args.tail > 40.0 * 86_400.0 {
+            return Err("duration and tail together must stay under 40 days".into());
+        }
         if args.repair_t_min < 0.0 || args.repair_t_max < args.repair_t_min {
             return Err("repair-t-max must be at least repair-t-min, both not negative".into());
         }
@@ -252,8 +671,34 @@ impl Sim {
             profile: args.profile,
             ..Config::default()
         };
-        let mut nodes = Vec::with_capacity(args.participants);
+        let end_of_sends = T0 + (args.duration * 1000.0) as u64;
+        let end = end_of_sends + (args.tail * 1000.0) as u64;
+
+        // Every member's send times, fixed in advance from its own generator; a message limit
+        // keeps the earliest ones overall.
+        let mut schedule: Vec<(u64, usize)> = Vec::new();
         for p in 0..args.participants {
+            let mut rng = member_rng(args.seed, p, 0);
+            let mut t = T0;
+            loop {
+                t += ((rng.exp(args.send_interval) * 1000.0) as u64).max(1);
+                if t >= end_of_sends {
+                    break;
+                }
+                schedule.push((t, p));
+            }
+        }
+        if args.messages > 0 {
+            schedule.sort_unstable();
+            schedule.truncate(args.messages);
+        }
+        let mut sends: Vec<Vec<u64>> = vec![Vec::new(); args.participants];
+        for &(t, p) in &schedule {
+            sends[p].push(t);
+        }
+
+        let mut members = Vec::with_capacity(args.participants);
+        for (p, mut sends) in sends.into_iter().enumerate() {
             let id = if args.no_repair {
                 String::new()
             } else {
@@ -261,12 +706,20 @@ impl Sim {
             };
             let mut ch = Channel::new("sim".into(), id.into(), config.clone(), T0)
                 .map_err(|e| e.to_string())?;
+            let mut rng = member_rng(args.seed, p, 1);
             // Stagger the periodic syncs.
             ch.schedule_sync_at(Some(T0 + rng.range(0, config.sync_interval)));
-            nodes.push(ch);
+            sends.sort_unstable_by(|a, b| b.cmp(a));
+            members.push(Member {
+                ch,
+                rng,
+                online: true,
+                timer_at: None,
+                sends,
+                sent: 0,
+                counter: 0,
+            });
         }
-        let end_of_sends = T0 + (args.duration * 1000.0) as u64;
-        let end = end_of_sends + (args.tail * 1000.0) as u64;
         let stores = match args.store.as_deref() {
             None => None,
             Some(spec) => {
@@ -295,48 +748,52 @@ impl Sim {
         if args.restart_rate > 0.0 && stores.is_none() {
             return Err("--restart-rate needs --store sqlite:DIR to restart from".into());
         }
-        let members = args.participants;
+        let threads = if stores.is_some() {
+            // The stores are driven from one runtime.
+            1
+        } else if args.threads > 0 {
+            args.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+        .clamp(1, args.participants);
         let mut args = args;
         args.history = history;
         let mut sim = Sim {
-            online: vec![true; args.participants],
             args,
-            rng,
-            nodes,
+            members,
+            threads,
             queue: BinaryHeap::new(),
             next_event: 0,
             flights: Vec::new(),
             free_flights: Vec::new(),
-            timer_at: vec![None; members],
             messages: Vec::new(),
             index: HashMap::new(),
             counters: Counters::default(),
             samples: Vec::new(),
             delivered_pairs: 0,
-            end_of_sends,
             end,
             config,
             stores,
-            restarts: 0,
         };
         for p in 0..sim.args.participants {
-            let first = sim.next_send_delay();
-            sim.push(T0 + first, Ev::Send(p));
-            sim.schedule_timer(p, T0);
+            if let Some(&first) = sim.members[p].sends.last() {
+                sim.push(first, Ev::Member(p, Own::Send));
+            }
+            if let Some(t) = sim.members[p].ch.poll_timeout() {
+                sim.members[p].timer_at = Some(t);
+                sim.push(t, Ev::Member(p, Own::Timer));
+            }
             if sim.args.restart_rate > 0.0 {
-                let at = (sim.rng.exp(sim.args.restart_rate) * 1000.0) as u64;
-                sim.push(T0 + at, Ev::Restart(p));
+                let at = (sim.members[p].rng.exp(sim.args.restart_rate) * 1000.0) as u64;
+                sim.push(T0 + at, Ev::Member(p, Own::Restart));
             }
             if sim.args.churn_online > 0.0 {
-                let at = (sim.rng.exp(sim.args.churn_online) * 1000.0) as u64;
-                sim.push(T0 + at, Ev::Offline(p));
+                let at = (sim.members[p].rng.exp(sim.args.churn_online) * 1000.0) as u64;
+                sim.push(T0 + at, Ev::Member(p, Own::Offline));
             }
         }
         Ok(sim)
-    }
-
-    fn next_send_delay(&mut self) -> u64 {
-        (self.rng.exp(self.args.send_interval) * 1000.0) as u64
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
@@ -345,56 +802,9 @@ impl Sim {
         self.queue.push(Reverse((at, id, ev)));
     }
 
-    /// Makes sure a timer event is queued no later than the member's next deadline.
-    fn schedule_timer(&mut self, p: usize, now: u64) {
-        if let Some(t) = self.nodes[p].poll_timeout() {
-            let t = t.max(now);
-            if self.timer_at[p].is_none_or(|s| t < s) {
-                self.timer_at[p] = Some(t);
-                self.push(t, Ev::Timer(p));
-            }
-        }
-    }
-
-    fn loss_at(&self, t: u64) -> f64 {
-        if self.args.burst_every > 0.0 {
-            let period = (self.args.burst_every * 1000.0) as u64;
-            let length = (self.args.burst_length * 1000.0) as u64;
-            if period > 0 && (t - T0) % period < length {
-                return self.args.burst_loss;
-            }
-        }
-        self.args.loss
-    }
-
-    /// Broadcasts bytes from `from` to every other member, each copy lost independently.
-    fn broadcast(&mut self, from: usize, bytes: &Bytes, now: u64, original: Option<usize>) {
-        self.counters.transmissions += 1;
-        self.counters.bytes += bytes.len() as u64;
-        let loss = self.loss_at(now);
-        let mut arrivals = Vec::with_capacity(self.args.participants);
-        for to in 0..self.args.participants {
-            if to == from {
-                continue;
-            }
-            let lost = !self.online[to] || self.rng.unit() < loss;
-            if lost {
-                if let Some(m) = original {
-                    self.messages[m].missed[to] = true;
-                }
-                continue;
-            }
-            let latency = self.rng.range(self.args.latency_min, self.args.latency_max);
-            arrivals.push((now + latency, to));
-        }
-        let Some(&(first, _)) = arrivals.iter().min() else {
+    fn add_flight(&mut self, flight: Flight) {
+        let Some(&(first, _)) = flight.arrivals.first() else {
             return;
-        };
-        arrivals.sort_unstable();
-        let flight = Flight {
-            bytes: bytes.clone(),
-            arrivals,
-            next: 0,
         };
         let slot = match self.free_flights.pop() {
             Some(i) => {
@@ -409,193 +819,226 @@ impl Sim {
         self.push(first, Ev::Flight(slot));
     }
 
-    /// The receiver and bytes of a flight's next delivery; queues the one after it or frees
-    /// the slot.
-    fn land(&mut self, slot: usize) -> Option<(usize, Bytes)> {
-        let flight = self.flights.get_mut(slot)?.as_mut()?;
-        let &(_, to) = flight.arrivals.get(flight.next)?;
-        flight.next += 1;
-        let bytes = flight.bytes.clone();
-        match flight.arrivals.get(flight.next) {
-            Some(&(at, _)) => self.push(at, Ev::Flight(slot)),
-            None => {
-                self.flights[slot] = None;
-                self.free_flights.push(slot);
+    /// Takes every event before `window_end` off the queue, as work for the member groups.
+    fn take_window(&mut self, window_end: u64, chunk: usize) -> Vec<Vec<Item>> {
+        let mut items: Vec<Vec<Item>> = (0..self.threads).map(|_| Vec::new()).collect();
+        let mut key = 0u64;
+        while let Some(&Reverse((at, _, ev))) = self.queue.peek() {
+            if at >= window_end {
+                break;
+            }
+            self.queue.pop();
+            match ev {
+                Ev::Member(p, own) => {
+                    items[p / chunk].push(Item {
+                        at,
+                        key,
+                        member: p,
+                        work: Work::Own(own),
+                    });
+                    key += 1;
+                }
+                Ev::Flight(slot) => {
+                    let Some(f) = self.flights.get_mut(slot).and_then(Option::as_mut) else {
+                        continue;
+                    };
+                    while let Some(&(t, to)) = f.arrivals.get(f.next) {
+                        if t >= window_end {
+                            break;
+                        }
+                        f.next += 1;
+                        items[to / chunk].push(Item {
+                            at: t,
+                            key,
+                            member: to,
+                            work: Work::Deliver {
+                                bytes: f.bytes.clone(),
+                                original: f.original,
+                            },
+                        });
+                        key += 1;
+                    }
+                    match f.arrivals.get(f.next) {
+                        Some(&(t, _)) => self.push(t, Ev::Flight(slot)),
+                        None => {
+                            self.flights[slot] = None;
+                            self.free_flights.push(slot);
+                        }
+                    }
+                }
             }
         }
-        Some((to, bytes))
+        items
     }
 
-    /// Drains one member's outputs after an input at `now`: its store batch is committed first.
-    fn drain(&mut self, p: usize, now: u64) -> Result<(), String> {
-        let ops = self.nodes[p].take_store_ops();
-        if let Some(st) = &self.stores {
-            if !ops.is_empty() {
-                let channel = self.nodes[p].channel_id().clone();
-                st.rt
-                    .block_on(st.stores[p].apply_batch(&channel, &ops))
-                    .map_err(|e| format!("p{p:04}: store failed: {e}"))?;
+    /// Applies what the member groups produced, in an order that does not depend on them.
+    fn merge(&mut self, outcomes: Vec<Outcome>) -> Result<(), String> {
+        let n = self.args.participants;
+        let mut sends = Vec::new();
+        let mut flights = Vec::new();
+        let mut later = Vec::new();
+        let mut records = Vec::new();
+        for o in outcomes {
+            if let Some(e) = o.error {
+                return Err(e);
             }
+            self.counters.add(&o.counters);
+            sends.extend(o.sends);
+            flights.extend(o.flights);
+            later.extend(o.later);
+            records.push(o.records);
         }
-        while let Some(e) = self.nodes[p].poll_event() {
-            match e {
-                Event::MessageReady { message_id, .. } => {
-                    if let Some(&m) = self.index.get(&message_id) {
-                        let stats = &mut self.messages[m];
-                        if stats.delivered[p] == NEVER {
-                            stats.delivered[p] = stamp(now);
-                            self.delivered_pairs += 1;
-                        }
-                        if stats.detected[p] == NEVER {
-                            stats.detected[p] = stamp(now);
-                        }
+        sends.sort_unstable_by_key(|s| (s.at, s.sender, s.number));
+        let mut numbered: HashMap<(usize, u64), usize> = HashMap::new();
+        for s in sends {
+            let m = self.messages.len();
+            let mut delivered = vec![NEVER; n];
+            delivered[s.sender] = stamp(s.at);
+            let mut missed = vec![false; n];
+            for q in s.missed {
+                missed[q] = true;
+            }
+            self.delivered_pairs += 1;
+            self.messages.push(MessageStats {
+                sender: s.sender,
+                sent_at: s.at,
+                acked_at: None,
+                delivered,
+                missed,
+                detected: vec![NEVER; n],
+            });
+            self.index.insert(s.id, m);
+            numbered.insert((s.sender, s.number), m);
+        }
+        for r in records.into_iter().flatten() {
+            match r {
+                Record::Delivered(m, p, at) => {
+                    let stats = &mut self.messages[m];
+                    if stats.delivered[p] == NEVER {
+                        stats.delivered[p] = stamp(at);
+                        self.delivered_pairs += 1;
+                    }
+                    if stats.detected[p] == NEVER {
+                        stats.detected[p] = stamp(at);
                     }
                 }
-                Event::Acknowledged { message_id, .. }
-                | Event::PossiblyAcknowledged { message_id, .. } => {
-                    if let Some(&m) = self.index.get(&message_id) {
-                        self.messages[m].acked_at.get_or_insert(now);
+                Record::Detected(m, p, at) => {
+                    let d = &mut self.messages[m].detected[p];
+                    if *d == NEVER {
+                        *d = stamp(at);
                     }
                 }
-                Event::MissingDependencies { missing, .. } => {
-                    for e in missing {
-                        if let Some(&m) = self.index.get(&e.message_id) {
-                            let d = &mut self.messages[m].detected[p];
-                            if *d == NEVER {
-                                *d = stamp(now);
-                            }
-                        }
-                    }
+                Record::Acked(m, at) => {
+                    let a = &mut self.messages[m].acked_at;
+                    *a = Some(a.map_or(at, |x| x.min(at)));
                 }
-                Event::IrretrievablyLost { .. } => self.counters.irretrievably_lost += 1,
-                _ => {}
+                Record::Missed(m, p) => self.messages[m].missed[p] = true,
             }
         }
-        while let Some(t) = self.nodes[p].poll_transmit() {
-            match t.kind {
-                TransmitKind::Resend => self.counters.resends += 1,
-                TransmitKind::Repair => self.counters.repairs += 1,
-                TransmitKind::Sync => self.counters.syncs += 1,
-            }
-            self.broadcast(p, &t.bytes, now, None);
+        // Queue order for what comes next: by time, then member and member counter.
+        enum Next {
+            Own(Own),
+            Flight(Flight),
         }
-        self.schedule_timer(p, now);
+        let mut next: Vec<(u64, usize, u64, Next)> = later
+            .into_iter()
+            .map(|(at, p, c, ev)| (at, p, c, Next::Own(ev)))
+            .collect();
+        for f in flights {
+            let original = f.original.and_then(|k| numbered.get(&k).copied());
+            let first = f.arrivals.first().map_or(f.at, |&(t, _)| t);
+            next.push((
+                first,
+                f.member,
+                f.counter,
+                Next::Flight(Flight {
+                    bytes: f.bytes,
+                    arrivals: f.arrivals,
+                    next: 0,
+                    original,
+                }),
+            ));
+        }
+        next.sort_unstable_by_key(|&(at, p, c, _)| (at, p, c));
+        for (at, p, _, ev) in next {
+            match ev {
+                Next::Own(own) => self.push(at, Ev::Member(p, own)),
+                Next::Flight(f) => self.add_flight(f),
+            }
+        }
         Ok(())
-    }
-
-    /// Restarts a member from its store: everything in memory is dropped and rebuilt.
-    fn restart(&mut self, p: usize, now: u64) -> Result<(), String> {
-        let Some(st) = &self.stores else {
-            return Ok(());
-        };
-        let channel = self.nodes[p].channel_id().clone();
-        let participant = self.nodes[p].participant_id().clone();
-        let snapshot = st
-            .rt
-            .block_on(st.stores[p].load_channel(&channel))
-            .map_err(|e| format!("p{p:04}: cannot load: {e}"))?;
-        let mut ch = Channel::restore(channel, participant, self.config.clone(), snapshot, now)
-            .map_err(|e| e.to_string())?;
-        ch.schedule_sync_at(Some(now + self.rng.range(0, self.config.sync_interval)));
-        self.nodes[p] = ch;
-        self.restarts += 1;
-        self.drain(p, now)
     }
 
     fn run(&mut self, progress: &ProgressBar) -> Result<(), String> {
         let sample_every = 1_000u64.max((self.end - T0) / 400);
         let mut next_sample = T0;
         let mut last_progress = T0;
-        while let Some(Reverse((t, _, ev))) = self.queue.pop() {
-            if t > self.end {
+        // No copy arrives sooner than the smallest latency after it was sent: members cannot
+        // affect one another within such a window, so groups of them run it in parallel.
+        let window = self.args.latency_min.max(1);
+        let chunk = self.args.participants.div_ceil(self.threads);
+        while let Some(&Reverse((start, _, _))) = self.queue.peek() {
+            if start > self.end {
                 break;
             }
-            while next_sample <= t {
+            while next_sample <= start {
                 self.sample(next_sample);
                 next_sample += sample_every;
             }
-            if t - last_progress >= 1_000 {
-                progress.set_position((t - T0) / 1_000);
-                last_progress = t;
+            if start - last_progress >= 1_000 {
+                progress.set_position((start - T0) / 1_000);
+                last_progress = start;
             }
-            match ev {
-                Ev::Send(p) => {
-                    let limit = self.args.messages;
-                    if t >= self.end_of_sends || (limit > 0 && self.messages.len() >= limit) {
-                        continue;
+            let window_end = (start + window).min(self.end + 1);
+            let mut items = self.take_window(window_end, chunk);
+            let ctx = Ctx {
+                args: &self.args,
+                config: &self.config,
+                index: &self.index,
+                stores: self.stores.as_ref(),
+                window_end,
+            };
+            let work: usize = items.iter().map(Vec::len).sum();
+            let outcomes: Vec<Outcome> = if self.threads == 1 {
+                vec![Part::run(
+                    &mut self.members,
+                    0,
+                    items.pop().unwrap_or_default(),
+                    &ctx,
+                )]
+            } else if self.args.threads == 0 && work < PARALLEL_WORK {
+                // Not worth a thread: the groups run one after the other (same result).
+                self.members
+                    .chunks_mut(chunk)
+                    .zip(items)
+                    .enumerate()
+                    .map(|(i, (members, items))| Part::run(members, i * chunk, items, &ctx))
+                    .collect()
+            } else {
+                std::thread::scope(|s| {
+                    let mut groups = self.members.chunks_mut(chunk).zip(items).enumerate();
+                    // The first group runs here, the others on their own threads.
+                    let here = groups.next();
+                    let handles: Vec<_> = groups
+                        .map(|(i, (members, items))| {
+                            let ctx = &ctx;
+                            s.spawn(move || Part::run(members, i * chunk, items, ctx))
+                        })
+                        .collect();
+                    let mut outcomes = Vec::with_capacity(handles.len() + 1);
+                    if let Some((_, (members, items))) = here {
+                        outcomes.push(Part::run(members, 0, items, &ctx));
                     }
-                    let next = self.next_send_delay();
-                    self.push(t + next.max(1), Ev::Send(p));
-                    if !self.online[p] {
-                        continue;
+                    for h in handles {
+                        outcomes.push(h.join().unwrap_or_else(|_| Outcome {
+                            error: Some("a simulation thread failed".into()),
+                            ..Outcome::default()
+                        }));
                     }
-                    let m = self.messages.len();
-                    let id = MessageId::from(format!("p{p:04}-{m}"));
-                    let content = Bytes::from(format!("message {m} from p{p:04}"));
-                    let bytes = self.nodes[p]
-                        .wrap(content, id.clone(), t)
-                        .map_err(|e| format!("p{p:04} cannot send: {e}"))?;
-                    let n = self.args.participants;
-                    let mut delivered = vec![NEVER; n];
-                    delivered[p] = stamp(t);
-                    self.delivered_pairs += 1;
-                    self.messages.push(MessageStats {
-                        sender: p,
-                        sent_at: t,
-                        acked_at: None,
-                        delivered,
-                        missed: vec![false; n],
-                        detected: vec![NEVER; n],
-                    });
-                    self.index.insert(id, m);
-                    self.broadcast(p, &bytes, t, Some(m));
-                    self.drain(p, t)?;
-                }
-                Ev::Flight(slot) => {
-                    let Some((p, bytes)) = self.land(slot) else {
-                        continue;
-                    };
-                    if !self.online[p] {
-                        continue;
-                    }
-                    // Every copy on this network is well formed; one the engine refuses (for
-                    // example a full incoming buffer) is simply dropped, as a real peer would.
-                    let _ = self.nodes[p].unwrap(bytes, t);
-                    self.drain(p, t)?;
-                }
-                Ev::Timer(p) => {
-                    if self.timer_at[p] != Some(t) {
-                        continue; // superseded by an earlier one
-                    }
-                    self.timer_at[p] = None;
-                    if !self.online[p] {
-                        continue;
-                    }
-                    if self.nodes[p].poll_timeout().is_some_and(|d| d <= t) {
-                        self.nodes[p].handle_timeout(t);
-                        self.drain(p, t)?;
-                    } else {
-                        self.schedule_timer(p, t);
-                    }
-                }
-                Ev::Offline(p) => {
-                    self.online[p] = false;
-                    let back = (self.rng.exp(self.args.churn_offline) * 1000.0) as u64;
-                    self.push(t + back.max(1), Ev::Online(p));
-                }
-                Ev::Restart(p) => {
-                    self.restart(p, t)?;
-                    let next = (self.rng.exp(self.args.restart_rate) * 1000.0) as u64;
-                    self.push(t + next.max(1), Ev::Restart(p));
-                }
-                Ev::Online(p) => {
-                    self.online[p] = true;
-                    self.nodes[p].handle_timeout(t);
-                    self.drain(p, t)?;
-                    let stay = (self.rng.exp(self.args.churn_online) * 1000.0) as u64;
-                    self.push(t + stay.max(1), Ev::Offline(p));
-                }
-            }
+                    outcomes
+                })
+            };
+            self.merge(outcomes)?;
         }
         self.sample(self.end);
         progress.finish_and_clear();
@@ -723,7 +1166,7 @@ impl Sim {
                 "bytes": self.counters.bytes,
                 "bytesPerDelivery": self.counters.bytes as f64 / (delivered + sent).max(1) as f64,
                 "resends": self.counters.resends,
-                "restarts": self.restarts,
+                "restarts": self.counters.restarts,
                 "repairs": self.counters.repairs,
                 "syncs": self.counters.syncs,
             },

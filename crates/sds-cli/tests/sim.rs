@@ -45,6 +45,31 @@ fn the_same_seed_gives_the_same_report() {
 }
 
 #[test]
+fn the_report_does_not_depend_on_the_thread_count() {
+    // Enough members that windows are run on several threads, with churn and loss bursts.
+    let args = [
+        "--participants",
+        "150",
+        "--duration",
+        "60",
+        "--tail",
+        "120",
+        "--churn-online",
+        "40",
+        "--burst-every",
+        "30",
+        "--seed",
+        "11",
+    ];
+    let one = report(&[&args[..], &["--threads", "1"]].concat());
+    for threads in ["2", "3"] {
+        let many = report(&[&args[..], &["--threads", threads]].concat());
+        assert_eq!(one, many, "{threads} threads");
+    }
+    assert!(one["messagesSent"].as_u64().unwrap() > 500);
+}
+
+#[test]
 fn repair_closes_every_gap_up_to_30_percent_loss() {
     for (loss, seed) in [("0.2", "3"), ("0.3", "4"), ("0.3", "5")] {
         let base = [

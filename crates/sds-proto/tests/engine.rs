@@ -1184,9 +1184,11 @@ fn filter_resend_is_off_by_default_and_forgets_old_messages() {
     a.unwrap(&b1, T0 + 5_100);
     assert!(a.transmits.is_empty());
 
+    // Watched for the longer of T_max and five quiet-sync gaps (4 sync intervals each).
     let config = Config {
         filter_resend_after: Some(1_000),
         repair_t_max: 10_000,
+        sync_interval: 250,
         ..Config::default()
     };
     let mut a = Node::new("alice", config.clone());

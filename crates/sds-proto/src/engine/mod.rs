@@ -1424,13 +1424,20 @@ impl Channel {
 
     /// Checks our recent messages against the bloom filter of a later message from another
     /// member ([`Config::filter_resend_after`]): one that is missing from it is rebroadcast, at
-    /// most once per interval and `max_resend_attempts` times. Watched messages older than
-    /// SDS-R's T_max are forgotten.
+    /// most once per interval and `max_resend_attempts` times. A message is watched for SDS-R's
+    /// T_max or five of the longest gaps between a quiet member's syncs, whichever is longer,
+    /// so that every member's filter is seen several times.
     fn watch_filter(&mut self, msg: &SdsMessage, now: u64) {
         let Some(after) = self.config.filter_resend_after else {
             return;
         };
-        let horizon = self.config.repair_t_max.max(after);
+        let quiet_gap =
+            u64::from(QUIET_SYNC_MAX_SKIPS + 1).saturating_mul(self.config.sync_interval);
+        let horizon = self
+            .config
+            .repair_t_max
+            .max(after)
+            .max(quiet_gap.saturating_mul(5));
         while self
             .watched
             .front()
