@@ -92,6 +92,26 @@ pub enum OpenError {
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// How long the connection thread keeps looking for the next job before it sleeps. Callers
+/// that run operation after operation (a busy channel) then find it awake: waking a sleeping
+/// thread costs more than an operation's own statements.
+const STAY_AWAKE: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// The next job, or `None` once every handle to the store is gone.
+fn next_job(rx: &std_mpsc::Receiver<Job>) -> Option<Job> {
+    let since = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(job) => return Some(job),
+            Err(std_mpsc::TryRecvError::Disconnected) => return None,
+            Err(std_mpsc::TryRecvError::Empty) if since.elapsed() < STAY_AWAKE => {
+                std::hint::spin_loop();
+            }
+            Err(std_mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+        }
+    }
+}
+
 /// The SQLite store. Cheap to clone; clones share the connection thread.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -144,7 +164,7 @@ impl SqliteStore {
             .spawn(move || {
                 let mut conn = conn;
                 // Runs until every handle to the store is dropped.
-                while let Ok(job) = rx.recv() {
+                while let Some(job) = next_job(&rx) {
                     job(&mut conn);
                 }
             })
