@@ -7,7 +7,7 @@ import { Message, MessageChannel, MessageChannelEvent } from "@waku/sds";
 
 const hex = (b) => Buffer.from(b).toString("hex");
 const peer = spawn(process.argv[2], [
-  "peer", "--participant", "bob", "--profile", "spec",
+  "peer", "--participant", "bob", "--profile", "spec", "--store", "none",
   "--repair-t-min", "0", "--repair-t-max", "1",
 ], { stdio: ["pipe", "pipe", "inherit"] });
 const lines = createInterface({ input: peer.stdout })[Symbol.asyncIterator]();

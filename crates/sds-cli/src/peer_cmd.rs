@@ -26,9 +26,10 @@ pub(crate) struct PeerArgs {
     /// Our participant id ("" turns SDS-R off, as in nim-sds).
     #[arg(long, default_value = "")]
     participant: String,
-    /// Where state goes: `none`, `memory` or `sqlite:PATH`.
-    #[arg(long, default_value = "none")]
-    store: String,
+    /// Where state goes: `none`, `memory` or `sqlite:PATH` (default: `sqlite:` a file named
+    /// after the participant in the working directory, reopened by the next run).
+    #[arg(long)]
+    store: Option<String>,
     /// Start the timer-driven periodic work (resends, syncs, repairs) in the background;
     /// otherwise it runs only on `sweep`.
     #[arg(long)]
@@ -67,6 +68,13 @@ pub(crate) struct ConfigArgs {
     /// Milliseconds between periodic syncs.
     #[arg(long)]
     sync_interval: Option<u64>,
+    /// Skip periodic syncs while the channel is busy.
+    #[arg(long)]
+    quiet_sync: bool,
+    /// Rebroadcast a recent message of ours when a member's filter lacks it, at most once per
+    /// this many milliseconds (0: never, the default).
+    #[arg(long)]
+    filter_resend_after: Option<u64>,
     /// Milliseconds before a missing dependency is declared lost (0: never).
     #[arg(long)]
     lost_dependency_timeout: Option<u64>,
@@ -135,6 +143,10 @@ impl ConfigArgs {
         );
         if let Some(p) = self.profile {
             c.profile = p;
+        }
+        c.quiet_sync = self.quiet_sync;
+        if let Some(t) = self.filter_resend_after {
+            c.filter_resend_after = (t > 0).then_some(t);
         }
         if let Some(t) = self.lost_dependency_timeout {
             c.lost_dependency_timeout = (t > 0).then_some(t);
@@ -426,8 +438,35 @@ impl Peer {
     }
 }
 
+/// The default store of a peer: `sds-peer-<participant>.db` in the working directory (characters
+/// other than letters, digits, `.`, `_` and `-` become `_`; no participant: `sds-peer.db`).
+fn default_store(participant: &str) -> String {
+    if participant.is_empty() {
+        return "sqlite:sds-peer.db".into();
+    }
+    let name: String = participant
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("sqlite:sds-peer-{name}.db")
+}
+
 pub(crate) fn run(args: PeerArgs) -> CmdResult {
-    let persistence: Arc<dyn Persistence> = match args.store.as_str() {
+    let store = match &args.store {
+        Some(s) => s.clone(),
+        None => {
+            let s = default_store(&args.participant);
+            eprintln!("sds peer: state in {s} (--store none for none)");
+            s
+        }
+    };
+    let persistence: Arc<dyn Persistence> = match store.as_str() {
         "none" => Arc::new(NoopPersistence),
         "memory" => Arc::new(MemoryPersistence::new()),
         other => match other.strip_prefix("sqlite:") {

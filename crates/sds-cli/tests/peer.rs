@@ -17,9 +17,19 @@ impl Peer {
     }
 
     fn start_with(participant: &str, options: &[&str]) -> Peer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sds"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sds"));
+        command
             .args(["peer", "--participant", participant])
-            .args(options)
+            .args(options);
+        if !options.contains(&"--store") {
+            // Not the default file in the working directory: every test starts afresh.
+            command.args(["--store", "none"]);
+        }
+        Peer::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Peer {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -143,4 +153,28 @@ fn spec_peers_exchange_ephemeral_messages() {
         "{refused}"
     );
     nim.quit();
+}
+
+#[test]
+fn by_default_a_peer_keeps_its_state_in_the_working_directory() {
+    let dir = std::env::temp_dir().join(format!("sds-peer-default-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sds"));
+        command
+            .args(["peer", "--participant", "dora/1"])
+            .current_dir(&dir);
+        Peer::spawn(command)
+    };
+    let mut dora = start();
+    dora.ok("wrap chat m1 6869");
+    dora.quit();
+    // The participant id names the file, made safe for a file name.
+    assert!(dir.join("sds-peer-dora_1.db").exists());
+    let mut dora = start();
+    let history = dora.ok("history chat");
+    assert_eq!(history["history"], serde_json::json!(["m1"]), "{history}");
+    dora.quit();
+    std::fs::remove_dir_all(&dir).unwrap();
 }

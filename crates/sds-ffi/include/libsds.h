@@ -54,7 +54,8 @@ int SdsStartPeriodicTasks(void* ctx, SdsCallBack callback, void* userData);
 //   and any engine setting by its camelCase name, for example "bloomCapacity",
 //   "maxMessageHistory", "maxCausalHistory", "resendIntervalMs", "maxResendAttempts",
 //   "possibleAckThreshold", "syncIntervalMs", "lostDependencyTimeoutMs" (0: never),
-//   "repairTMinMs", "repairTMaxMs", "numResponseGroups", "maxRepairRequests".
+//   "repairTMinMs", "repairTMaxMs", "numResponseGroups", "maxRepairRequests",
+//   "quietSync" (bool), "filterResendAfterMs" (0: never).
 // An invalid configuration: NULL, and the callback gets RET_ERR with the reason.
 void* SdsNewReliabilityManagerWithConfig(const char* configJson, SdsCallBack callback, void* userData);
 

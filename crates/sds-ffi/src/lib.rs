@@ -415,6 +415,10 @@ fn engine_config(v: &Value) -> Result<(String, Option<String>, Config), String> 
             "maxResendAttempts" => c.max_resend_attempts = n()? as u32,
             "possibleAckThreshold" => c.possible_ack_threshold = n()? as u32,
             "syncIntervalMs" => c.sync_interval = n()?,
+            "quietSync" => {
+                c.quiet_sync = value.as_bool().ok_or("quietSync must be true or false")?
+            }
+            "filterResendAfterMs" => c.filter_resend_after = Some(n()?).filter(|t| *t > 0),
             "lostDependencyTimeoutMs" => c.lost_dependency_timeout = Some(n()?).filter(|t| *t > 0),
             "maxIncomingBuffer" => c.max_incoming_buffer = n()? as usize,
             "maxOutgoingBuffer" => c.max_outgoing_buffer = n()? as usize,
@@ -737,4 +741,27 @@ pub extern "C" fn SdsCleanupReliabilityManager(
         cb.call(RET_OK, b"");
         RET_OK
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_keys_reach_the_engine() {
+        let v: Value = serde_json::from_str(
+            r#"{"participantId":"alice","syncIntervalMs":5000,"quietSync":true,"filterResendAfterMs":2000}"#,
+        )
+        .unwrap();
+        let (participant, database, c) = engine_config(&v).unwrap();
+        assert_eq!(participant, "alice");
+        assert_eq!(database, None);
+        assert_eq!(c.sync_interval, 5_000);
+        assert!(c.quiet_sync);
+        assert_eq!(c.filter_resend_after, Some(2_000));
+        let off: Value = serde_json::from_str(r#"{"filterResendAfterMs":0}"#).unwrap();
+        assert_eq!(engine_config(&off).unwrap().2.filter_resend_after, None);
+        let wrong: Value = serde_json::from_str(r#"{"quietSync":1}"#).unwrap();
+        assert!(engine_config(&wrong).is_err());
+    }
 }
