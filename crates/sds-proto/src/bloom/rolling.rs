@@ -108,8 +108,8 @@ pub struct Rolling<K: RollingKind> {
 }
 
 impl<K: RollingKind> Rolling<K> {
-    /// A filter for `capacity` ids at `error_rate`; a capacity ≤ 0 is replaced by
-    /// [`DEFAULT_CAPACITY`] and an error rate outside (0, 1) by [`DEFAULT_ERROR_RATE`], as nim-sds
+    /// A filter for `capacity` ids at `error_rate`; a capacity ≤ 0 is replaced by the default
+    /// capacity (10,000) and an error rate outside (0, 1) by the default rate (0.001), as nim-sds
     /// does. Fails only when the filter would be too large.
     pub fn new(capacity: i64, error_rate: f64) -> Result<Self, BloomError> {
         let capacity = if capacity <= 0 {

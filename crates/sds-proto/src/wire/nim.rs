@@ -18,7 +18,7 @@
 //!
 //! A field sent with an unexpected wire type is skipped (so a required one counts as missing),
 //! unknown fields are skipped, and a repeated singular field keeps its last value. Structural
-//! errors are reported as [`ProtoError`]s in the order nim-sds reports them (see [`super::pb`]).
+//! errors are reported as [`ProtoError`](super::ProtoError)s in the order nim-sds reports them.
 //! Unlike nim-sds, a lamport timestamp of 2^63 or more is a typed error rather than a process
 //! abort, and every size and count is bounded by [`Limits`].
 
