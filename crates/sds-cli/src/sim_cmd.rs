@@ -265,6 +265,9 @@ enum Record {
     Delivered(usize, usize, u64),
     Detected(usize, usize, u64),
     Acked(usize, u64),
+    /// An acknowledgement of a message sent in the same window (possible through a bloom
+    /// filter's false positive): (sender, message number, time).
+    AckedNew(usize, u64, u64),
     Missed(usize, usize),
 }
 
@@ -531,7 +534,15 @@ impl<'a, 'c> Part<'a, 'c> {
                     .map(|&i| Record::Delivered(i, p, now)),
                 Event::Acknowledged { message_id, .. }
                 | Event::PossiblyAcknowledged { message_id, .. } => {
-                    ctx.index.get(&message_id).map(|&i| Record::Acked(i, now))
+                    match ctx.index.get(&message_id) {
+                        Some(&i) => Some(Record::Acked(i, now)),
+                        None => self
+                            .out
+                            .sends
+                            .iter()
+                            .find(|s| s.id == message_id)
+                            .map(|s| Record::AckedNew(s.sender, s.number, now)),
+                    }
                 }
                 Event::MissingDependencies { missing, .. } => {
                     for e in missing {
@@ -931,6 +942,12 @@ impl Sim {
                 Record::Acked(m, at) => {
                     let a = &mut self.messages[m].acked_at;
                     *a = Some(a.map_or(at, |x| x.min(at)));
+                }
+                Record::AckedNew(sender, number, at) => {
+                    if let Some(&m) = numbered.get(&(sender, number)) {
+                        let a = &mut self.messages[m].acked_at;
+                        *a = Some(a.map_or(at, |x| x.min(at)));
+                    }
                 }
                 Record::Missed(m, p) => self.messages[m].missed[p] = true,
             }
