@@ -23,23 +23,26 @@ fn report(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON document")
 }
 
-const SMALL: [&str; 8] = [
-    "--participants",
-    "12",
-    "--duration",
-    "90",
-    "--tail",
-    "600",
-    "--loss",
-    "0.2",
-];
+/// A 12-member group for 90 s (plus a 10-minute tail) at this loss.
+fn small(loss: &str) -> [&str; 8] {
+    [
+        "--participants",
+        "12",
+        "--duration",
+        "90",
+        "--tail",
+        "600",
+        "--loss",
+        loss,
+    ]
+}
 
 #[test]
 fn the_same_seed_gives_the_same_report() {
-    let a = report(&[&SMALL[..], &["--seed", "7"]].concat());
-    let b = report(&[&SMALL[..], &["--seed", "7"]].concat());
+    let a = report(&[&small("0.2")[..], &["--seed", "7"]].concat());
+    let b = report(&[&small("0.2")[..], &["--seed", "7"]].concat());
     assert_eq!(a, b);
-    let c = report(&[&SMALL[..], &["--seed", "8"]].concat());
+    let c = report(&[&small("0.2")[..], &["--seed", "8"]].concat());
     assert_ne!(a["deliveries"], Value::Null);
     assert_ne!(a, c, "another seed, another run");
 }
@@ -72,18 +75,7 @@ fn the_report_does_not_depend_on_the_thread_count() {
 #[test]
 fn repair_closes_every_gap_up_to_30_percent_loss() {
     for (loss, seed) in [("0.2", "3"), ("0.3", "4"), ("0.3", "5")] {
-        let base = [
-            "--participants",
-            "12",
-            "--duration",
-            "90",
-            "--tail",
-            "600",
-            "--loss",
-            loss,
-            "--seed",
-            seed,
-        ];
+        let base = [&small(loss)[..], &["--seed", seed]].concat();
         let with = report(&base);
         let without = report(&[&base[..], &["--no-repair"]].concat());
         assert!(with["missedOnFirstBroadcast"].as_u64().unwrap() > 0);
@@ -134,7 +126,7 @@ fn without_filter_resends_late_messages_can_go_undetected() {
 
 #[test]
 fn a_message_limit_stops_the_sends() {
-    let r = report(&[&SMALL[..], &["--messages", "40"]].concat());
+    let r = report(&[&small("0.2")[..], &["--messages", "40"]].concat());
     assert_eq!(r["messagesSent"], 40);
     assert_eq!(r["parameters"]["messageLimit"], 40);
     assert_eq!(r["completeness"].as_f64(), Some(1.0));
@@ -217,7 +209,7 @@ fn members_restarted_from_their_stores_keep_up() {
 #[test]
 fn the_spec_profile_converges_like_nim_sds() {
     let args = [
-        &SMALL[..],
+        &small("0.2")[..],
         &["--seed", "3", "--repair-t-min", "5", "--repair-t-max", "30"],
     ]
     .concat();
