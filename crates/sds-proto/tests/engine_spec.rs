@@ -87,6 +87,36 @@ fn out_of_order_delivery_and_acknowledgement() {
     assert_eq!(a.outgoing().count(), 0);
 }
 
+// RECV-04 on the spec layout: copies of held messages, logged or waiting, are duplicates and
+// our own come back as our own; a damaged copy is still refused.
+#[test]
+fn copies_of_held_messages_on_the_spec_layout() {
+    let mut a = channel("alice");
+    let mut b = channel("bob");
+    let m1 = a.wrap(Bytes::from_static(b"one"), "m1".into(), T0).unwrap();
+    let m2 = a
+        .wrap(Bytes::from_static(b"two"), "m2".into(), T0 + S)
+        .unwrap();
+    assert_eq!(
+        a.unwrap(Bytes::copy_from_slice(&m1), T0 + S).unwrap().kind,
+        ReceivedKind::Own
+    );
+    b.unwrap(m2.clone(), T0 + 2 * S).unwrap();
+    let waiting = b.unwrap(Bytes::copy_from_slice(&m2), T0 + 3 * S).unwrap();
+    assert_eq!(waiting.kind, ReceivedKind::Duplicate);
+    assert_eq!(&waiting.content[..], b"two");
+    assert_eq!(waiting.missing_dependencies[0].message_id, Id::from("m1"));
+    b.unwrap(m1.clone(), T0 + 4 * S).unwrap();
+    events(&mut b);
+    let logged = b.unwrap(Bytes::copy_from_slice(&m1), T0 + 5 * S).unwrap();
+    assert_eq!(logged.kind, ReceivedKind::Duplicate);
+    assert_eq!(&logged.content[..], b"one");
+    assert!(events(&mut b).is_empty());
+    let mut broken = m1.to_vec();
+    broken.truncate(broken.len() - 1);
+    assert!(b.unwrap(Bytes::from(broken), T0 + 6 * S).is_err());
+}
+
 // BLOOM-12: acknowledgement through the murmur3 filter alone.
 #[test]
 fn possible_acks_come_from_the_spec_filter() {
