@@ -31,8 +31,8 @@ pub(crate) struct SimArgs {
     /// Virtual seconds during which participants send.
     #[arg(long, default_value_t = 600.0)]
     duration: f64,
-    /// Stop sending once this many messages were sent in all (0: no limit; the duration still
-    /// applies).
+    /// Keep only the earliest this many sends of the whole group (0: no limit; the duration
+    /// still applies). A member offline at its send time skips that send.
     #[arg(long, default_value_t = 0)]
     messages: usize,
     /// Virtual seconds simulated after the last send, for repairs to finish (default: twice
