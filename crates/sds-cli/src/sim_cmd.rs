@@ -35,8 +35,8 @@ pub(crate) struct SimArgs {
     /// still applies). A member offline at its send time skips that send.
     #[arg(long, default_value_t = 0)]
     messages: usize,
-    /// Virtual seconds simulated after the last send, for repairs to finish (default: twice
-    /// the repair window T_max).
+    /// Virtual seconds simulated after the sending period (--duration), for repairs to finish
+    /// (default: twice the repair window T_max).
     #[arg(long, default_value_t = 600.0)]
     tail: f64,
     /// SDS-R T_min: seconds before a missing message may be requested (spec: at least 30).
@@ -78,8 +78,8 @@ pub(crate) struct SimArgs {
     /// Turn repair off: SDS-R and the rebroadcasts prompted by members' filters.
     #[arg(long)]
     no_repair: bool,
-    /// Do not rebroadcast a recent message when a member's bloom filter shows it lacks it
-    /// (without this, a lost message nobody cites any more stays undetected).
+    /// Do not rebroadcast a recent message when a member's bloom filter shows it lacks it (then a
+    /// lost message nobody cites any more can stay undetected).
     #[arg(long)]
     no_filter_resend: bool,
     /// Every member sends every periodic sync, even when the channel is busy (default: only
