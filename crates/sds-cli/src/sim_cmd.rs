@@ -882,6 +882,12 @@ impl Sim {
         items
     }
 
+    /// Keeps the earliest acknowledgement of message `m`.
+    fn acked(&mut self, m: usize, at: u64) {
+        let a = &mut self.messages[m].acked_at;
+        *a = Some(a.map_or(at, |x| x.min(at)));
+    }
+
     /// Applies what the member groups produced, in an order that does not depend on them.
     fn merge(&mut self, outcomes: Vec<Outcome>) -> Result<(), String> {
         let n = self.args.participants;
@@ -939,14 +945,10 @@ impl Sim {
                         *d = stamp(at);
                     }
                 }
-                Record::Acked(m, at) => {
-                    let a = &mut self.messages[m].acked_at;
-                    *a = Some(a.map_or(at, |x| x.min(at)));
-                }
+                Record::Acked(m, at) => self.acked(m, at),
                 Record::AckedNew(sender, number, at) => {
                     if let Some(&m) = numbered.get(&(sender, number)) {
-                        let a = &mut self.messages[m].acked_at;
-                        *a = Some(a.map_or(at, |x| x.min(at)));
+                        self.acked(m, at);
                     }
                 }
                 Record::Missed(m, p) => self.messages[m].missed[p] = true,

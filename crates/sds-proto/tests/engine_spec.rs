@@ -57,14 +57,19 @@ fn sends_use_the_spec_layout() {
     assert_eq!(msg.causal_history[0].sender_id, Some(Id::from("alice")));
 }
 
-#[test]
-fn out_of_order_delivery_and_acknowledgement() {
+/// Alice and bob; alice has sent m1 ("one") at T0 and m2 ("two", citing m1) at T0 + S.
+fn alice_sends_two() -> (Channel, Channel, Bytes, Bytes) {
     let mut a = channel("alice");
-    let mut b = channel("bob");
     let m1 = a.wrap(Bytes::from_static(b"one"), "m1".into(), T0).unwrap();
     let m2 = a
         .wrap(Bytes::from_static(b"two"), "m2".into(), T0 + S)
         .unwrap();
+    (a, channel("bob"), m1, m2)
+}
+
+#[test]
+fn out_of_order_delivery_and_acknowledgement() {
+    let (mut a, mut b, m1, m2) = alice_sends_two();
     events(&mut a);
 
     let r = b.unwrap(m2, T0 + 2 * S).unwrap();
@@ -91,12 +96,7 @@ fn out_of_order_delivery_and_acknowledgement() {
 // our own come back as our own; a damaged copy is still refused.
 #[test]
 fn copies_of_held_messages_on_the_spec_layout() {
-    let mut a = channel("alice");
-    let mut b = channel("bob");
-    let m1 = a.wrap(Bytes::from_static(b"one"), "m1".into(), T0).unwrap();
-    let m2 = a
-        .wrap(Bytes::from_static(b"two"), "m2".into(), T0 + S)
-        .unwrap();
+    let (mut a, mut b, m1, m2) = alice_sends_two();
     assert_eq!(
         a.unwrap(Bytes::copy_from_slice(&m1), T0 + S).unwrap().kind,
         ReceivedKind::Own
