@@ -10,7 +10,8 @@
 //!   call returns — but may lose the last operations on power loss or an OS crash;
 //!   [`Durability::Full`] also survives those, at the cost of an fsync per operation.
 //! * One dedicated thread owns the connection; async callers send it work and await the result,
-//!   so SQLite never blocks a tokio worker.
+//!   so SQLite never blocks a tokio worker. A second thread, with its own connection, copies
+//!   the WAL into the database (checkpoints) while operations go on.
 //! * A message's bytes (about 19 KB at default settings) are stored once per channel, however
 //!   many places refer to them (log, outgoing buffer, incoming buffer, repair responses), and
 //!   deleted with the last reference.
@@ -112,6 +113,67 @@ fn next_job(rx: &std_mpsc::Receiver<Job>) -> Option<Job> {
     }
 }
 
+/// WAL pages after which the checkpoint thread is woken (~8 MB at 8 KiB pages).
+const CHECKPOINT_PAGES: i32 = 1_000;
+
+/// WAL pages after which the connection thread checkpoints itself (~80 MB). The checkpoint
+/// thread copies frames while new ones are appended, so it rarely finds the WAL fully copied
+/// between two commits, which SQLite needs to start the WAL over; here it is, after a short
+/// catch-up, and the WAL stays bounded even if the checkpoint thread falls behind.
+const CHECKPOINT_HERE_PAGES: i32 = 10_000;
+
+thread_local! {
+    /// Pages in the WAL after the last commit on this thread's connection.
+    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// SQLite's WAL hook: runs after each commit on the connection thread.
+fn note_wal_size(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.with(|p| p.set(pages));
+    Ok(())
+}
+
+/// Copies what it can of the WAL into the database without waiting for anybody.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
+/// What the connection thread does about the WAL after a job.
+#[derive(Debug, PartialEq, Eq)]
+enum WalAction {
+    None,
+    WakeCheckpointer,
+    CheckpointHere,
+}
+
+/// Decides when checkpoints run, from the WAL's size after each job.
+#[derive(Debug, Default)]
+struct WalWatch {
+    /// WAL size at the last wake-up of the checkpoint thread.
+    woken_at: i32,
+}
+
+impl WalWatch {
+    fn after_job(&mut self) -> WalAction {
+        self.decide(WAL_PAGES.with(|p| p.get()))
+    }
+
+    fn decide(&mut self, pages: i32) -> WalAction {
+        if pages < self.woken_at {
+            // The WAL started over.
+            self.woken_at = 0;
+        }
+        if pages >= CHECKPOINT_HERE_PAGES {
+            WalAction::CheckpointHere
+        } else if pages >= self.woken_at + CHECKPOINT_PAGES {
+            self.woken_at = pages;
+            WalAction::WakeCheckpointer
+        } else {
+            WalAction::None
+        }
+    }
+}
+
 /// The SQLite store. Cheap to clone; clones share the connection thread.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -149,23 +211,52 @@ impl SqliteStore {
         };
         conn.pragma_update(None, "synchronous", sync)
             .map_err(fail)?;
-        // Checkpoint the WAL into the database every ~80 MB rather than every ~8 MB: a
-        // checkpoint copies pages and syncs, so fewer, larger ones cost less per operation.
-        conn.pragma_update(None, "wal_autocheckpoint", 10_000)
-            .map_err(fail)?;
         conn.pragma_update(None, "cache_size", -32_768)
             .map_err(fail)?;
         // Every statement this store runs stays prepared (rusqlite keeps 16 by default).
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&conn, &path)?;
+        // Checkpoints run on a second connection in a thread of their own, so copying the
+        // WAL into the database and syncing it stays off the path of operations.
+        let checkpointer = Connection::open(&path).map_err(fail)?;
+        checkpointer
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(fail)?;
+        checkpointer
+            .pragma_update(None, "synchronous", sync)
+            .map_err(fail)?;
+        let (wake_checkpointer, checkpoint_due) = std_mpsc::sync_channel::<()>(1);
+        thread::Builder::new()
+            .name("sds-sqlite-ckpt".into())
+            .spawn(move || {
+                // Runs until the connection thread ends.
+                while checkpoint_due.recv().is_ok() {
+                    // A failed checkpoint leaves the frames in the WAL, where they are safe;
+                    // the next one (or the connection thread's own) copies them.
+                    let _ = checkpoint(&checkpointer);
+                }
+            })
+            .map_err(OpenError::Thread)?;
+        conn.wal_hook(Some(note_wal_size));
         let (jobs, rx) = std_mpsc::channel::<Job>();
         thread::Builder::new()
             .name("sds-sqlite".into())
             .spawn(move || {
                 let mut conn = conn;
+                let mut wal = WalWatch::default();
                 // Runs until every handle to the store is dropped.
                 while let Some(job) = next_job(&rx) {
                     job(&mut conn);
+                    match wal.after_job() {
+                        WalAction::None => {}
+                        WalAction::WakeCheckpointer => {
+                            // Full means a wake-up is already pending.
+                            let _ = wake_checkpointer.try_send(());
+                        }
+                        WalAction::CheckpointHere => {
+                            let _ = checkpoint(&conn);
+                        }
+                    }
                 }
             })
             .map_err(OpenError::Thread)?;
@@ -199,8 +290,17 @@ impl SqliteStore {
         self.run(move |conn| {
             let tx = conn.transaction().map_err(sql_err)?;
             ensure_channel_row(&tx, &channel).map_err(sql_err)?;
+            let mut unreferenced = Vec::new();
             for op in &ops {
-                apply(&tx, &channel, op).map_err(sql_err)?;
+                apply(&tx, &channel, op, &mut unreferenced).map_err(sql_err)?;
+            }
+            // Bytes are released after the whole batch: a message that leaves one place and
+            // enters another in the same operation (incoming buffer to log) keeps its row
+            // instead of being deleted and written again.
+            unreferenced.sort_unstable();
+            unreferenced.dedup();
+            for id in &unreferenced {
+                release_bytes(&tx, &channel, id).map_err(sql_err)?;
             }
             tx.commit().map_err(sql_err)
         })
@@ -244,17 +344,20 @@ fn release_bytes(
     Ok(())
 }
 
+/// Deletes `id` from `table`; its bytes become a candidate for release.
 fn delete(
     tx: &Transaction<'_>,
     table: &str,
     channel: &ChannelId,
     id: &MessageId,
+    unreferenced: &mut Vec<MessageId>,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(&format!(
         "DELETE FROM {table} WHERE channel = ?1 AND id = ?2"
     ))?
     .execute(params![ch(channel), id.as_bytes()])?;
-    release_bytes(tx, channel, id)
+    unreferenced.push(id.clone());
+    Ok(())
 }
 
 /// Makes sure the channel has its row (once per transaction).
@@ -264,7 +367,12 @@ fn ensure_channel_row(tx: &Transaction<'_>, c: &ChannelId) -> rusqlite::Result<(
     Ok(())
 }
 
-fn apply(tx: &Transaction<'_>, c: &ChannelId, op: &StoreOp) -> rusqlite::Result<()> {
+fn apply(
+    tx: &Transaction<'_>,
+    c: &ChannelId,
+    op: &StoreOp,
+    unreferenced: &mut Vec<MessageId>,
+) -> rusqlite::Result<()> {
     match op {
         StoreOp::SaveLamport(l) => {
             tx.prepare_cached("UPDATE channel SET lamport = ?2 WHERE channel = ?1")?
@@ -289,7 +397,7 @@ fn apply(tx: &Transaction<'_>, c: &ChannelId, op: &StoreOp) -> rusqlite::Result<
                 met
             ])?;
         }
-        StoreOp::RemoveLogEntry(id) => delete(tx, "log", c, id)?,
+        StoreOp::RemoveLogEntry(id) => delete(tx, "log", c, id, unreferenced)?,
         StoreOp::SetRetrievalHint { message_id, hint } => {
             tx.prepare_cached("UPDATE log SET hint = ?3 WHERE channel = ?1 AND id = ?2")?
                 .execute(params![ch(c), message_id.as_bytes(), &hint[..]])?;
@@ -315,7 +423,7 @@ fn apply(tx: &Transaction<'_>, c: &ChannelId, op: &StoreOp) -> rusqlite::Result<
                 seq
             ])?;
         }
-        StoreOp::RemoveOutgoing(id) => delete(tx, "outgoing", c, id)?,
+        StoreOp::RemoveOutgoing(id) => delete(tx, "outgoing", c, id, unreferenced)?,
         StoreOp::SaveIncoming(e) => {
             put_bytes(tx, c, &e.message_id, &e.bytes)?;
             tx.prepare_cached(
@@ -329,7 +437,7 @@ fn apply(tx: &Transaction<'_>, c: &ChannelId, op: &StoreOp) -> rusqlite::Result<
                 e.received_at as i64
             ])?;
         }
-        StoreOp::RemoveIncoming(id) => delete(tx, "incoming", c, id)?,
+        StoreOp::RemoveIncoming(id) => delete(tx, "incoming", c, id, unreferenced)?,
         StoreOp::SaveOutgoingRepair(e) => {
             tx.prepare_cached(
                 "INSERT INTO outgoing_repair (channel, id, hint, sender, t_req) VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -361,7 +469,7 @@ fn apply(tx: &Transaction<'_>, c: &ChannelId, op: &StoreOp) -> rusqlite::Result<
                 e.t_resp as i64
             ])?;
         }
-        StoreOp::RemoveIncomingRepair(id) => delete(tx, "incoming_repair", c, id)?,
+        StoreOp::RemoveIncomingRepair(id) => delete(tx, "incoming_repair", c, id, unreferenced)?,
     }
     Ok(())
 }
@@ -628,5 +736,32 @@ impl Persistence for SqliteStore {
             return Ok(());
         }
         self.transaction(channel, ops.to_vec()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_thread_is_woken_once_per_step_of_wal_growth() {
+        let mut w = WalWatch::default();
+        assert_eq!(w.decide(10), WalAction::None);
+        assert_eq!(w.decide(CHECKPOINT_PAGES), WalAction::WakeCheckpointer);
+        assert_eq!(w.decide(CHECKPOINT_PAGES + 5), WalAction::None);
+        assert_eq!(
+            w.decide(2 * CHECKPOINT_PAGES + 5),
+            WalAction::WakeCheckpointer
+        );
+        // The WAL started over: the next step counts from zero.
+        assert_eq!(w.decide(3), WalAction::None);
+        assert_eq!(w.decide(CHECKPOINT_PAGES), WalAction::WakeCheckpointer);
+        // Too large: the connection thread checkpoints until the WAL starts over.
+        assert_eq!(w.decide(CHECKPOINT_HERE_PAGES), WalAction::CheckpointHere);
+        assert_eq!(
+            w.decide(CHECKPOINT_HERE_PAGES + 7),
+            WalAction::CheckpointHere
+        );
+        assert_eq!(w.decide(12), WalAction::None);
     }
 }
