@@ -215,11 +215,8 @@ fn run_manager(w: Workload, store: &StoreArg) -> Result<Outcome, String> {
                     p.push(format!(".{who}"));
                     p.into()
                 };
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut f = file.clone().into_os_string();
-                    f.push(suffix);
-                    let _ = std::fs::remove_file(std::path::PathBuf::from(f));
-                }
+                sds_sqlite::remove_database(&file)
+                    .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
                 Arc::new(SqliteStore::open(&file).map_err(|e| e.to_string())?)
             }
             _ => Arc::new(NoopPersistence),

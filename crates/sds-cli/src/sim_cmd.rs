@@ -742,11 +742,8 @@ impl Sim {
                 let mut stores = Vec::with_capacity(args.participants);
                 for p in 0..args.participants {
                     let file = std::path::Path::new(dir).join(format!("p{p:04}.db"));
-                    for suffix in ["", "-wal", "-shm"] {
-                        let mut f = file.clone().into_os_string();
-                        f.push(suffix);
-                        let _ = std::fs::remove_file(std::path::PathBuf::from(f));
-                    }
+                    sds_sqlite::remove_database(&file)
+                        .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
                     stores.push(SqliteStore::open(&file).map_err(|e| e.to_string())?);
                 }
                 let rt = tokio::runtime::Builder::new_current_thread()

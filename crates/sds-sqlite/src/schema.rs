@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::OpenError;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations by the version they produce; migration `i` turns version `i` into `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -68,6 +68,15 @@ const MIGRATIONS: &[&str] = &[
         t_resp INTEGER NOT NULL,
         PRIMARY KEY (channel, id)
     ) WITHOUT ROWID;
+    ",
+    // 1 → 2: message bytes may live in a segment file (`<database>-messages/<seg>.seg`, at
+    // `off`, `len` bytes with CRC-32 `crc`); such rows keep an empty `bytes`. Rows written
+    // before keep their bytes in `bytes`.
+    "
+    ALTER TABLE message ADD COLUMN seg INTEGER;
+    ALTER TABLE message ADD COLUMN off INTEGER;
+    ALTER TABLE message ADD COLUMN len INTEGER;
+    ALTER TABLE message ADD COLUMN crc INTEGER;
     ",
 ];
 

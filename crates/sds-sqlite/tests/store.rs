@@ -1,17 +1,17 @@
 //! The SQLite store: the state a manager stores reloads identically; bytes are stored once;
 //! schema versions; channel drops.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sds::persistence::Persistence;
 use sds::{
-    Bytes, ChannelId, ChannelSnapshot, ManagerConfig, MemoryPersistence, MessageId,
+    Bytes, ChannelId, ChannelSnapshot, Config, ManagerConfig, MemoryPersistence, MessageId,
     ReliabilityManager,
 };
 use sds_proto::wire::nim;
 use sds_proto::{HistoryEntry, SdsMessage};
-use sds_sqlite::{Durability, OpenError, SqliteStore, SCHEMA_VERSION};
+use sds_sqlite::{Durability, OpenError, Options, SqliteStore, SCHEMA_VERSION};
 
 fn temp_db(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sds-sqlite-test-{}-{name}", std::process::id()));
@@ -185,8 +185,11 @@ async fn message_bytes_are_stored_once_and_released_with_the_last_reference() {
     assert_eq!(count(&path, "SELECT COUNT(*) FROM log"), 1);
     assert_eq!(count(&path, "SELECT COUNT(*) FROM outgoing"), 1);
     assert_eq!(count(&path, "SELECT COUNT(*) FROM message"), 1);
-    let size = count(&path, "SELECT SUM(length(bytes)) FROM message");
+    // ~19 KB: in a segment file, once; the row keeps where.
+    let size = count(&path, "SELECT SUM(len) FROM message");
     assert!(size > 18_000, "{size}");
+    assert_eq!(count(&path, "SELECT SUM(length(bytes)) FROM message"), 0);
+    assert_eq!(segment_bytes(&path), size as u64);
     // Acknowledged: still in the log, so the bytes stay.
     m.unwrap_received_message(msg("r", 1, &["m1"], "bob"))
         .await
@@ -227,24 +230,235 @@ async fn a_buffered_message_keeps_its_stored_bytes_when_delivered() {
     assert_eq!(count(&path, row_of_a2), before);
 }
 
+/// Total size of the database's segment files.
+fn segment_bytes(db: &Path) -> u64 {
+    let dir = PathBuf::from(format!("{}-messages", db.display()));
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
 #[tokio::test]
-async fn the_wal_is_checkpointed_into_the_database_and_stays_bounded() {
+async fn message_bytes_go_to_segment_files_once_and_the_wal_stays_small() {
     let path = temp_db("wal");
     let store = SqliteStore::open(&path).unwrap();
     let m = ReliabilityManager::new("alice", ManagerConfig::default(), Arc::new(store)).unwrap();
     let wal = path.with_extension("db-wal");
     let mut largest_wal = 0;
-    // ~19 KB a message: about 180 MB through the WAL, twice the size at which the connection
-    // thread checkpoints itself.
+    // ~19 KB a message, ~170 MB in all, every one kept (none is acknowledged): three 64 MiB
+    // segments.
     for i in 0..9_000 {
         m.wrap_outgoing_message(&b"x"[..], format!("m{i}"), "c")
             .await
             .unwrap();
         largest_wal = largest_wal.max(std::fs::metadata(&wal).map_or(0, |md| md.len()));
     }
+    let live = count(&path, "SELECT SUM(len) FROM message") as u64;
+    assert!(live > 9_000 * 18_000, "{live}");
+    assert_eq!(segment_bytes(&path), live);
+    assert_eq!(count(&path, "SELECT COUNT(DISTINCT seg) FROM message"), 3);
     let db = std::fs::metadata(&path).unwrap().len();
-    assert!(db > 100_000_000, "database file {db} bytes");
-    assert!(largest_wal < 100_000_000, "WAL reached {largest_wal} bytes");
+    assert!(db < 20_000_000, "database file {db} bytes");
+    assert!(largest_wal < 50_000_000, "WAL reached {largest_wal} bytes");
+}
+
+/// `n` messages of alice (~19 KB each), each citing her previous ones.
+fn alice_messages(n: usize) -> Vec<Bytes> {
+    let t0 = 1_700_000_000_000;
+    let mut alice =
+        sds_proto::engine::Channel::new("c".into(), "alice".into(), Config::default(), t0).unwrap();
+    (0..n)
+        .map(|i| {
+            alice
+                .wrap(
+                    Bytes::from(format!("alice {i}")),
+                    format!("a{i}").into(),
+                    t0 + i as u64,
+                )
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn dead_segments_are_deleted_or_compacted_and_the_live_bytes_read_back() {
+    let path = temp_db("segments");
+    let options = Options {
+        segment_bytes: 200_000,
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with_options(&path, options).unwrap();
+    let config = ManagerConfig {
+        engine: Config {
+            max_message_history: 50,
+            ..Config::default()
+        },
+        ..ManagerConfig::default()
+    };
+    let m = ReliabilityManager::new("bob", config, Arc::new(store.clone())).unwrap();
+    let alice = alice_messages(600);
+    // Out of order in blocks of ten, so messages wait in the incoming buffer too; bob's own
+    // messages stay unacknowledged, one in every segment or so, so dead bytes are spread
+    // over segments that never empty: only compaction reclaims them.
+    let mut own = Vec::new();
+    for (k, block) in alice.chunks(10).enumerate() {
+        for b in block.iter().rev() {
+            m.unwrap_received_message(b.clone()).await.unwrap();
+        }
+        if k % 2 == 0 {
+            let id = format!("b{k}");
+            own.push(m.wrap_outgoing_message(&b"b"[..], id, "c").await.unwrap());
+        }
+    }
+    let live = count(&path, "SELECT SUM(len) FROM message") as u64;
+    let on_disk = segment_bytes(&path);
+    assert!(
+        on_disk <= 2 * live + 2 * options.segment_bytes,
+        "{on_disk} bytes on disk for {live} live"
+    );
+    let snap = store.load_channel(&"c".into()).await.unwrap();
+    assert_eq!(snap.log.len(), 50);
+    for e in &snap.log {
+        let id = e.message_id.to_string();
+        if let Some(i) = id.strip_prefix('a') {
+            assert_eq!(e.bytes, alice[i.parse::<usize>().unwrap()]);
+        }
+    }
+    let outgoing: Vec<&Bytes> = snap.outgoing.iter().map(|e| &e.bytes).collect();
+    assert_eq!(outgoing, own.iter().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn bytes_lost_from_a_segment_drop_their_entries_instead_of_being_misread() {
+    let path = temp_db("lost");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        let m =
+            ReliabilityManager::new("alice", ManagerConfig::default(), Arc::new(store)).unwrap();
+        for id in ["m1", "m2", "m3"] {
+            m.wrap_outgoing_message(&b"x"[..], id, "c").await.unwrap();
+        }
+    }
+    // Damage m2's bytes, as power loss may leave bytes whose rows reached the disk.
+    let (seg, off) = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.query_row("SELECT seg, off FROM message WHERE id = x'6d32'", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })
+        .unwrap()
+    };
+    let file = PathBuf::from(format!("{}-messages/{seg:08}.seg", path.display()));
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[off as usize + 100] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    let ids = |s: &ChannelSnapshot| -> (Vec<String>, Vec<String>) {
+        (
+            s.log.iter().map(|e| e.message_id.to_string()).collect(),
+            s.outgoing
+                .iter()
+                .map(|e| e.message_id.to_string())
+                .collect(),
+        )
+    };
+    let snap = store.load_channel(&"c".into()).await.unwrap();
+    let expected = (
+        vec!["m1".to_string(), "m3".into()],
+        vec!["m1".to_string(), "m3".into()],
+    );
+    assert_eq!(ids(&snap), expected);
+    // The entries are gone from the database too, and the others read back intact.
+    assert_eq!(
+        count(&path, "SELECT COUNT(*) FROM message WHERE id = x'6d32'"),
+        0
+    );
+    assert_eq!(
+        count(&path, "SELECT COUNT(*) FROM log WHERE id = x'6d32'"),
+        0
+    );
+    let again = store.load_channel(&"c".into()).await.unwrap();
+    assert_eq!(ids(&again), expected);
+    assert_eq!(again.log[1].bytes, snap.log[1].bytes);
+}
+
+#[tokio::test]
+async fn a_version_1_database_keeps_its_bytes_and_stores_new_ones_in_segments() {
+    let path = temp_db("v1");
+    let old_bytes = msg("old", 5, &[], "bob");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        // The tables as schema version 1 created them, with one logged message.
+        conn.execute_batch(
+            "CREATE TABLE channel (channel BLOB PRIMARY KEY, lamport INTEGER, \
+                 next_seq INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE message (channel BLOB NOT NULL, id BLOB NOT NULL, bytes BLOB NOT NULL, \
+                 PRIMARY KEY (channel, id));
+             CREATE TABLE log (channel BLOB NOT NULL, id BLOB NOT NULL, lamport INTEGER NOT NULL, \
+                 sender BLOB NOT NULL, hint BLOB NOT NULL, met INTEGER NOT NULL DEFAULT 0, \
+                 PRIMARY KEY (channel, id)) WITHOUT ROWID;
+             CREATE TABLE outgoing (channel BLOB NOT NULL, id BLOB NOT NULL, \
+                 send_time INTEGER NOT NULL, attempts INTEGER NOT NULL, \
+                 possible_acks INTEGER NOT NULL, seq INTEGER NOT NULL, \
+                 PRIMARY KEY (channel, id)) WITHOUT ROWID;
+             CREATE TABLE incoming (channel BLOB NOT NULL, id BLOB NOT NULL, \
+                 missing BLOB NOT NULL, received_at INTEGER NOT NULL, \
+                 PRIMARY KEY (channel, id)) WITHOUT ROWID;
+             CREATE TABLE outgoing_repair (channel BLOB NOT NULL, id BLOB NOT NULL, \
+                 hint BLOB NOT NULL, sender BLOB NOT NULL, t_req INTEGER NOT NULL, \
+                 PRIMARY KEY (channel, id)) WITHOUT ROWID;
+             CREATE TABLE incoming_repair (channel BLOB NOT NULL, id BLOB NOT NULL, \
+                 hint BLOB NOT NULL, sender BLOB NOT NULL, t_resp INTEGER NOT NULL, \
+                 PRIMARY KEY (channel, id)) WITHOUT ROWID;
+             INSERT INTO channel (channel, lamport) VALUES (x'63', 5);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO message (channel, id, bytes) VALUES (x'63', x'6f6c64', ?1)",
+            [&old_bytes[..]],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO log (channel, id, lamport, sender, hint) \
+             VALUES (x'63', x'6f6c64', 5, x'626f62', x'')",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(count(&path, "PRAGMA user_version"), SCHEMA_VERSION);
+    let m = ReliabilityManager::new("alice", ManagerConfig::default(), Arc::new(store.clone()))
+        .unwrap();
+    m.wrap_outgoing_message(&b"x"[..], "new", "c")
+        .await
+        .unwrap();
+    let snap = store.load_channel(&"c".into()).await.unwrap();
+    let log: Vec<(String, usize)> = snap
+        .log
+        .iter()
+        .map(|e| (e.message_id.to_string(), e.bytes.len()))
+        .collect();
+    assert_eq!(log[0], ("old".to_string(), old_bytes.len()));
+    assert_eq!(snap.log[0].bytes, old_bytes);
+    assert_eq!(log[1].0, "new");
+    assert!(log[1].1 > 18_000);
+    assert_eq!(
+        count(&path, "SELECT COUNT(*) FROM message WHERE seg IS NOT NULL"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn opening_an_open_database_again_shares_the_store() {
+    let path = temp_db("twice");
+    let a = SqliteStore::open(&path).unwrap();
+    let b = SqliteStore::open(&path).unwrap();
+    let m = ReliabilityManager::new("alice", ManagerConfig::default(), Arc::new(a)).unwrap();
+    m.wrap_outgoing_message(&b"x"[..], "m1", "c").await.unwrap();
+    assert_eq!(b.load_channel(&"c".into()).await.unwrap().log.len(), 1);
 }
 
 #[tokio::test]

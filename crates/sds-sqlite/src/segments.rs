@@ -1,0 +1,443 @@
+//! Message bytes outside the database: append-only segment files.
+//!
+//! A message (~19 KB at default settings) written into SQLite goes through the WAL and again
+//! into the database at checkpoint, and drags a leaf and overflow pages through both. Here it
+//! is written once, appended to the active segment file of the directory `<database>-messages`;
+//! the database row keeps its location, length and CRC-32. Segments rotate at a size limit, are
+//! deleted once nothing refers to them, and a mostly-dead segment is compacted (its live
+//! messages copied forward) so the directory stays within about twice the live bytes.
+//!
+//! Ordering. Bytes are appended before the transaction that refers to them commits, so a
+//! process crash never leaves a row pointing at bytes the file does not have (appended bytes
+//! whose transaction never committed are garbage, reclaimed with their segment). A segment is
+//! deleted only after the WAL and the active segment are synced, so a database rolled back by
+//! power loss never refers to a deleted file. With `synchronous = NORMAL`, power loss can still
+//! lose appended bytes whose rows reached the disk; the CRC catches that, and loading drops the
+//! entry instead of misreading it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where a message's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub seg: u32,
+    pub off: u64,
+    pub len: u32,
+    pub crc: u32,
+}
+
+/// Bytes of one segment file.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seg {
+    /// Bytes still referred to by committed rows.
+    live: u64,
+    /// Size of the file.
+    size: u64,
+}
+
+#[derive(Debug)]
+struct Active {
+    id: u32,
+    file: File,
+    size: u64,
+    /// Appended since the last sync.
+    unsynced: bool,
+}
+
+/// The segment directory of one database, owned by its connection thread.
+#[derive(Debug)]
+pub(crate) struct Segments {
+    dir: PathBuf,
+    limit: u64,
+    sync_each_commit: bool,
+    segs: BTreeMap<u32, Seg>,
+    active: Option<Active>,
+    next_id: u32,
+    /// Live-byte changes of the open transaction, applied when it commits.
+    pending: Vec<(u32, i64)>,
+    /// Held for as long as the store is open: one store per directory.
+    _lock: File,
+}
+
+/// How long `open` waits for another store of the same database to close.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+fn seg_name(id: u32) -> String {
+    format!("{id:08}.seg")
+}
+
+fn seg_id(name: &str) -> Option<u32> {
+    name.strip_suffix(".seg")?.parse().ok()
+}
+
+/// Why bytes could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// The file is gone or shorter than the location, or the bytes fail their checksum: lost
+    /// (power loss with `synchronous = NORMAL`) or damaged.
+    #[error("message bytes lost or damaged at segment {seg}, offset {off}")]
+    Lost {
+        /// Segment.
+        seg: u32,
+        /// Offset.
+        off: u64,
+    },
+    /// Any other I/O failure: maybe transient, so nothing is dropped.
+    #[error("reading segment {seg}: {source}")]
+    Io {
+        /// Segment.
+        seg: u32,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl Segments {
+    /// Opens (creating) the directory. `live` is, per segment, the bytes the database refers
+    /// to; `highest_ref` the highest segment id it refers to. Files nothing refers to are
+    /// deleted; appends go to a new segment.
+    pub fn open(
+        dir: PathBuf,
+        limit: u64,
+        sync_each_commit: bool,
+        live: &[(u32, u64)],
+        highest_ref: Option<u32>,
+    ) -> io::Result<Self> {
+        fs::create_dir_all(&dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        let since = Instant::now();
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if since.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!("{} is in use by another store", dir.display()),
+                    ))
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+        let live: HashMap<u32, u64> = live.iter().copied().collect();
+        let mut segs = BTreeMap::new();
+        let mut highest = highest_ref.unwrap_or(0);
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let Some(id) = entry.file_name().to_str().and_then(seg_id) else {
+                continue;
+            };
+            highest = highest.max(id);
+            match live.get(&id) {
+                Some(&l) if l > 0 => {
+                    let size = entry.metadata()?.len();
+                    segs.insert(id, Seg { live: l, size });
+                }
+                _ => fs::remove_file(entry.path())?,
+            }
+        }
+        Ok(Segments {
+            dir,
+            limit,
+            sync_each_commit,
+            segs,
+            active: None,
+            next_id: highest.saturating_add(1),
+            pending: Vec::new(),
+            _lock: lock,
+        })
+    }
+
+    fn path(&self, id: u32) -> PathBuf {
+        self.dir.join(seg_name(id))
+    }
+
+    /// Appends `bytes` to the active segment (starting a new one when it is full).
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<Loc> {
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 4 GiB"))?;
+        let full = self
+            .active
+            .as_ref()
+            .is_none_or(|a| a.size > 0 && a.size + u64::from(len) > self.limit);
+        if full {
+            self.rotate()?;
+        }
+        let Some(a) = self.active.as_mut() else {
+            return Err(io::Error::other("no active segment"));
+        };
+        a.file.write_all_at(bytes, a.size)?;
+        let loc = Loc {
+            seg: a.id,
+            off: a.size,
+            len,
+            crc: crc32fast::hash(bytes),
+        };
+        a.size += u64::from(len);
+        a.unsynced = true;
+        if let Some(s) = self.segs.get_mut(&a.id) {
+            s.size = a.size;
+        }
+        self.pending.push((a.id, i64::from(len)));
+        Ok(loc)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        if let Some(old) = self.active.take() {
+            if old.unsynced && self.sync_each_commit {
+                old.file.sync_data()?;
+            }
+        }
+        let id = self.next_id;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(self.path(id))?;
+        self.next_id = id.saturating_add(1);
+        self.segs.insert(id, Seg::default());
+        self.active = Some(Active {
+            id,
+            file,
+            size: 0,
+            unsynced: false,
+        });
+        Ok(())
+    }
+
+    /// Bytes at `loc` no longer referred to (once the transaction commits).
+    pub fn released(&mut self, seg: u32, len: u32) {
+        self.pending.push((seg, -i64::from(len)));
+    }
+
+    /// Before a commit: with FULL durability, the bytes reach the disk before the rows do.
+    pub fn before_commit(&mut self) -> io::Result<()> {
+        if self.sync_each_commit {
+            self.sync_active()?;
+        }
+        Ok(())
+    }
+
+    fn sync_active(&mut self) -> io::Result<()> {
+        if let Some(a) = self.active.as_mut() {
+            if a.unsynced {
+                a.file.sync_data()?;
+                a.unsynced = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// The transaction committed: its changes count. Returns the segments nothing refers to
+    /// any more (never the active one), to be deleted once the commit is durable.
+    pub fn committed(&mut self) -> Vec<u32> {
+        for (id, delta) in self.pending.drain(..) {
+            if let Some(s) = self.segs.get_mut(&id) {
+                s.live = s.live.saturating_add_signed(delta);
+            }
+        }
+        let active = self.active.as_ref().map(|a| a.id);
+        self.segs
+            .iter()
+            .filter(|(id, s)| s.live == 0 && Some(**id) != active)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The transaction rolled back: its changes never happened (appended bytes are garbage).
+    pub fn rolled_back(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Deletes segments once the commit that emptied them is durable: the active segment (where
+    /// compaction copied their bytes) and the WAL are synced first.
+    pub fn delete(&mut self, ids: &[u32], wal: &Path) -> io::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.sync_active()?;
+        match File::open(wal) {
+            Ok(f) => f.sync_data()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        for id in ids {
+            match fs::remove_file(self.path(*id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            self.segs.remove(id);
+        }
+        Ok(())
+    }
+
+    /// The segment worth compacting, if the directory holds more than about twice the live
+    /// bytes: the one (other than the active one) with the fewest live bytes.
+    pub fn compaction_candidate(&self) -> Option<u32> {
+        let (size, live) = self
+            .segs
+            .values()
+            .fold((0u64, 0u64), |(s, l), seg| (s + seg.size, l + seg.live));
+        if size
+            <= live
+                .saturating_mul(2)
+                .saturating_add(self.limit.saturating_mul(2))
+        {
+            return None;
+        }
+        let active = self.active.as_ref().map(|a| a.id);
+        self.segs
+            .iter()
+            .filter(|(id, _)| Some(**id) != active)
+            .min_by_key(|(_, s)| s.live)
+            .map(|(id, _)| *id)
+    }
+
+    /// Reads and checks the bytes at `loc`; `files` caches open segments.
+    pub fn read(&self, loc: Loc, files: &mut HashMap<u32, File>) -> Result<Vec<u8>, ReadError> {
+        let lost = ReadError::Lost {
+            seg: loc.seg,
+            off: loc.off,
+        };
+        let io = |source| ReadError::Io {
+            seg: loc.seg,
+            source,
+        };
+        let file = match files.entry(loc.seg) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => match File::open(self.path(loc.seg)) {
+                Ok(f) => v.insert(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(lost),
+                Err(e) => return Err(io(e)),
+            },
+        };
+        let mut buf = vec![0u8; loc.len as usize];
+        match file.read_exact_at(&mut buf, loc.off) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(lost),
+            Err(e) => return Err(io(e)),
+        }
+        if crc32fast::hash(&buf) != loc.crc {
+            return Err(lost);
+        }
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sds-seg-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn appended_bytes_read_back_and_damage_is_detected() {
+        let d = dir("read");
+        let mut s = Segments::open(d.clone(), 1 << 20, false, &[], None).unwrap();
+        let a = s.append(b"hello").unwrap();
+        let b = s.append(b"world!").unwrap();
+        assert_eq!((a.seg, a.off, b.off), (b.seg, 0, 5));
+        let mut files = HashMap::new();
+        assert_eq!(s.read(b, &mut files).unwrap(), b"world!");
+        let bad = Loc {
+            crc: b.crc ^ 1,
+            ..b
+        };
+        assert!(matches!(
+            s.read(bad, &mut files),
+            Err(ReadError::Lost { .. })
+        ));
+        let past = Loc { off: 100, ..b };
+        assert!(matches!(
+            s.read(past, &mut files),
+            Err(ReadError::Lost { .. })
+        ));
+        let gone = Loc { seg: 99, ..b };
+        assert!(matches!(
+            s.read(gone, &mut files),
+            Err(ReadError::Lost { .. })
+        ));
+    }
+
+    #[test]
+    fn segments_rotate_and_empty_ones_are_deleted_after_commit() {
+        let d = dir("rotate");
+        let mut s = Segments::open(d.clone(), 10, false, &[], None).unwrap();
+        let a = s.append(b"0123456789").unwrap();
+        let b = s.append(b"abc").unwrap();
+        assert_ne!(a.seg, b.seg);
+        assert!(s.committed().is_empty());
+        s.released(a.seg, a.len);
+        // Rolled back: nothing changes.
+        s.rolled_back();
+        assert!(s.committed().is_empty());
+        s.released(a.seg, a.len);
+        assert_eq!(s.committed(), vec![a.seg]);
+        s.delete(&[a.seg], &d.join("none-wal")).unwrap();
+        assert!(!d.join(seg_name(a.seg)).exists());
+        assert!(d.join(seg_name(b.seg)).exists());
+    }
+
+    #[test]
+    fn reopening_drops_unreferenced_files_and_never_reuses_ids() {
+        let d = dir("reopen");
+        let (kept, orphan) = {
+            let mut s = Segments::open(d.clone(), 4, false, &[], None).unwrap();
+            let kept = s.append(b"keep").unwrap();
+            let orphan = s.append(b"lost").unwrap();
+            (kept, orphan)
+        };
+        let mut s = Segments::open(d.clone(), 4, false, &[(kept.seg, 4)], Some(kept.seg)).unwrap();
+        assert!(d.join(seg_name(kept.seg)).exists());
+        assert!(!d.join(seg_name(orphan.seg)).exists());
+        let next = s.append(b"new!").unwrap();
+        assert!(next.seg > orphan.seg);
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_refused_until_the_first_closes() {
+        let d = dir("lock");
+        let first = Segments::open(d.clone(), 4, false, &[], None).unwrap();
+        let waiter = {
+            let d = d.clone();
+            std::thread::spawn(move || Segments::open(d, 4, false, &[], None).map(|_| ()))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(first);
+        waiter.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn compaction_is_proposed_when_garbage_outweighs_live_bytes() {
+        let d = dir("compact");
+        let mut s = Segments::open(d.clone(), 30, false, &[], None).unwrap();
+        // 12 segments of three 10-byte messages.
+        let locs: Vec<Loc> = (0..36).map(|_| s.append(b"0123456789").unwrap()).collect();
+        s.committed();
+        assert_eq!(s.compaction_candidate(), None);
+        // Two of three die in every segment but the last: 360 bytes on disk, 140 live.
+        for (i, l) in locs[..33].iter().enumerate() {
+            if i % 3 != 0 {
+                s.released(l.seg, l.len);
+            }
+        }
+        assert!(s.committed().is_empty());
+        // Every candidate holds 10 live bytes: the oldest is taken.
+        assert_eq!(s.compaction_candidate(), Some(locs[0].seg));
+    }
+}
