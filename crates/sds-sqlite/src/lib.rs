@@ -414,7 +414,6 @@ impl SqliteStore {
         let channel = channel.clone();
         self.run(move |db| {
             db.write(|tx, segments| {
-                ensure_channel_row(tx, &channel)?;
                 let mut unreferenced = Vec::new();
                 for op in &ops {
                     apply(tx, segments, &channel, op, &mut unreferenced)?;
@@ -656,12 +655,6 @@ fn delete(
 }
 
 /// Makes sure the channel has its row (once per transaction).
-fn ensure_channel_row(tx: &Transaction<'_>, c: &ChannelId) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT INTO channel (channel) VALUES (?1) ON CONFLICT DO NOTHING")?
-        .execute(params![ch(c)])?;
-    Ok(())
-}
-
 fn apply(
     tx: &Transaction<'_>,
     segments: &mut Segments,
@@ -671,8 +664,11 @@ fn apply(
 ) -> Result<(), WriteError> {
     match op {
         StoreOp::SaveLamport(l) => {
-            tx.prepare_cached("UPDATE channel SET lamport = ?2 WHERE channel = ?1")?
-                .execute(params![ch(c), l])?;
+            tx.prepare_cached(
+                "INSERT INTO channel (channel, lamport) VALUES (?1, ?2) \
+                 ON CONFLICT (channel) DO UPDATE SET lamport = ?2",
+            )?
+            .execute(params![ch(c), l])?;
         }
         StoreOp::AppendLogEntry(e) => {
             let met = e.is_met_marker();
@@ -702,7 +698,8 @@ fn apply(
             put_bytes(tx, segments, c, &e.message_id, &e.bytes)?;
             let seq: i64 = tx
                 .prepare_cached(
-                    "UPDATE channel SET next_seq = next_seq + 1 WHERE channel = ?1 RETURNING next_seq",
+                    "INSERT INTO channel (channel, next_seq) VALUES (?1, 1) \
+                     ON CONFLICT (channel) DO UPDATE SET next_seq = next_seq + 1 RETURNING next_seq",
                 )?
                 .query_row(params![ch(c)], |r| r.get(0))?;
             tx.prepare_cached(
