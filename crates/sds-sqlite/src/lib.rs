@@ -507,6 +507,7 @@ impl Db {
         if let Some(seg) = self.segments.compaction_candidate() {
             // A failed compaction leaves every message where it was.
             let _ = self.write_once(|tx, segments| compact(tx, segments, seg));
+            self.segments.compacted(seg);
         }
         Ok(())
     }

@@ -60,6 +60,9 @@ pub(crate) struct Segments {
     next_id: u32,
     /// Live-byte changes of the open transaction, applied when it commits.
     pending: Vec<(u32, i64)>,
+    /// Segments a compaction could not empty (unreadable bytes, I/O errors): not tried again
+    /// while the store is open.
+    stuck: std::collections::BTreeSet<u32>,
     /// Held for as long as the store is open: one store per directory.
     _lock: File,
 }
@@ -155,6 +158,7 @@ impl Segments {
             active: None,
             next_id: highest.saturating_add(1),
             pending: Vec::new(),
+            stuck: Default::default(),
             _lock: lock,
         })
     }
@@ -299,9 +303,16 @@ impl Segments {
         let active = self.active.as_ref().map(|a| a.id);
         self.segs
             .iter()
-            .filter(|(id, _)| Some(**id) != active)
+            .filter(|(id, _)| Some(**id) != active && !self.stuck.contains(id))
             .min_by_key(|(_, s)| s.live)
             .map(|(id, _)| *id)
+    }
+
+    /// After compacting `seg`: if it is still there, it is not proposed again.
+    pub fn compacted(&mut self, seg: u32) {
+        if self.segs.contains_key(&seg) {
+            self.stuck.insert(seg);
+        }
     }
 
     /// Reads and checks the bytes at `loc`; `files` caches open segments.
@@ -439,5 +450,9 @@ mod tests {
         assert!(s.committed().is_empty());
         // Every candidate holds 10 live bytes: the oldest is taken.
         assert_eq!(s.compaction_candidate(), Some(locs[0].seg));
+        // A compaction that could not empty it (say its bytes are unreadable) is not retried
+        // after every operation: the next one is proposed.
+        s.compacted(locs[0].seg);
+        assert_eq!(s.compaction_candidate(), Some(locs[3].seg));
     }
 }
