@@ -434,11 +434,20 @@ impl SqliteStore {
                 }
                 // Bytes are released after the whole batch: a message that leaves one place
                 // and enters another in the same operation (incoming buffer to log) keeps its
-                // bytes instead of having them deleted and written again.
+                // bytes instead of having them deleted and written again; one the batch stored
+                // last is still referred to and not even checked.
                 unreferenced.sort_unstable();
                 unreferenced.dedup();
+                let mut stored_last: HashMap<&MessageId, bool> = HashMap::new();
+                for op in &ops {
+                    if let Some((id, stored)) = reference_change(op) {
+                        stored_last.insert(id, stored);
+                    }
+                }
                 for id in &unreferenced {
-                    release_bytes(tx, segments, &channel, id)?;
+                    if stored_last.get(id) != Some(&true) {
+                        release_bytes(tx, segments, &channel, id)?;
+                    }
                 }
                 Ok(())
             })
@@ -673,6 +682,21 @@ fn delete(
 }
 
 /// Makes sure the channel has its row (once per transaction).
+/// The message whose references `op` adds (`true`) or removes (`false`).
+fn reference_change(op: &StoreOp) -> Option<(&MessageId, bool)> {
+    match op {
+        StoreOp::AppendLogEntry(e) => Some((&e.message_id, !e.is_met_marker())),
+        StoreOp::SaveOutgoing(e) => Some((&e.message_id, true)),
+        StoreOp::SaveIncoming(e) => Some((&e.message_id, true)),
+        StoreOp::SaveIncomingRepair(e) => Some((&e.entry.message_id, true)),
+        StoreOp::RemoveLogEntry(id)
+        | StoreOp::RemoveOutgoing(id)
+        | StoreOp::RemoveIncoming(id)
+        | StoreOp::RemoveIncomingRepair(id) => Some((id, false)),
+        _ => None,
+    }
+}
+
 fn apply(
     tx: &Transaction<'_>,
     segments: &mut Segments,
