@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::OpenError;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migrations by the version they produce; migration `i` turns version `i` into `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -77,6 +77,24 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE message ADD COLUMN off INTEGER;
     ALTER TABLE message ADD COLUMN len INTEGER;
     ALTER TABLE message ADD COLUMN crc INTEGER;
+    ",
+    // 2 → 3: with the bytes in segment files, message rows are small: keyed by (channel, id)
+    // themselves (no rowid, no separate index to write on every insert and delete).
+    "
+    CREATE TABLE message_v3 (
+        channel BLOB NOT NULL,
+        id BLOB NOT NULL,
+        bytes BLOB NOT NULL,
+        seg INTEGER,
+        off INTEGER,
+        len INTEGER,
+        crc INTEGER,
+        PRIMARY KEY (channel, id)
+    ) WITHOUT ROWID;
+    INSERT INTO message_v3 (channel, id, bytes, seg, off, len, crc)
+        SELECT channel, id, bytes, seg, off, len, crc FROM message;
+    DROP TABLE message;
+    ALTER TABLE message_v3 RENAME TO message;
     ",
 ];
 

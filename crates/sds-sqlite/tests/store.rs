@@ -209,25 +209,22 @@ async fn a_buffered_message_keeps_its_stored_bytes_when_delivered() {
     let path = temp_db("move");
     let store = SqliteStore::open(&path).unwrap();
     let m = ReliabilityManager::new("bob", ManagerConfig::default(), Arc::new(store)).unwrap();
-    // a2 waits for a1 in the incoming buffer; a3 is stored after it.
-    m.unwrap_received_message(msg("a2", 20, &["a1"], "alice"))
-        .await
-        .unwrap();
-    m.unwrap_received_message(msg("a3", 30, &["a2"], "alice"))
-        .await
-        .unwrap();
-    let row_of_a2 = "SELECT rowid FROM message WHERE id = x'6132'";
-    let before = count(&path, row_of_a2);
+    let alice = alice_messages(3);
+    // a1 and a2 wait for a0 in the incoming buffer.
+    m.unwrap_received_message(alice[1].clone()).await.unwrap();
+    m.unwrap_received_message(alice[2].clone()).await.unwrap();
     assert_eq!(count(&path, "SELECT COUNT(*) FROM incoming"), 2);
-    // a1 releases both: they move from the incoming buffer to the log in one operation, and
+    let where_a1 = "SELECT seg * 1000000000 + off FROM message WHERE id = x'6131'";
+    let before = count(&path, where_a1);
+    // a0 releases both: they move from the incoming buffer to the log in one operation, and
     // their bytes stay where they are rather than being deleted and written again.
-    m.unwrap_received_message(msg("a1", 10, &[], "alice"))
-        .await
-        .unwrap();
+    m.unwrap_received_message(alice[0].clone()).await.unwrap();
     assert_eq!(count(&path, "SELECT COUNT(*) FROM incoming"), 0);
     assert_eq!(count(&path, "SELECT COUNT(*) FROM log"), 3);
     assert_eq!(count(&path, "SELECT COUNT(*) FROM message"), 3);
-    assert_eq!(count(&path, row_of_a2), before);
+    assert_eq!(count(&path, where_a1), before);
+    let once: usize = alice.iter().map(|b| b.len()).sum();
+    assert_eq!(segment_bytes(&path), once as u64);
 }
 
 /// Total size of the database's segment files.
