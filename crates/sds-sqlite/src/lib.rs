@@ -22,12 +22,12 @@
 //!   their location and CRC-32. Segments rotate at [`Options::segment_bytes`], are deleted once
 //!   nothing refers to them, and a segment holding mostly dead bytes is compacted, so the
 //!   directory stays within about twice the live bytes. Bytes are written before the
-//!   transaction that refers to them commits and segments are deleted only after the commit
-//!   that empties them is synced, so a process crash loses nothing. With
+//!   transaction that refers to them commits, and a compacted segment is deleted only after
+//!   its copies and their new locations are synced, so a process crash loses nothing. With
 //!   [`Durability::Normal`], power loss may also lose the bytes of recent operations whose rows
-//!   reached the disk: the checksum detects it and loading drops those entries (and their
-//!   rows) rather than misreading them. With [`Durability::Full`] the bytes are synced before
-//!   each commit.
+//!   reached the disk: the checksum (or the missing file) detects it and loading drops those
+//!   entries (and their rows) rather than misreading them. With [`Durability::Full`] the bytes
+//!   are synced before each commit.
 //! * One process at a time: the message directory is locked while a store is open. Opening a
 //!   database that is already open in this process returns a handle to the same store.
 //! * The schema is versioned with `PRAGMA user_version` and migrated forward on open; a database
@@ -564,6 +564,7 @@ impl Db {
 /// Copies the live messages of segment `seg` to the active one; the segment is then empty and
 /// deleted after the commit.
 fn compact(tx: &Transaction<'_>, segments: &mut Segments, seg: u32) -> Result<(), WriteError> {
+    segments.moving(seg);
     let rows: Vec<(Vec<u8>, Vec<u8>, Loc)> = tx
         .prepare("SELECT channel, id, off, len, crc FROM message WHERE seg = ?1")?
         .query_map(params![seg], |r| {

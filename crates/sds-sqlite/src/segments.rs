@@ -9,11 +9,12 @@
 //!
 //! Ordering. Bytes are appended before the transaction that refers to them commits, so a
 //! process crash never leaves a row pointing at bytes the file does not have (appended bytes
-//! whose transaction never committed are garbage, reclaimed with their segment). A segment is
-//! deleted only after the WAL and the active segment are synced, so a database rolled back by
-//! power loss never refers to a deleted file. With `synchronous = NORMAL`, power loss can still
-//! lose appended bytes whose rows reached the disk; the CRC catches that, and loading drops the
-//! entry instead of misreading it.
+//! whose transaction never committed are garbage, reclaimed with their segment). A compacted
+//! segment is deleted only after the WAL and the active segment are synced, so a database
+//! rolled back by power loss never refers to a deleted file for bytes it still needs. With
+//! `synchronous = NORMAL`, power loss can still lose appended bytes whose rows reached the
+//! disk, or the file of a segment emptied by deletions the rollback undid; the CRC and the
+//! missing file are detected, and loading drops the entry instead of misreading it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -60,6 +61,8 @@ pub(crate) struct Segments {
     next_id: u32,
     /// Live-byte changes of the open transaction, applied when it commits.
     pending: Vec<(u32, i64)>,
+    /// Segments whose live bytes compaction copied into the active segment.
+    moved: std::collections::BTreeSet<u32>,
     /// Segments a compaction could not empty (unreadable bytes, I/O errors): not tried again
     /// while the store is open.
     stuck: std::collections::BTreeSet<u32>,
@@ -158,6 +161,7 @@ impl Segments {
             active: None,
             next_id: highest.saturating_add(1),
             pending: Vec::new(),
+            moved: Default::default(),
             stuck: Default::default(),
             _lock: lock,
         })
@@ -263,19 +267,30 @@ impl Segments {
         self.pending.clear();
     }
 
-    /// Deletes segments once the commit that emptied them is durable: the active segment (where
-    /// compaction copied their bytes) and the WAL are synced first.
+    /// Compaction is about to copy the live bytes of `seg` forward.
+    pub fn moving(&mut self, seg: u32) {
+        self.moved.insert(seg);
+    }
+
+    /// Deletes segments nothing refers to any more. One whose bytes compaction copied is
+    /// deleted only once the copies and their new locations are durable: with `NORMAL`, the
+    /// active segment and the WAL are synced first (with `FULL` every commit already is). A
+    /// segment emptied by deletions needs no sync: a database rolled back by power loss may
+    /// refer to it again, but only from rows that were deleted, and loading drops those.
     pub fn delete(&mut self, ids: &[u32], wal: &Path) -> io::Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        self.sync_active()?;
-        match File::open(wal) {
-            Ok(f) => f.sync_data()?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        if !self.sync_each_commit && ids.iter().any(|id| self.moved.contains(id)) {
+            self.sync_active()?;
+            match File::open(wal) {
+                Ok(f) => f.sync_data()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         for id in ids {
+            self.moved.remove(id);
             match fs::remove_file(self.path(*id)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
