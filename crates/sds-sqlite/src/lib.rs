@@ -481,7 +481,10 @@ fn messages_dir(db: &Path) -> PathBuf {
 fn open_segments(conn: &Connection, dir: PathBuf, options: &Options) -> std::io::Result<Segments> {
     let sql = |e: rusqlite::Error| std::io::Error::other(e.to_string());
     let mut stmt = conn
-        .prepare("SELECT seg, SUM(len) FROM message WHERE seg IS NOT NULL GROUP BY seg")
+        .prepare(
+            "SELECT seg, SUM((len + 4095) / 4096 * 4096) FROM message \
+             WHERE seg IS NOT NULL GROUP BY seg",
+        )
         .map_err(sql)?;
     let live = stmt
         .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))

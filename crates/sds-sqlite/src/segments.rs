@@ -3,9 +3,13 @@
 //! A message (~19 KB at default settings) written into SQLite goes through the WAL and again
 //! into the database at checkpoint, and drags a leaf and overflow pages through both. Here it
 //! is written once, appended to the active segment file of the directory `<database>-messages`;
-//! the database row keeps its location, length and CRC-32. Segments rotate at a size limit, are
-//! deleted once nothing refers to them, and a mostly-dead segment is compacted (its live
-//! messages copied forward) so the directory stays within about twice the live bytes.
+//! the database row keeps its location, length and CRC-32. Appends are padded to whole 4 KiB
+//! pages. Segments rotate at a size limit, are deleted once nothing refers to them, and a
+//! mostly-dead segment is compacted (its live messages copied forward) so the directory stays
+//! within about twice the live bytes. One emptied segment is kept as a spare and the next
+//! segment is written over it: overwriting pages the kernel still caches costs a third of
+//! appending new ones (2.8 against 9.6 µs for 19 KB here), and whole pages are never read
+//! back first even when they are not cached.
 //!
 //! Ordering. Bytes are appended before the transaction that refers to them commits, so a
 //! process crash never leaves a row pointing at bytes the file does not have (appended bytes
@@ -66,9 +70,22 @@ pub(crate) struct Segments {
     /// Segments a compaction could not empty (unreadable bytes, I/O errors): not tried again
     /// while the store is open.
     stuck: std::collections::BTreeSet<u32>,
+    /// The page-padded bytes of the current append.
+    scratch: Vec<u8>,
     /// Held for as long as the store is open: one store per directory.
     _lock: File,
 }
+
+/// Appends start and end on page boundaries.
+const PAGE: usize = 4096;
+
+/// The space `len` bytes take in a segment.
+pub(crate) fn padded(len: u32) -> u64 {
+    u64::from(len).div_ceil(PAGE as u64) * PAGE as u64
+}
+
+/// The name of the spare segment file.
+const SPARE: &str = "spare";
 
 /// How long `open` waits for another store of the same database to close.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -104,8 +121,8 @@ pub(crate) enum ReadError {
 }
 
 impl Segments {
-    /// Opens (creating) the directory. `live` is, per segment, the bytes the database refers
-    /// to; `highest_ref` the highest segment id it refers to. Files nothing refers to are
+    /// Opens (creating) the directory. `live` is, per segment, the space (see [`padded`]) of
+    /// the bytes the database refers to; `highest_ref` the highest segment id it refers to. Files nothing refers to are
     /// deleted; appends go to a new segment.
     pub fn open(
         dir: PathBuf,
@@ -133,6 +150,8 @@ impl Segments {
                         format!("{} is in use by another store", dir.display()),
                     ))
                 }
+                // A file system without locks: one writer is then the caller's to ensure.
+                Err(fs::TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => break,
                 Err(fs::TryLockError::Error(e)) => return Err(e),
             }
         }
@@ -163,6 +182,7 @@ impl Segments {
             pending: Vec::new(),
             moved: Default::default(),
             stuck: Default::default(),
+            scratch: Vec::new(),
             _lock: lock,
         })
     }
@@ -175,29 +195,34 @@ impl Segments {
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<Loc> {
         let len = u32::try_from(bytes.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 4 GiB"))?;
+        // Whole pages: writing over a recycled segment then never reads a page back first.
+        let padded = padded(len) as usize;
         let full = self
             .active
             .as_ref()
-            .is_none_or(|a| a.size > 0 && a.size + u64::from(len) > self.limit);
+            .is_none_or(|a| a.size > 0 && a.size + padded as u64 > self.limit);
         if full {
             self.rotate()?;
         }
         let Some(a) = self.active.as_mut() else {
             return Err(io::Error::other("no active segment"));
         };
-        a.file.write_all_at(bytes, a.size)?;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(bytes);
+        self.scratch.resize(padded, 0);
+        a.file.write_all_at(&self.scratch, a.size)?;
         let loc = Loc {
             seg: a.id,
             off: a.size,
             len,
             crc: crc32fast::hash(bytes),
         };
-        a.size += u64::from(len);
+        a.size += padded as u64;
         a.unsynced = true;
         if let Some(s) = self.segs.get_mut(&a.id) {
             s.size = a.size;
         }
-        self.pending.push((a.id, i64::from(len)));
+        self.pending.push((a.id, padded as i64));
         Ok(loc)
     }
 
@@ -208,10 +233,16 @@ impl Segments {
             }
         }
         let id = self.next_id;
-        let file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(self.path(id))?;
+        // A spare (an emptied segment kept for this) is written over: its pages are likely
+        // still cached, and overwriting cached pages costs a third of appending new ones.
+        let spare = self.dir.join(SPARE);
+        let file = match fs::rename(&spare, self.path(id)) {
+            Ok(()) => OpenOptions::new().write(true).open(self.path(id))?,
+            Err(_) => OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(self.path(id))?,
+        };
         self.next_id = id.saturating_add(1);
         self.segs.insert(id, Seg::default());
         self.active = Some(Active {
@@ -225,7 +256,7 @@ impl Segments {
 
     /// Bytes at `loc` no longer referred to (once the transaction commits).
     pub fn released(&mut self, seg: u32, len: u32) {
-        self.pending.push((seg, -i64::from(len)));
+        self.pending.push((seg, -(padded(len) as i64)));
     }
 
     /// Before a commit: with FULL durability, the bytes reach the disk before the rows do.
@@ -291,7 +322,17 @@ impl Segments {
         }
         for id in ids {
             self.moved.remove(id);
-            match fs::remove_file(self.path(*id)) {
+            let path = self.path(*id);
+            // The first emptied segment of a full size becomes the spare; the others go.
+            let full_size = self.segs.get(id).is_some_and(|s| s.size >= self.limit / 2);
+            if full_size
+                && !self.dir.join(SPARE).exists()
+                && fs::rename(&path, self.dir.join(SPARE)).is_ok()
+            {
+                self.segs.remove(id);
+                continue;
+            }
+            match fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -377,7 +418,7 @@ mod tests {
         let mut s = Segments::open(d.clone(), 1 << 20, false, &[], None).unwrap();
         let a = s.append(b"hello").unwrap();
         let b = s.append(b"world!").unwrap();
-        assert_eq!((a.seg, a.off, b.off), (b.seg, 0, 5));
+        assert_eq!((a.seg, a.off, b.off), (b.seg, 0, PAGE as u64));
         let mut files = HashMap::new();
         assert_eq!(s.read(b, &mut files).unwrap(), b"world!");
         let bad = Loc {
@@ -417,6 +458,12 @@ mod tests {
         s.delete(&[a.seg], &d.join("none-wal")).unwrap();
         assert!(!d.join(seg_name(a.seg)).exists());
         assert!(d.join(seg_name(b.seg)).exists());
+        // The emptied segment became the spare, which the next segment is written over.
+        assert!(d.join(SPARE).exists());
+        let c = s.append(b"over the spare").unwrap();
+        assert!(c.seg > b.seg);
+        assert!(!d.join(SPARE).exists());
+        assert_eq!(s.read(c, &mut HashMap::new()).unwrap(), b"over the spare");
     }
 
     #[test]
@@ -451,19 +498,19 @@ mod tests {
     #[test]
     fn compaction_is_proposed_when_garbage_outweighs_live_bytes() {
         let d = dir("compact");
-        let mut s = Segments::open(d.clone(), 30, false, &[], None).unwrap();
-        // 12 segments of three 10-byte messages.
+        let mut s = Segments::open(d.clone(), 3 * PAGE as u64, false, &[], None).unwrap();
+        // 12 segments of three messages, a page each.
         let locs: Vec<Loc> = (0..36).map(|_| s.append(b"0123456789").unwrap()).collect();
         s.committed();
         assert_eq!(s.compaction_candidate(), None);
-        // Two of three die in every segment but the last: 360 bytes on disk, 140 live.
+        // Two of three die in every segment but the last: 36 pages on disk, 14 live.
         for (i, l) in locs[..33].iter().enumerate() {
             if i % 3 != 0 {
                 s.released(l.seg, l.len);
             }
         }
         assert!(s.committed().is_empty());
-        // Every candidate holds 10 live bytes: the oldest is taken.
+        // Every candidate holds one live page: the oldest is taken.
         assert_eq!(s.compaction_candidate(), Some(locs[0].seg));
         // A compaction that could not empty it (say its bytes are unreadable) is not retried
         // after every operation: the next one is proposed.
