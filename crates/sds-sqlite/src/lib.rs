@@ -173,13 +173,13 @@ fn next_job(rx: &std_mpsc::Receiver<Job>) -> Option<Job> {
     }
 }
 
-/// WAL pages after which the checkpoint thread is woken (~8 MB at 8 KiB pages).
+/// WAL pages after which the checkpoint thread is woken (4 MB at 4 KiB pages).
 const CHECKPOINT_PAGES: i32 = 1_000;
 
-/// WAL pages after which the connection thread checkpoints itself (~80 MB). The checkpoint
-/// thread copies frames while new ones are appended, so it rarely finds the WAL fully copied
-/// between two commits, which SQLite needs to start the WAL over; here it is, after a short
-/// catch-up, and the WAL stays bounded even if the checkpoint thread falls behind.
+/// WAL pages after which the connection thread checkpoints itself (40 MB at 4 KiB pages). The
+/// checkpoint thread copies frames while new ones are appended, so it rarely finds the WAL fully
+/// copied between two commits, which SQLite needs to start the WAL over; here it is, after a
+/// short catch-up, and the WAL stays bounded even if the checkpoint thread falls behind.
 const CHECKPOINT_HERE_PAGES: i32 = 10_000;
 
 thread_local! {
