@@ -107,7 +107,9 @@ async fn run_workload(path: &Path, seed: u64, rounds: usize) {
             }
             9 => {
                 // Bytes that die in bulk: segments empty out (deleted) or hold mostly dead
-                // bytes (compacted).
+                // bytes (compacted). Removed first too, in case a kill left a previous
+                // round's messages: at most SCRATCH are ever there.
+                let _ = m.remove_channel("scratch").await;
                 for j in 0..SCRATCH {
                     let _ = m
                         .wrap_outgoing_message(&b"tmp"[..], format!("s{k}-{j}"), "scratch")
