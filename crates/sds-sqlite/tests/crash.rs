@@ -183,15 +183,15 @@ async fn check(path: &Path, announced: &[String], min_lamport: i64) -> i64 {
         lamport >= min_lamport,
         "lamport went back from {min_lamport} to {lamport}"
     );
-    assert!(
-        store
-            .load_channel(&"scratch".into())
-            .await
-            .unwrap()
-            .outgoing
-            .len()
-            <= SCRATCH
-    );
+    // The scratch channel: at most one round's sends, each with its log entry (a removal is
+    // all or nothing).
+    let scratch = store.load_channel(&"scratch".into()).await.unwrap();
+    assert!(scratch.outgoing.len() <= SCRATCH);
+    assert_eq!(scratch.outgoing.len(), scratch.log.len());
+    for (o, l) in scratch.outgoing.iter().zip(&scratch.log) {
+        assert_eq!(o.message_id, l.message_id);
+        assert_eq!(o.bytes, l.bytes);
+    }
     lamport
 }
 
