@@ -50,7 +50,9 @@ int SdsStartPeriodicTasks(void* ctx, SdsCallBack callback, void* userData);
 
 // Like SdsNewReliabilityManager, configured by a JSON object (NULL or "{}" for the defaults):
 //   "participantId": string (without it SDS-R is off, as in the classic constructor),
-//   "databasePath": string (SQLite file: state survives restarts),
+//   "databasePath": string (SQLite file: state survives restarts; message bytes go to the
+//     directory "<databasePath>-messages" beside it; one process at a time per database,
+//     contexts of one process opening the same path share it),
 //   and any engine setting by its camelCase name, for example "bloomCapacity",
 //   "maxMessageHistory", "maxCausalHistory", "resendIntervalMs", "maxResendAttempts",
 //   "possibleAckThreshold", "syncIntervalMs", "lostDependencyTimeoutMs" (0: never),
