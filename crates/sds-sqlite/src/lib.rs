@@ -844,6 +844,48 @@ fn stored_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Stored> {
 
 const MESSAGE_COLUMNS: &str = "m.bytes, m.seg, m.off, m.len, m.crc";
 
+/// A stored entry that carries a message's bytes.
+trait WithBytes {
+    fn id(&self) -> &MessageId;
+    fn set_bytes(&mut self, bytes: Bytes);
+}
+
+macro_rules! with_bytes {
+    ($t:ty, $($id:ident).+) => {
+        impl WithBytes for $t {
+            fn id(&self) -> &MessageId {
+                &self.$($id).+
+            }
+            fn set_bytes(&mut self, bytes: Bytes) {
+                self.bytes = bytes;
+            }
+        }
+    };
+}
+with_bytes!(LogEntry, message_id);
+with_bytes!(OutgoingEntry, message_id);
+with_bytes!(IncomingEntry, message_id);
+with_bytes!(IncomingRepairEntry, entry.message_id);
+
+/// Gives each entry of `table` its bytes from `stored` (same order); entries whose bytes
+/// `resolve` finds lost are left out.
+fn fill_bytes<E: WithBytes>(
+    entries: &mut Vec<E>,
+    stored: Vec<Stored>,
+    table: &'static str,
+    resolve: &mut impl FnMut(&'static str, &MessageId, Stored) -> PersistenceResult<Option<Bytes>>,
+) -> PersistenceResult<()> {
+    let mut keep = Vec::with_capacity(entries.len());
+    for (mut e, s) in std::mem::take(entries).into_iter().zip(stored) {
+        if let Some(b) = resolve(table, e.id(), s)? {
+            e.set_bytes(b);
+            keep.push(e);
+        }
+    }
+    *entries = keep;
+    Ok(())
+}
+
 /// Reads a channel. Entries whose bytes are lost (see [`segments`]) are left out and deleted.
 fn load(db: &mut Db, c: &ChannelId) -> PersistenceResult<ChannelSnapshot> {
     let (mut snap, stored) = read_channel(&mut db.conn, c).map_err(sql_err)?;
@@ -864,42 +906,16 @@ fn load(db: &mut Db, c: &ChannelId) -> PersistenceResult<ChannelSnapshot> {
             }
         };
     let [log, outgoing, incoming, incoming_repair] = stored;
-    let mut keep = Vec::with_capacity(snap.log.len());
-    for (mut e, s) in std::mem::take(&mut snap.log).into_iter().zip(log) {
-        // Marked-met markers have no bytes and read as empty ones.
-        if let Some(b) = resolve("log", &e.message_id, s)? {
-            e.bytes = b;
-            keep.push(e);
-        }
-    }
-    snap.log = keep;
-    let mut keep = Vec::with_capacity(snap.outgoing.len());
-    for (mut e, s) in std::mem::take(&mut snap.outgoing).into_iter().zip(outgoing) {
-        if let Some(b) = resolve("outgoing", &e.message_id, s)? {
-            e.bytes = b;
-            keep.push(e);
-        }
-    }
-    snap.outgoing = keep;
-    let mut keep = Vec::with_capacity(snap.incoming.len());
-    for (mut e, s) in std::mem::take(&mut snap.incoming).into_iter().zip(incoming) {
-        if let Some(b) = resolve("incoming", &e.message_id, s)? {
-            e.bytes = b;
-            keep.push(e);
-        }
-    }
-    snap.incoming = keep;
-    let mut keep = Vec::with_capacity(snap.incoming_repair.len());
-    for (mut e, s) in std::mem::take(&mut snap.incoming_repair)
-        .into_iter()
-        .zip(incoming_repair)
-    {
-        if let Some(b) = resolve("incoming_repair", &e.entry.message_id, s)? {
-            e.bytes = b;
-            keep.push(e);
-        }
-    }
-    snap.incoming_repair = keep;
+    // Marked-met markers have no bytes and read as empty ones.
+    fill_bytes(&mut snap.log, log, "log", &mut resolve)?;
+    fill_bytes(&mut snap.outgoing, outgoing, "outgoing", &mut resolve)?;
+    fill_bytes(&mut snap.incoming, incoming, "incoming", &mut resolve)?;
+    fill_bytes(
+        &mut snap.incoming_repair,
+        incoming_repair,
+        "incoming_repair",
+        &mut resolve,
+    )?;
     if !lost.is_empty() {
         let channel = c.clone();
         db.write(|tx, segments| {
