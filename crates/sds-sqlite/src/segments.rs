@@ -122,8 +122,9 @@ pub(crate) enum ReadError {
 
 impl Segments {
     /// Opens (creating) the directory. `live` is, per segment, the space (see [`padded`]) of
-    /// the bytes the database refers to; `highest_ref` the highest segment id it refers to. Files nothing refers to are
-    /// deleted; appends go to a new segment.
+    /// the bytes the database refers to; `highest_ref` the highest segment id it refers to.
+    /// Segment files nothing refers to are deleted (a spare is kept); appends go to a new
+    /// segment.
     pub fn open(
         dir: PathBuf,
         limit: u64,
