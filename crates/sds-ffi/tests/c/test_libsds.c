@@ -1,7 +1,7 @@
 // Exercises every function of libsds.h from C: two contexts exchanging messages out of order,
 // missing dependencies, marking them met, acknowledgements, a retrieval-hint provider, NULL
-// arguments, periodic work, reset and cleanup. Prints "N passed, M failed"; exits non-zero on
-// any failure.
+// arguments, state kept in a database across contexts, periodic work, reset and cleanup.
+// Prints "N passed, M failed"; exits non-zero on any failure.
 
 #include <pthread.h>
 #include <stdio.h>
@@ -203,6 +203,32 @@ int main(void) {
     CHECK(wait_result(&r) == RET_OK, "classic unwrap result");
     CHECK(strstr(r.msg, "aGludDptMQ==") != NULL, "hints cited for logged messages");
 
+    // A context with a database: released and created again, it still holds what it sent.
+    char dbdir[] = "/tmp/sds_c_db_XXXXXX";
+    CHECK(mkdtemp(dbdir) != NULL, "temporary directory");
+    char config[256];
+    snprintf(config, sizeof config, "{\"participantId\":\"dora\",\"databasePath\":\"%s/dora.db\"}", dbdir);
+    void* dora = SdsNewReliabilityManagerWithConfig(config, on_result, &r);
+    CHECK(dora != NULL && wait_result(&r) == RET_OK, "dora created with a database");
+    size_t d1_len;
+    unsigned char* d1 = wrap(dora, "kept", "d1", &r, &d1_len);
+    CHECK(SdsCleanupReliabilityManager(dora, on_result, &r) == RET_OK, "cleanup dora");
+    CHECK(wait_result(&r) == RET_OK, "cleanup dora result");
+    void* dora2 = SdsNewReliabilityManagerWithConfig(config, on_result, &r);
+    CHECK(dora2 != NULL && wait_result(&r) == RET_OK, "dora reopened");
+    CHECK(SdsWrapOutgoingMessage(dora2, "again", 5, "d1", "chat", on_result, &r) == RET_OK, "resend handed off");
+    CHECK(wait_result(&r) == RET_ERR && strstr(r.msg, "already in use") != NULL, "d1 remembered across contexts");
+    size_t d2_len;
+    unsigned char* d2 = wrap(dora2, "next", "d2", &r, &d2_len);
+    CHECK(SdsUnwrapReceivedMessage(bob, d2, d2_len, on_result, &r) == RET_OK, "bob unwraps d2");
+    CHECK(wait_result(&r) == RET_OK && strstr(r.msg, "\"messageId\":\"d1\"") != NULL, "d2 cites d1 from the database");
+    CHECK(SdsCleanupReliabilityManager(dora2, on_result, &r) == RET_OK, "cleanup dora again");
+    wait_result(&r);
+    char rm[300];
+    snprintf(rm, sizeof rm, "rm -rf %s", dbdir);
+    int rm_status = system(rm);
+    (void)rm_status;
+
     // Errors: before hand-off and from the core.
     CHECK(SdsWrapOutgoingMessage(alice, "x", 1, "id", NULL, on_result, &r) == RET_ERR, "NULL channel refused");
     CHECK(wait_result(&r) == RET_ERR && strstr(r.msg, "libsds error") != NULL, "NULL channel reported");
@@ -250,6 +276,8 @@ int main(void) {
     free(m2);
     free(m3);
     free(b1);
+    free(d1);
+    free(d2);
     free(r.msg);
     for (int i = 0; i < event_count; i++) free(events[i]);
     printf("%d passed, %d failed\n", passed, failed);
