@@ -53,6 +53,8 @@ int SdsStartPeriodicTasks(void* ctx, SdsCallBack callback, void* userData);
 //   "databasePath": string (SQLite file: state survives restarts; message bytes go to the
 //     directory "<databasePath>-messages" beside it; one process at a time per database,
 //     contexts of one process opening the same path share it),
+//   "databaseDurability": "normal" (default: survives crashes of the process; the newest
+//     operations may be lost on power loss) or "full" (an fsync per operation),
 //   and any engine setting by its camelCase name, for example "bloomCapacity",
 //   "maxMessageHistory", "maxCausalHistory", "resendIntervalMs", "maxResendAttempts",
 //   "possibleAckThreshold", "syncIntervalMs", "lostDependencyTimeoutMs" (0: never),

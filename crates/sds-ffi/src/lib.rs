@@ -377,7 +377,10 @@ fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
-fn engine_config(v: &Value) -> Result<(String, Option<String>, Config), String> {
+/// A database to keep the state in: its path and how hard commits try to survive.
+type Database = (String, sds_sqlite::Durability);
+
+fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), String> {
     let obj = match v {
         Value::Null => return Ok((String::new(), None, Config::default())),
         Value::Object(o) => o,
@@ -389,9 +392,18 @@ fn engine_config(v: &Value) -> Result<(String, Option<String>, Config), String> 
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err("participantId must be a string".into()),
     };
-    let database = match obj.get("databasePath") {
+    let durability = match obj.get("databaseDurability") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) if s == "normal" => Some(sds_sqlite::Durability::Normal),
+        Some(Value::String(s)) if s == "full" => Some(sds_sqlite::Durability::Full),
+        Some(_) => return Err("databaseDurability must be \"normal\" or \"full\"".into()),
+    };
+    let database = match obj.get("databasePath") {
+        None | Some(Value::Null) if durability.is_some() => {
+            return Err("databaseDurability needs databasePath".into())
+        }
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some((s.clone(), durability.unwrap_or_default())),
         Some(_) => return Err("databasePath must be a string".into()),
     };
     for (key, value) in obj {
@@ -401,7 +413,7 @@ fn engine_config(v: &Value) -> Result<(String, Option<String>, Config), String> 
                 .ok_or(format!("{key} must be a non-negative integer"))
         };
         match key.as_str() {
-            "participantId" | "databasePath" => {}
+            "participantId" | "databasePath" | "databaseDurability" => {}
             "bloomCapacity" => {
                 c.bloom_capacity = value.as_i64().ok_or("bloomCapacity must be an integer")?
             }
@@ -442,7 +454,7 @@ fn create(config: Value, created: Callback) -> *mut c_void {
     };
     let persistence: Arc<dyn Persistence> = match database {
         None => Arc::new(NoopPersistence),
-        Some(path) => match sds_sqlite::SqliteStore::open(&path) {
+        Some((path, durability)) => match sds_sqlite::SqliteStore::open_with(&path, durability) {
             Ok(store) => Arc::new(store),
             Err(e) => {
                 refuse(created, &format!("rePersistenceError: {e}"));
@@ -763,5 +775,21 @@ mod tests {
         assert_eq!(engine_config(&off).unwrap().2.filter_resend_after, None);
         let wrong: Value = serde_json::from_str(r#"{"quietSync":1}"#).unwrap();
         assert!(engine_config(&wrong).is_err());
+    }
+
+    #[test]
+    fn database_durability_is_normal_unless_asked_and_needs_a_path() {
+        let db = |json: &str| engine_config(&serde_json::from_str(json).unwrap()).map(|x| x.1);
+        use sds_sqlite::Durability::{Full, Normal};
+        assert_eq!(
+            db(r#"{"databasePath":"a.db"}"#).unwrap(),
+            Some(("a.db".into(), Normal))
+        );
+        assert_eq!(
+            db(r#"{"databasePath":"a.db","databaseDurability":"full"}"#).unwrap(),
+            Some(("a.db".into(), Full))
+        );
+        assert!(db(r#"{"databasePath":"a.db","databaseDurability":"fast"}"#).is_err());
+        assert!(db(r#"{"databaseDurability":"full"}"#).is_err());
     }
 }
