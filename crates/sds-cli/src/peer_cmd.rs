@@ -14,7 +14,7 @@ use sds::{
 use sds_proto::engine::SendFailure;
 use sds_proto::wire::Profile;
 use sds_proto::{Bytes, HistoryEntry, Id, MessageId};
-use sds_sqlite::SqliteStore;
+use sds_sqlite::{Durability, SqliteStore};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -30,12 +30,25 @@ pub(crate) struct PeerArgs {
     /// after the participant in the working directory, reopened by the next run).
     #[arg(long)]
     store: Option<String>,
+    /// With an SQLite store, `full` syncs every operation to disk (survives power loss);
+    /// `normal` survives crashes of the process, and power loss may take the newest operations.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Normal)]
+    durability: DurabilityArg,
     /// Start the timer-driven periodic work (resends, syncs, repairs) in the background;
     /// otherwise it runs only on `sweep`.
     #[arg(long)]
     periodic: bool,
     #[command(flatten)]
     config: ConfigArgs,
+}
+
+/// `--durability`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DurabilityArg {
+    /// `synchronous = NORMAL`.
+    Normal,
+    /// `synchronous = FULL`.
+    Full,
 }
 
 /// Every `Config` field, as an option (defaults: the engine's).
@@ -471,7 +484,11 @@ pub(crate) fn run(args: PeerArgs) -> CmdResult {
         "memory" => Arc::new(MemoryPersistence::new()),
         other => match other.strip_prefix("sqlite:") {
             Some(path) if !path.is_empty() => {
-                Arc::new(SqliteStore::open(path).map_err(|e| e.to_string())?)
+                let durability = match args.durability {
+                    DurabilityArg::Normal => Durability::Normal,
+                    DurabilityArg::Full => Durability::Full,
+                };
+                Arc::new(SqliteStore::open_with(path, durability).map_err(|e| e.to_string())?)
             }
             _ => {
                 return Err(format!(

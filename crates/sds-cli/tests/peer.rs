@@ -160,19 +160,22 @@ fn by_default_a_peer_keeps_its_state_in_the_working_directory() {
     let dir = std::env::temp_dir().join(format!("sds-peer-default-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let start = || {
+    let start = |options: &[&str]| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sds"));
         command
             .args(["peer", "--participant", "dora/1"])
+            .args(options)
             .current_dir(&dir);
         Peer::spawn(command)
     };
-    let mut dora = start();
+    // The first run syncs every operation; either durability reads the same file.
+    let mut dora = start(&["--durability", "full"]);
     dora.ok("wrap chat m1 6869");
     dora.quit();
     // The participant id names the file, made safe for a file name.
     assert!(dir.join("sds-peer-dora_1.db").exists());
-    let mut dora = start();
+    assert!(dir.join("sds-peer-dora_1.db-messages").is_dir());
+    let mut dora = start(&[]);
     let history = dora.ok("history chat");
     assert_eq!(history["history"], serde_json::json!(["m1"]), "{history}");
     dora.quit();
