@@ -377,6 +377,19 @@ fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
+/// An entry point that reports through a callback: `RET_MISSING_CALLBACK` without one,
+/// `RET_ERR` if `f` panics, otherwise what `f` returns.
+fn with_callback(
+    callback: SdsCallBack,
+    user_data: *mut c_void,
+    f: impl FnOnce(Callback) -> c_int,
+) -> c_int {
+    guarded(RET_ERR, || match Callback::new(callback, user_data) {
+        Some(cb) => f(cb),
+        None => RET_MISSING_CALLBACK,
+    })
+}
+
 /// A database to keep the state in: its path and how hard commits try to survive.
 type Database = (String, sds_sqlite::Durability);
 
@@ -601,10 +614,7 @@ pub extern "C" fn SdsWrapOutgoingMessage(
     callback: SdsCallBack,
     user_data: *mut c_void,
 ) -> c_int {
-    guarded(RET_ERR, || {
-        let Some(cb) = Callback::new(callback, user_data) else {
-            return RET_MISSING_CALLBACK;
-        };
+    with_callback(callback, user_data, |cb| {
         if message.is_null() && message_len > 0 {
             return refuse(cb, "message is NULL");
         }
@@ -638,10 +648,7 @@ pub extern "C" fn SdsUnwrapReceivedMessage(
     callback: SdsCallBack,
     user_data: *mut c_void,
 ) -> c_int {
-    guarded(RET_ERR, || {
-        let Some(cb) = Callback::new(callback, user_data) else {
-            return RET_MISSING_CALLBACK;
-        };
+    with_callback(callback, user_data, |cb| {
         if message.is_null() && message_len > 0 {
             return refuse(cb, "message is NULL");
         }
@@ -665,10 +672,7 @@ pub extern "C" fn SdsMarkDependenciesMet(
     callback: SdsCallBack,
     user_data: *mut c_void,
 ) -> c_int {
-    guarded(RET_ERR, || {
-        let Some(cb) = Callback::new(callback, user_data) else {
-            return RET_MISSING_CALLBACK;
-        };
+    with_callback(callback, user_data, |cb| {
         if message_ids.is_null() && count > 0 {
             return refuse(cb, "message id array is NULL");
         }
@@ -696,10 +700,7 @@ pub extern "C" fn SdsResetReliabilityManager(
     callback: SdsCallBack,
     user_data: *mut c_void,
 ) -> c_int {
-    guarded(RET_ERR, || {
-        let Some(cb) = Callback::new(callback, user_data) else {
-            return RET_MISSING_CALLBACK;
-        };
+    with_callback(callback, user_data, |cb| {
         submit(ctx, cb, Request::Reset(cb))
     })
 }
@@ -711,10 +712,7 @@ pub extern "C" fn SdsStartPeriodicTasks(
     callback: SdsCallBack,
     user_data: *mut c_void,
 ) -> c_int {
-    guarded(RET_ERR, || {
-        let Some(cb) = Callback::new(callback, user_data) else {
-            return RET_MISSING_CALLBACK;
-        };
+    with_callback(callback, user_data, |cb| {
         submit(ctx, cb, Request::StartTasks(cb))
     })
 }
@@ -727,10 +725,7 @@ pub extern "C" fn SdsCleanupReliabilityManager(
     callback: SdsCallBack,
     user_data: *mut c_void,
 ) -> c_int {
-    guarded(RET_ERR, || {
-        let Some(cb) = Callback::new(callback, user_data) else {
-            return RET_MISSING_CALLBACK;
-        };
+    with_callback(callback, user_data, |cb| {
         // Unregister first: no other call can reach the context from now on.
         let removed = {
             let mut live = lock(&CONTEXTS);
