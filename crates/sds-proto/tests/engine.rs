@@ -1551,8 +1551,14 @@ fn multi_09_invalid_config_is_refused() {
             max_message_history: 0,
             ..Config::default()
         },
+        // A filter that cannot be built: refused by validate, not at every channel's creation.
+        Config {
+            bloom_capacity: i64::MAX,
+            ..Config::default()
+        },
     ];
     for config in bad {
+        assert!(config.validate().is_err(), "{config:?}");
         assert!(Channel::new("c".into(), "a".into(), config, T0).is_err());
     }
 }

@@ -144,6 +144,14 @@ impl Config {
         if self.max_known_ids < self.max_message_history {
             return fail("max_known_ids must be at least max_message_history");
         }
+        // Every channel builds one: a filter that cannot be built would make every operation
+        // on every channel fail.
+        if let Err(e) = super::profile::ChannelFilter::new(self) {
+            return Err(ConfigError(format!(
+                "bloom_capacity {} at bloom_error_rate {}: {e}",
+                self.bloom_capacity, self.bloom_error_rate
+            )));
+        }
         Ok(())
     }
 }
