@@ -1,10 +1,24 @@
 // libsds: Scalable Data Sync (SDS, SDS-R) for C and anything with a C FFI.
 //
 // Drop-in for nim-sds's libsds.h: the declarations up to the "Extensions" line are the same.
-// Every call with a callback returns at once; the result arrives through the callback, called on
-// the context's worker thread (one per context, requests processed one at a time in order).
-// The buffer passed to a callback is valid only during the call. Inputs are copied before a
-// function returns.
+// Every call with a callback returns at once and calls that callback exactly once: with the
+// result, on the context's worker thread (one per context, requests processed one at a time in
+// order), or with RET_ERR and a "libsds error: ..." text when the call is refused (then on the
+// calling thread, before the call returns RET_ERR). Inputs are copied before a function returns.
+//
+// Buffers given to callbacks: never NULL, always NUL-terminated (len excludes the NUL; an empty
+// result is ""), and still valid after the callback returned: a result buffer until 64 more
+// results of the same context have been delivered, an event or transmit buffer until 64 more
+// events of the same context, and in any case until SdsCleanupReliabilityManager returns. The
+// ring holds at most 64 buffers of each kind per context.
+//
+// Order: every event an operation produces (message_ready, message_sent, missing_dependencies,
+// ...) reaches the event callback before that operation's result callback is called;
+// SdsStartPeriodicTasks delivers its first periodic_sync before its result.
+//
+// Limits: a message or content longer than the context's maximum message size (1.25 MiB by
+// default) is refused with reMessageTooLarge before it is read; SdsMarkDependenciesMet takes at
+// most 1,048,576 ids per call.
 
 #ifndef __libsds__
 #define __libsds__

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 
 /// target/<profile>: where cargo put libsds.a and libsds.so for this test run.
@@ -37,13 +38,16 @@ fn ensure_library() {
     });
 }
 
-fn build_c_test() -> PathBuf {
-    let out = std::env::temp_dir().join(format!("sds_c_test_{}", std::process::id()));
+/// Compiles `tests/c/<name>.c` against libsds.a; returns the program's path.
+fn build_c_program(name: &str) -> PathBuf {
+    static BUILT: AtomicUsize = AtomicUsize::new(0);
+    let n = BUILT.fetch_add(1, Ordering::SeqCst);
+    let out = std::env::temp_dir().join(format!("sds_{name}_{}_{n}", std::process::id()));
     ensure_library();
     let lib = target_dir().join("libsds.a");
     assert!(lib.exists(), "{} not built", lib.display());
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .arg(manifest_dir().join("tests/c/test_libsds.c"))
+        .arg(manifest_dir().join(format!("tests/c/{name}.c")))
         .arg("-I")
         .arg(manifest_dir().join("include"))
         .args(["-Wall", "-Werror", "-O1", "-g", "-o"])
@@ -56,16 +60,60 @@ fn build_c_test() -> PathBuf {
     out
 }
 
-#[test]
-fn c_program_exercises_every_function() {
-    let exe = build_c_test();
-    let out = Command::new(&exe).output().expect("run the C test");
+/// Runs `program` (with `args`, under `wrapper` if given) and asserts it reports no failure.
+fn run_c_program(wrapper: &[&str], program: &PathBuf, args: &[&str]) {
+    let mut cmd = match wrapper.split_first() {
+        Some((tool, tool_args)) => {
+            let mut c = Command::new(tool);
+            c.args(tool_args).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let out = cmd.args(args).output().expect("run the C test");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}{stderr}");
-    let _ = std::fs::remove_file(&exe);
     assert!(out.status.success(), "C test failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(", 0 failed"), "{stdout}");
+}
+
+#[test]
+fn c_program_exercises_every_function() {
+    let exe = build_c_program("test_libsds");
+    run_c_program(&[], &exe, &[]);
+    let _ = std::fs::remove_file(&exe);
+}
+
+/// The consumers' pattern: results read after the callback returned, events before results.
+#[test]
+fn c_consumer_reads_results_after_the_callback_returned() {
+    let exe = build_c_program("test_consumer");
+    run_c_program(&[], &exe, &["300"]);
+    let _ = std::fs::remove_file(&exe);
+}
+
+/// Both C programs under valgrind: no invalid read or write, no leak (a smaller run of the
+/// consumer program; valgrind is slow). Skipped with a printed reason without valgrind.
+#[test]
+fn c_programs_are_valgrind_clean() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("SKIP valgrind check: valgrind is not installed");
+        return;
+    }
+    let memcheck = [
+        "valgrind",
+        "--error-exitcode=99",
+        "--leak-check=full",
+        "--errors-for-leak-kinds=definite",
+        "--quiet",
+    ];
+    let exe = build_c_program("test_consumer");
+    run_c_program(&memcheck, &exe, &["40"]);
+    let _ = std::fs::remove_file(&exe);
+    let exe = build_c_program("test_libsds");
+    run_c_program(&memcheck, &exe, &[]);
+    let _ = std::fs::remove_file(&exe);
 }
 
 #[test]

@@ -1,0 +1,111 @@
+//! The JSON configuration of `SdsNewReliabilityManagerWithConfig`.
+
+use sds_core::Config;
+use serde_json::Value;
+
+/// A database to keep the state in: its path and how hard commits try to survive.
+pub type Database = (String, sds_sqlite::Durability);
+
+/// The participant id, the database (if any) and the engine settings of a configuration.
+pub fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), String> {
+    let obj = match v {
+        Value::Null => return Ok((String::new(), None, Config::default())),
+        Value::Object(o) => o,
+        _ => return Err("configuration must be a JSON object".into()),
+    };
+    let mut c = Config::default();
+    let participant = match obj.get("participantId") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err("participantId must be a string".into()),
+    };
+    let durability = match obj.get("databaseDurability") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "normal" => Some(sds_sqlite::Durability::Normal),
+        Some(Value::String(s)) if s == "full" => Some(sds_sqlite::Durability::Full),
+        Some(_) => return Err("databaseDurability must be \"normal\" or \"full\"".into()),
+    };
+    let database = match obj.get("databasePath") {
+        None | Some(Value::Null) if durability.is_some() => {
+            return Err("databaseDurability needs databasePath".into())
+        }
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some((s.clone(), durability.unwrap_or_default())),
+        Some(_) => return Err("databasePath must be a string".into()),
+    };
+    for (key, value) in obj {
+        let n = || {
+            value
+                .as_u64()
+                .ok_or(format!("{key} must be a non-negative integer"))
+        };
+        match key.as_str() {
+            "participantId" | "databasePath" | "databaseDurability" => {}
+            "bloomCapacity" => {
+                c.bloom_capacity = value.as_i64().ok_or("bloomCapacity must be an integer")?
+            }
+            "bloomErrorRate" => {
+                c.bloom_error_rate = value.as_f64().ok_or("bloomErrorRate must be a number")?
+            }
+            "maxMessageHistory" => c.max_message_history = n()? as usize,
+            "maxCausalHistory" => c.max_causal_history = n()? as usize,
+            "resendIntervalMs" => c.resend_interval = n()?,
+            "possiblyAckedResendIntervalMs" => c.possibly_acked_resend_interval = n()?,
+            "maxResendAttempts" => c.max_resend_attempts = n()? as u32,
+            "possibleAckThreshold" => c.possible_ack_threshold = n()? as u32,
+            "syncIntervalMs" => c.sync_interval = n()?,
+            "quietSync" => {
+                c.quiet_sync = value.as_bool().ok_or("quietSync must be true or false")?
+            }
+            "filterResendAfterMs" => c.filter_resend_after = Some(n()?).filter(|t| *t > 0),
+            "lostDependencyTimeoutMs" => c.lost_dependency_timeout = Some(n()?).filter(|t| *t > 0),
+            "maxIncomingBuffer" => c.max_incoming_buffer = n()? as usize,
+            "maxOutgoingBuffer" => c.max_outgoing_buffer = n()? as usize,
+            "repairTMinMs" => c.repair_t_min = n()?,
+            "repairTMaxMs" => c.repair_t_max = n()?,
+            "numResponseGroups" => c.num_response_groups = n()? as u32,
+            "maxRepairRequests" => c.max_repair_requests = n()? as usize,
+            other => return Err(format!("unknown setting {other:?}")),
+        }
+    }
+    Ok((participant, database, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_keys_reach_the_engine() {
+        let v: Value = serde_json::from_str(
+            r#"{"participantId":"alice","syncIntervalMs":5000,"quietSync":true,"filterResendAfterMs":2000}"#,
+        )
+        .unwrap();
+        let (participant, database, c) = engine_config(&v).unwrap();
+        assert_eq!(participant, "alice");
+        assert_eq!(database, None);
+        assert_eq!(c.sync_interval, 5_000);
+        assert!(c.quiet_sync);
+        assert_eq!(c.filter_resend_after, Some(2_000));
+        let off: Value = serde_json::from_str(r#"{"filterResendAfterMs":0}"#).unwrap();
+        assert_eq!(engine_config(&off).unwrap().2.filter_resend_after, None);
+        let wrong: Value = serde_json::from_str(r#"{"quietSync":1}"#).unwrap();
+        assert!(engine_config(&wrong).is_err());
+    }
+
+    #[test]
+    fn database_durability_is_normal_unless_asked_and_needs_a_path() {
+        let db = |json: &str| engine_config(&serde_json::from_str(json).unwrap()).map(|x| x.1);
+        use sds_sqlite::Durability::{Full, Normal};
+        assert_eq!(
+            db(r#"{"databasePath":"a.db"}"#).unwrap(),
+            Some(("a.db".into(), Normal))
+        );
+        assert_eq!(
+            db(r#"{"databasePath":"a.db","databaseDurability":"full"}"#).unwrap(),
+            Some(("a.db".into(), Full))
+        );
+        assert!(db(r#"{"databasePath":"a.db","databaseDurability":"fast"}"#).is_err());
+        assert!(db(r#"{"databaseDurability":"full"}"#).is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! The JSON texts of results and events, in nim-sds's field names.
+
+use base64::Engine as _;
+use sds_core::{Event, ManagerError, ReceivedKind, Unwrapped};
+use sds_proto::{HistoryEntry, Id};
+use serde_json::{json, Value};
+
+/// A manager error as "`<nim-sds error name>`: `<reason>`".
+pub fn error_text(e: &ManagerError) -> String {
+    let kind = match e {
+        ManagerError::InvalidArgument(_) => "reInvalidArgument",
+        ManagerError::MessageTooLarge { .. } => "reMessageTooLarge",
+        ManagerError::Decode(_) => "reDeserializationError",
+        ManagerError::Persistence(_) => "rePersistenceError",
+        _ => "reInternalError",
+    };
+    format!("{kind}: {e}")
+}
+
+/// An id as text (lossy for bytes that are not UTF-8).
+pub fn id_text(id: &Id) -> String {
+    id.to_string()
+}
+
+/// Standard padded base64, as nim-sds writes hints and messages in events.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn missing_json(entries: &[HistoryEntry]) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|e| json!({"messageId": id_text(&e.message_id), "retrievalHint": b64(&e.retrieval_hint)}))
+            .collect(),
+    )
+}
+
+/// What happened to a received message, as the result's `kind`.
+pub fn kind_text(kind: &ReceivedKind) -> &'static str {
+    match kind {
+        ReceivedKind::Delivered => "delivered",
+        ReceivedKind::Buffered => "buffered",
+        ReceivedKind::Duplicate => "duplicate",
+        ReceivedKind::Own => "own",
+        ReceivedKind::Sync => "sync",
+        ReceivedKind::Ephemeral => "ephemeral",
+    }
+}
+
+/// The result of an unwrap: nim-sds's `message` (bytes as numbers), `channelId` and
+/// `missingDeps`, then `messageId` and `kind`.
+pub fn unwrapped_json(r: &Unwrapped) -> String {
+    json!({
+        "message": r.content.iter().map(|b| Value::from(*b)).collect::<Vec<_>>(),
+        "channelId": id_text(&r.channel_id),
+        "missingDeps": missing_json(&r.missing_dependencies),
+        "messageId": id_text(&r.message_id),
+        "kind": kind_text(&r.kind),
+    })
+    .to_string()
+}
+
+/// An event as the JSON object the event callback gets.
+pub fn event_json(e: &Event) -> Value {
+    match e {
+        Event::MessageReady {
+            channel_id,
+            message_id,
+            ..
+        } => {
+            json!({"eventType": "message_ready", "messageId": id_text(message_id), "channelId": id_text(channel_id)})
+        }
+        Event::Acknowledged {
+            channel_id,
+            message_id,
+        } => {
+            json!({"eventType": "message_sent", "messageId": id_text(message_id), "channelId": id_text(channel_id)})
+        }
+        Event::MissingDependencies {
+            channel_id,
+            message_id,
+            missing,
+        } => {
+            json!({"eventType": "missing_dependencies", "messageId": id_text(message_id), "channelId": id_text(channel_id), "missingDeps": missing_json(missing)})
+        }
+        Event::RepairReady {
+            channel_id, bytes, ..
+        } => {
+            json!({"eventType": "repair_ready", "channelId": id_text(channel_id), "message": b64(bytes)})
+        }
+        Event::PossiblyAcknowledged {
+            channel_id,
+            message_id,
+            count,
+        } => {
+            json!({"eventType": "possibly_acknowledged", "messageId": id_text(message_id), "channelId": id_text(channel_id), "count": count})
+        }
+        Event::SendFailed {
+            channel_id,
+            message_id,
+            ..
+        } => {
+            json!({"eventType": "send_failed", "messageId": id_text(message_id), "channelId": id_text(channel_id)})
+        }
+        Event::IrretrievablyLost { channel_id, entry } => {
+            json!({"eventType": "irretrievably_lost", "messageId": id_text(&entry.message_id), "channelId": id_text(channel_id), "retrievalHint": b64(&entry.retrieval_hint)})
+        }
+        Event::InvalidBloomFilter {
+            channel_id,
+            message_id,
+            error,
+        } => {
+            json!({"eventType": "invalid_bloom_filter", "messageId": id_text(message_id), "channelId": id_text(channel_id), "error": error.to_string()})
+        }
+        // Only on the spec wire profile, which libsds contexts do not select (nim-sds layout).
+        Event::Ephemeral {
+            channel_id,
+            message_id,
+            content,
+            ..
+        } => {
+            json!({"eventType": "ephemeral_message", "messageId": id_text(message_id), "channelId": id_text(channel_id), "content": b64(content)})
+        }
+    }
+}
