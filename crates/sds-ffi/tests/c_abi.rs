@@ -93,6 +93,16 @@ fn c_consumer_reads_results_after_the_callback_returned() {
     let _ = std::fs::remove_file(&exe);
 }
 
+/// 100,000 operations through the C ABI without growth of the resident set. Slow in a debug
+/// build: `cargo test --release -p sds-ffi --test c_abi -- --ignored`.
+#[test]
+#[ignore = "100,000 operations: run with --release --ignored"]
+fn c_consumer_soak_keeps_memory_flat() {
+    let exe = build_c_program("test_consumer");
+    run_c_program(&[], &exe, &["soak", "100000"]);
+    let _ = std::fs::remove_file(&exe);
+}
+
 /// Both C programs under valgrind: no invalid read or write, no leak (a smaller run of the
 /// consumer program; valgrind is slow). Skipped with a printed reason without valgrind.
 #[test]

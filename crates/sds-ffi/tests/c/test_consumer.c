@@ -4,7 +4,10 @@
 // taken inside the callback, NUL termination, readable empty results, that an unwrap's
 // message_ready event arrives before its result, that every call with a callback calls it, and
 // that contract violations are refused without aborting.
-// Usage: test_consumer [ROUNDS]  (default 300). Prints "N passed, M failed".
+// Usage: test_consumer [ROUNDS]  (default 300), or test_consumer soak OPERATIONS: wraps and
+// unwraps (bob acknowledging alice every 10 messages) and checks that the resident set does not
+// grow between 40 % of the run (every bounded structure full by then for runs of 100,000
+// operations or more) and its end. Prints "N passed, M failed".
 
 #include <pthread.h>
 #include <stdint.h>
@@ -12,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "libsds.h"
 
@@ -148,7 +152,64 @@ static unsigned char* parse_bytes(const char* text, size_t* len) {
     return out;
 }
 
+// Resident set size in KiB.
+static long rss_kib(void) {
+    long pages = 0, resident = 0;
+    FILE* f = fopen("/proc/self/statm", "r");
+    if (f == NULL) return -1;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
+    fclose(f);
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+// Wraps on `from`, unwraps on `to`; returns 1 when both succeed.
+static int send_one(void* from, void* to, const char* id, Slot* s) {
+    char content[600];
+    memset(content, 'q', sizeof content);
+    if (SdsWrapOutgoingMessage(from, content, sizeof content, id, "soak", on_result, s) != RET_OK) return 0;
+    if (wait_slot(s) != RET_OK) return 0;
+    size_t wire_len;
+    unsigned char* wire = parse_bytes(s->msg, &wire_len);
+    int ok = SdsUnwrapReceivedMessage(to, wire, wire_len, on_result, s) == RET_OK && wait_slot(s) == RET_OK;
+    free(wire);
+    return ok;
+}
+
+static int soak(long operations) {
+    Slot s;
+    slot_init(&s);
+    void* alice = SdsNewReliabilityManagerWithConfig("{\"participantId\":\"alice\"}", on_result, &s);
+    CHECK(alice != NULL && wait_slot(&s) == RET_OK, "alice created");
+    void* bob = SdsNewReliabilityManagerWithConfig("{\"participantId\":\"bob\"}", on_result, &s);
+    CHECK(bob != NULL && wait_slot(&s) == RET_OK, "bob created");
+    SdsSetEventCallback(alice, on_event, NULL);
+    SdsSetEventCallback(bob, on_event, NULL);
+    long rounds = operations / 2, ok = 0, early = 0;
+    char id[48];
+    for (long i = 0; i < rounds; i++) {
+        snprintf(id, sizeof id, "a-%ld", i);
+        ok += send_one(alice, bob, id, &s);
+        if (i % 10 == 9) {
+            snprintf(id, sizeof id, "b-%ld", i);
+            send_one(bob, alice, id, &s);
+        }
+        if (i == rounds * 4 / 10) early = rss_kib();
+    }
+    long late = rss_kib();
+    printf("soak: %ld operations, RSS %ld KiB at 40 %%, %ld KiB at the end\n", rounds * 2, early, late);
+    CHECK(ok == rounds, "every soak message wrapped and unwrapped");
+    CHECK(early > 0 && late - early < 8 * 1024, "no growth of the resident set (8 MiB of slack)");
+    SdsCleanupReliabilityManager(alice, on_result, &s);
+    wait_slot(&s);
+    SdsCleanupReliabilityManager(bob, on_result, &s);
+    wait_slot(&s);
+    free(s.witness);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
+    if (argc > 2 && strcmp(argv[1], "soak") == 0) return soak(atol(argv[2]));
     int rounds = argc > 1 ? atoi(argv[1]) : 300;
     if (rounds < 1 || rounds > MAX_ROUNDS) rounds = 300;
     Slot s;

@@ -1,0 +1,3 @@
+module sds-rs.local/libsds-consumer
+
+go 1.22
