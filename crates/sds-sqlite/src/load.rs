@@ -1,0 +1,259 @@
+//! Loading a channel: its rows, and each entry's bytes read back and checked.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use sds::persistence::{PersistenceError, PersistenceResult};
+use sds::{
+    Bytes, ChannelId, ChannelSnapshot, HistoryEntry, IncomingEntry, IncomingRepairEntry, LogEntry,
+    MessageId, OutgoingEntry, OutgoingRepairEntry,
+};
+
+use crate::bytes::{blob, release_bytes, stored_at, Stored, MESSAGE_COLUMNS};
+use crate::codec;
+use crate::connection::Db;
+use crate::segments::ReadError;
+use crate::store::sql_err;
+use crate::write::{ch, delete};
+
+/// A stored entry that carries a message's bytes.
+pub(crate) trait WithBytes {
+    fn id(&self) -> &MessageId;
+    fn set_bytes(&mut self, bytes: Bytes);
+}
+
+macro_rules! with_bytes {
+    ($t:ty, $($id:ident).+) => {
+        impl WithBytes for $t {
+            fn id(&self) -> &MessageId {
+                &self.$($id).+
+            }
+            fn set_bytes(&mut self, bytes: Bytes) {
+                self.bytes = bytes;
+            }
+        }
+    };
+}
+
+with_bytes!(LogEntry, message_id);
+
+with_bytes!(OutgoingEntry, message_id);
+
+with_bytes!(IncomingEntry, message_id);
+
+with_bytes!(IncomingRepairEntry, entry.message_id);
+
+/// Gives each entry of `table` its bytes from `stored` (same order); entries whose bytes
+/// `resolve` finds lost are left out.
+pub(crate) fn fill_bytes<E: WithBytes>(
+    entries: &mut Vec<E>,
+    stored: Vec<Stored>,
+    table: &'static str,
+    resolve: &mut impl FnMut(&'static str, &MessageId, Stored) -> PersistenceResult<Option<Bytes>>,
+) -> PersistenceResult<()> {
+    let mut keep = Vec::with_capacity(entries.len());
+    for (mut e, s) in std::mem::take(entries).into_iter().zip(stored) {
+        if let Some(b) = resolve(table, e.id(), s)? {
+            e.set_bytes(b);
+            keep.push(e);
+        }
+    }
+    *entries = keep;
+    Ok(())
+}
+
+/// Reads a channel. Entries whose bytes are lost (see [`segments`]) are left out and deleted.
+pub(crate) fn load(db: &mut Db, c: &ChannelId) -> PersistenceResult<ChannelSnapshot> {
+    let (mut snap, stored) = read_channel(&mut db.conn, c).map_err(sql_err)?;
+    let mut files = HashMap::new();
+    let mut lost: Vec<(&'static str, MessageId)> = Vec::new();
+    let mut resolve =
+        |table: &'static str, id: &MessageId, s: Stored| -> PersistenceResult<Option<Bytes>> {
+            match s.loc {
+                None => Ok(Some(blob(s.inline.unwrap_or_default()))),
+                Some(loc) => match db.segments.read(loc, &mut files) {
+                    Ok(b) => Ok(Some(blob(b))),
+                    Err(ReadError::Lost { .. }) => {
+                        lost.push((table, id.clone()));
+                        Ok(None)
+                    }
+                    Err(e) => Err(PersistenceError::new(e.to_string())),
+                },
+            }
+        };
+    let [log, outgoing, incoming, incoming_repair] = stored;
+    // Marked-met markers have no bytes and read as empty ones.
+    fill_bytes(&mut snap.log, log, "log", &mut resolve)?;
+    fill_bytes(&mut snap.outgoing, outgoing, "outgoing", &mut resolve)?;
+    fill_bytes(&mut snap.incoming, incoming, "incoming", &mut resolve)?;
+    fill_bytes(
+        &mut snap.incoming_repair,
+        incoming_repair,
+        "incoming_repair",
+        &mut resolve,
+    )?;
+    if !lost.is_empty() {
+        let channel = c.clone();
+        db.write(|tx, segments| {
+            let mut unreferenced = Vec::new();
+            for (table, id) in &lost {
+                delete(tx, table, &channel, id, &mut unreferenced)?;
+            }
+            for id in &unreferenced {
+                release_bytes(tx, segments, &channel, id)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(snap)
+}
+
+/// The channel's rows, with the stored form of the bytes of log, outgoing, incoming and
+/// incoming-repair entries (in that order) beside them.
+pub(crate) fn read_channel(
+    conn: &mut Connection,
+    c: &ChannelId,
+) -> rusqlite::Result<(ChannelSnapshot, [Vec<Stored>; 4])> {
+    let tx = conn.transaction()?;
+    let lamport: Option<i64> = tx
+        .query_row(
+            "SELECT lamport FROM channel WHERE channel = ?1",
+            params![ch(c)],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let mut snap = ChannelSnapshot {
+        lamport,
+        ..ChannelSnapshot::default()
+    };
+    let mut stored: [Vec<Stored>; 4] = Default::default();
+    {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT l.id, l.lamport, l.sender, l.hint, l.met, {MESSAGE_COLUMNS} FROM log l \
+             LEFT JOIN message m ON m.channel = l.channel AND m.id = l.id \
+             WHERE l.channel = ?1 ORDER BY l.lamport, l.id"
+        ))?;
+        let rows = stmt.query_map(params![ch(c)], |r| {
+            let met: bool = r.get(4)?;
+            Ok((
+                LogEntry {
+                    message_id: MessageId::from(r.get::<_, Vec<u8>>(0)?),
+                    lamport_timestamp: r.get(1)?,
+                    sender_id: MessageId::from(r.get::<_, Vec<u8>>(2)?),
+                    retrieval_hint: blob(r.get(3)?),
+                    bytes: Bytes::new(),
+                },
+                if met {
+                    Stored::default()
+                } else {
+                    stored_at(r, 5)?
+                },
+            ))
+        })?;
+        for row in rows {
+            let (e, s) = row?;
+            snap.log.push(e);
+            stored[0].push(s);
+        }
+    }
+    {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT o.id, o.send_time, o.attempts, o.possible_acks, {MESSAGE_COLUMNS} \
+             FROM outgoing o JOIN message m ON m.channel = o.channel AND m.id = o.id \
+             WHERE o.channel = ?1 ORDER BY o.seq"
+        ))?;
+        let rows = stmt.query_map(params![ch(c)], |r| {
+            Ok((
+                OutgoingEntry {
+                    message_id: MessageId::from(r.get::<_, Vec<u8>>(0)?),
+                    bytes: Bytes::new(),
+                    send_time: r.get::<_, i64>(1)?.max(0) as u64,
+                    attempts: r.get(2)?,
+                    possible_acks: r.get(3)?,
+                },
+                stored_at(r, 4)?,
+            ))
+        })?;
+        for row in rows {
+            let (e, s) = row?;
+            snap.outgoing.push(e);
+            stored[1].push(s);
+        }
+    }
+    {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT i.id, i.missing, i.received_at, {MESSAGE_COLUMNS} FROM incoming i \
+             JOIN message m ON m.channel = i.channel AND m.id = i.id \
+             WHERE i.channel = ?1 ORDER BY i.id"
+        ))?;
+        let rows = stmt.query_map(params![ch(c)], |r| {
+            let missing: Vec<u8> = r.get(1)?;
+            Ok((
+                MessageId::from(r.get::<_, Vec<u8>>(0)?),
+                missing,
+                r.get::<_, i64>(2)?.max(0) as u64,
+                stored_at(r, 3)?,
+            ))
+        })?;
+        for row in rows {
+            let (message_id, missing, received_at, s) = row?;
+            // A missing set that does not decode is recomputed by the engine from the message
+            // itself, so an empty one is a safe reading.
+            let missing = codec::decode_entries(&missing).unwrap_or_default();
+            snap.incoming.push(IncomingEntry {
+                message_id,
+                bytes: Bytes::new(),
+                missing,
+                received_at,
+            });
+            stored[2].push(s);
+        }
+    }
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, hint, sender, t_req FROM outgoing_repair WHERE channel = ?1 ORDER BY t_req, id",
+        )?;
+        let rows = stmt.query_map(params![ch(c)], |r| {
+            Ok(OutgoingRepairEntry {
+                entry: HistoryEntry {
+                    message_id: MessageId::from(r.get::<_, Vec<u8>>(0)?),
+                    retrieval_hint: blob(r.get(1)?),
+                    sender_id: MessageId::from(r.get::<_, Vec<u8>>(2)?),
+                },
+                t_req: r.get::<_, i64>(3)?.max(0) as u64,
+            })
+        })?;
+        for row in rows {
+            snap.outgoing_repair.push(row?);
+        }
+    }
+    {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT r.id, r.hint, r.sender, r.t_resp, {MESSAGE_COLUMNS} FROM incoming_repair r \
+             JOIN message m ON m.channel = r.channel AND m.id = r.id \
+             WHERE r.channel = ?1 ORDER BY r.t_resp, r.id"
+        ))?;
+        let rows = stmt.query_map(params![ch(c)], |r| {
+            Ok((
+                IncomingRepairEntry {
+                    entry: HistoryEntry {
+                        message_id: MessageId::from(r.get::<_, Vec<u8>>(0)?),
+                        retrieval_hint: blob(r.get(1)?),
+                        sender_id: MessageId::from(r.get::<_, Vec<u8>>(2)?),
+                    },
+                    t_resp: r.get::<_, i64>(3)?.max(0) as u64,
+                    bytes: Bytes::new(),
+                },
+                stored_at(r, 4)?,
+            ))
+        })?;
+        for row in rows {
+            let (e, s) = row?;
+            snap.incoming_repair.push(e);
+            stored[3].push(s);
+        }
+    }
+    tx.commit()?;
+    Ok((snap, stored))
+}

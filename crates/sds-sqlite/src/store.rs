@@ -1,0 +1,296 @@
+//! Opening a store: one per database in a process, its threads, and the way jobs reach them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread;
+
+use rusqlite::Connection;
+use sds::persistence::{PersistenceError, PersistenceResult};
+use sds::{ChannelId, MessageId, StoreOp};
+
+use crate::bytes::release_bytes;
+use crate::connection::{checkpoint, next_job, note_wal_size, Db, Job, WalAction, WalWatch};
+use crate::segments::Segments;
+use crate::write::{apply, reference_change};
+use crate::{reply, schema, Durability, OpenError, Options};
+
+/// The SQLite store. Cheap to clone; clones share the connection thread.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+/// One open database: the way to its connection thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) jobs: std_mpsc::Sender<Job>,
+    pub(crate) path: PathBuf,
+}
+
+/// The stores open in this process, by canonical path: opening a database again returns the
+/// open store (its segment files have one writer).
+pub(crate) static OPEN: Mutex<Vec<(PathBuf, Weak<Shared>)>> = Mutex::new(Vec::new());
+
+/// `path` with its directory made canonical (the file itself may not exist yet).
+pub(crate) fn canonical(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+pub(crate) fn sql_err(e: rusqlite::Error) -> PersistenceError {
+    PersistenceError::new(format!("sqlite: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with [`Durability::Normal`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_with(path, Durability::default())
+    }
+
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Self, OpenError> {
+        Self::open_with_options(
+            path,
+            Options {
+                durability,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Opens (creating if needed) the database at `path` and its message directory
+    /// `<path>-messages`. A database already open in this process is shared: the handle
+    /// returned is the open store's (and its options stay). A database another process has
+    /// open is waited for up to 5 s, then refused with [`OpenError::Messages`].
+    pub fn open_with_options(path: impl AsRef<Path>, options: Options) -> Result<Self, OpenError> {
+        let key = canonical(path.as_ref());
+        // Held while opening, so two opens of one new database cannot race.
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(shared) = open
+            .iter()
+            .find(|(p, _)| *p == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(SqliteStore { shared });
+        }
+        let store = Self::open_new(path.as_ref(), options)?;
+        open.push((key, Arc::downgrade(&store.shared)));
+        Ok(store)
+    }
+
+    pub(crate) fn open_new(path: &Path, options: Options) -> Result<Self, OpenError> {
+        let durability = options.durability;
+        let path = path.to_path_buf();
+        let fail = |source| OpenError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(fail)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(fail)?;
+        // Rows are small (message bytes live in segment files): 4 KiB pages keep the pages
+        // an operation rewrites small. Applies to new databases only.
+        conn.pragma_update(None, "page_size", 4096).map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        let sync = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(fail)?;
+        conn.pragma_update(None, "cache_size", -32_768)
+            .map_err(fail)?;
+        // Every statement this store runs stays prepared (rusqlite keeps 16 by default).
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&conn, &path)?;
+        let dir = messages_dir(&path);
+        let segments = open_segments(&conn, dir.clone(), &options)
+            .map_err(|source| OpenError::Messages { path: dir, source })?;
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        // Checkpoints run on a second connection in a thread of their own, so copying the
+        // WAL into the database and syncing it stays off the path of operations.
+        let checkpointer = Connection::open(&path).map_err(fail)?;
+        checkpointer
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(fail)?;
+        checkpointer
+            .pragma_update(None, "synchronous", sync)
+            .map_err(fail)?;
+        let (wake_checkpointer, checkpoint_due) = std_mpsc::sync_channel::<()>(1);
+        thread::Builder::new()
+            .name("sds-sqlite-ckpt".into())
+            .spawn(move || {
+                // Runs until the connection thread ends.
+                while checkpoint_due.recv().is_ok() {
+                    // A failed checkpoint leaves the frames in the WAL, where they are safe;
+                    // the next one (or the connection thread's own) copies them.
+                    let _ = checkpoint(&checkpointer);
+                }
+            })
+            .map_err(OpenError::Thread)?;
+        conn.wal_hook(Some(note_wal_size));
+        let (jobs, rx) = std_mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("sds-sqlite".into())
+            .spawn(move || {
+                let mut db = Db {
+                    conn,
+                    segments,
+                    wal,
+                    soon: None,
+                    notice: durability == Durability::Normal,
+                };
+                let mut wal = WalWatch::default();
+                // Runs until every handle to the store is dropped.
+                while let Some(job) = next_job(&rx) {
+                    job(&mut db);
+                    match wal.after_job() {
+                        WalAction::None => {}
+                        WalAction::WakeCheckpointer => {
+                            // Full means a wake-up is already pending.
+                            let _ = wake_checkpointer.try_send(());
+                        }
+                        WalAction::CheckpointHere => {
+                            let _ = checkpoint(&db.conn);
+                        }
+                    }
+                }
+            })
+            .map_err(OpenError::Thread)?;
+        Ok(SqliteStore {
+            shared: Arc::new(Shared { jobs, path }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The directory of message segment files, `<database>-messages`.
+    pub fn messages_dir(&self) -> PathBuf {
+        messages_dir(&self.shared.path)
+    }
+
+    /// Runs `f` on the connection thread and awaits its result.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> PersistenceResult<T> + Send + 'static,
+    ) -> PersistenceResult<T> {
+        let (answer, reply) = reply::pair();
+        let job: Job = Box::new(move |db| {
+            if db.notice {
+                db.soon = Some(answer.soon_handle());
+            }
+            let result = f(db);
+            db.soon = None;
+            answer.send(result);
+        });
+        self.shared
+            .jobs
+            .send(job)
+            .map_err(|_| PersistenceError::new("the database thread has stopped"))?;
+        reply
+            .await
+            .ok_or_else(|| PersistenceError::new("the database thread stopped mid-operation"))?
+    }
+
+    /// Applies `ops` in one transaction.
+    pub(crate) async fn transaction(
+        &self,
+        channel: &ChannelId,
+        ops: Vec<StoreOp>,
+    ) -> PersistenceResult<()> {
+        let channel = channel.clone();
+        self.run(move |db| {
+            db.write(|tx, segments| {
+                let mut unreferenced = Vec::new();
+                for op in &ops {
+                    apply(tx, segments, &channel, op, &mut unreferenced)?;
+                }
+                // Bytes are released after the whole batch: a message that leaves one place
+                // and enters another in the same operation (incoming buffer to log) keeps its
+                // bytes instead of having them deleted and written again; one the batch stored
+                // last is still referred to and not even checked.
+                unreferenced.sort_unstable();
+                unreferenced.dedup();
+                let mut stored_last: HashMap<&MessageId, bool> = HashMap::new();
+                for op in &ops {
+                    if let Some((id, stored)) = reference_change(op) {
+                        stored_last.insert(id, stored);
+                    }
+                }
+                for id in &unreferenced {
+                    if stored_last.get(id) != Some(&true) {
+                        release_bytes(tx, segments, &channel, id)?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+}
+
+/// Deletes the database at `path` and every file that goes with it (`-wal`, `-shm`, the
+/// `-messages` directory); files that do not exist are fine. The database must not be open.
+pub fn remove_database(path: impl AsRef<Path>) -> std::io::Result<()> {
+    let path = path.as_ref();
+    for suffix in ["", "-wal", "-shm"] {
+        match std::fs::remove_file(format!("{}{suffix}", path.display())) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    match std::fs::remove_dir_all(messages_dir(path)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// `<database>-messages`.
+pub(crate) fn messages_dir(db: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-messages", db.display()))
+}
+
+/// Opens the segment directory with what the database refers to.
+pub(crate) fn open_segments(
+    conn: &Connection,
+    dir: PathBuf,
+    options: &Options,
+) -> std::io::Result<Segments> {
+    let sql = |e: rusqlite::Error| std::io::Error::other(e.to_string());
+    let mut stmt = conn
+        .prepare(
+            "SELECT seg, SUM((len + 4095) / 4096 * 4096) FROM message \
+             WHERE seg IS NOT NULL GROUP BY seg",
+        )
+        .map_err(sql)?;
+    let live = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(sql)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql)?;
+    let live: Vec<(u32, u64)> = live
+        .into_iter()
+        .filter_map(|(seg, len)| Some((u32::try_from(seg).ok()?, u64::try_from(len).ok()?)))
+        .collect();
+    let highest = live.iter().map(|(seg, _)| *seg).max();
+    Segments::open(
+        dir,
+        options.segment_bytes.max(1),
+        options.durability == Durability::Full,
+        &live,
+        highest,
+    )
+}
