@@ -1,12 +1,15 @@
-//! `sds`: command-line tools for Scalable Data Sync.
+//! `sds`: Scalable Data Sync from the command line.
 //!
-//! * `sds wire decode` / `sds wire encode`: convert between wire bytes (hex) and the JSON
-//!   message object of the golden vectors.
-//! * `sds bloom`: build a bloom filter and print its parameters and serialization.
 //! * `sds sim`: simulate a group on a lossy network and report delivery, acknowledgement,
 //!   detection and consistency against the SDS requirements.
 //! * `sds peer`: one participant driven line by line, for scripts and interop tests.
-//! * `sds bench pipeline`: benchmark B1 (wrap N messages, unwrap them in some order).
+//! * `sds bench pipeline`: benchmarks B1 and B2 (wrap N messages, unwrap them in some order).
+//! * `sds wire decode` / `sds wire encode`: convert between wire bytes (hex) and the JSON
+//!   message object of the golden vectors; `sds wire repair-timing`: SDS-R timing.
+//! * `sds bloom`: build a bloom filter and print its parameters and serialization.
+//!
+//! Output to a closed pipe (`sds … | head`) ends the process quietly: see
+//! `restore_default_sigpipe`.
 
 mod bench_cmd;
 mod bloom_cmd;
@@ -22,10 +25,11 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Command-line tools for Scalable Data Sync (SDS): wire codec and bloom filters, byte-compatible
-/// with nim-sds.
+/// Scalable Data Sync (SDS, SDS-R) from the command line: simulate a group on a lossy network,
+/// drive one participant, run benchmarks, and encode, decode and inspect messages and bloom
+/// filters in the wire formats of nim-sds and @waku/sds.
 #[derive(Parser)]
-#[command(name = "sds", version, about, propagate_version = true)]
+#[command(name = "sds", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,11 +37,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Encode and decode SDS messages.
-    #[command(subcommand)]
-    Wire(wire_cmd::WireCommand),
-    /// Build a bloom filter (nim-sds or spec profile) and print it as JSON.
-    Bloom(bloom_cmd::BloomArgs),
     /// Simulate a group chat on a lossy network (virtual time) and report how SDS does.
     Sim(sim_cmd::SimArgs),
     /// Drive one participant with line commands on stdin, JSON replies on stdout
@@ -46,12 +45,39 @@ enum Command {
     /// Run a benchmark and print its result as one JSON line.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
+    /// Encode and decode SDS messages (hex and JSON) and compute SDS-R repair timing.
+    #[command(subcommand)]
+    Wire(wire_cmd::WireCommand),
+    /// Build a bloom filter (nim-sds or spec profile) and print it as JSON.
+    Bloom(bloom_cmd::BloomArgs),
+}
+
+/// Restores the default action of SIGPIPE, which the Rust runtime sets to "ignore" before `main`.
+///
+/// Writing to a pipe whose reader has gone (`sds … | head`) then ends the process at once and
+/// quietly, as it ends `cat` or `seq`, the shell reporting status 141, instead of `println!`
+/// panicking with "failed printing to stdout: Broken pipe". One call here covers every
+/// subcommand, every thread and every way of writing stdout, present and future, where a
+/// helper mapping `BrokenPipe` to an exit would have to wrap each write and would miss the
+/// `println!`s it was not put around. Nothing is lost by dying there: the reader no longer
+/// wants the output, and the SQLite stores survive a process ending at any point.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn restore_default_sigpipe() {
+    // SAFETY: `signal` with SIG_DFL installs no handler, so no Rust code runs in signal
+    // context; it is called first thing in `main`, before any other thread exists, and nothing
+    // in this program relies on SIGPIPE being ignored (it opens no sockets, spawns no children).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// What a command reports back: its exit code, or an error for stderr.
 pub(crate) type CmdResult = Result<ExitCode, String>;
 
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    restore_default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Wire(cmd) => wire_cmd::run(cmd),

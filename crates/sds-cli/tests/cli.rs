@@ -364,3 +364,114 @@ fn spec_profile_bloom_matches_the_js_vectors() {
         assert_eq!(got["serialized"], case["bytesHex"], "{name}");
     }
 }
+
+/// Runs `sds args` with `stdin` and its stdout a pipe whose reader is already gone, the state
+/// `sds … | head` reaches once `head` has its lines: any write to stdout meets a broken pipe.
+#[cfg(unix)]
+fn sds_into_a_closed_pipe(args: &[&str], stdin: Option<&str>) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sds"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sds");
+    {
+        let mut pipe = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            pipe.write_all(text.as_bytes()).expect("write stdin");
+        }
+    }
+    child.wait_with_output().expect("wait for sds")
+}
+
+// `sds … | head`: every subcommand, however it writes stdout, ends quietly when the reader has
+// gone — ended by SIGPIPE as `cat` or `seq` are (the shell's status 141), with nothing on
+// stderr: no "failed printing to stdout: Broken pipe" panic, no error message.
+#[cfg(unix)]
+#[test]
+fn every_subcommand_ends_quietly_when_its_reader_has_gone() {
+    use std::os::unix::process::ExitStatusExt;
+    const SIGPIPE: i32 = 13;
+
+    let v = vectors("sds_message_codec.json");
+    let hex = v["encode"][0]["encoded"]
+        .as_str()
+        .expect("an encoded vector");
+    let message = r#"{"messageId":"m1","lamportTimestamp":1,"channelId":"ch","content":"6869"}"#;
+    let cases: [(&[&str], Option<&str>); 8] = [
+        (&["wire", "decode", hex], None),
+        (&["wire", "decode", "-"], Some(hex)),
+        (&["wire", "encode"], Some(message)),
+        (
+            &[
+                "wire",
+                "repair-timing",
+                "alice",
+                "bob",
+                "m1",
+                "30000",
+                "300000",
+                "1",
+            ],
+            None,
+        ),
+        (&["bloom", "1000", "0.01", "m1", "m2"], None),
+        (
+            &["bench", "pipeline", "--n", "200", "--order", "random"],
+            None,
+        ),
+        (
+            &[
+                "sim",
+                "--quiet",
+                "--participants",
+                "3",
+                "--duration",
+                "30",
+                "--tail",
+                "30",
+            ],
+            None,
+        ),
+        (&["peer", "--store", "none"], Some("state\n")),
+    ];
+    for (args, stdin) in cases {
+        let out = sds_into_a_closed_pipe(args, stdin);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "sds {args:?} wrote to stderr: {stderr}");
+        assert_eq!(
+            out.status.signal(),
+            Some(SIGPIPE),
+            "sds {args:?} did not end at its first write to the closed pipe: {:?}",
+            out.status
+        );
+    }
+}
+
+// `sds --help` says what the command does today, not only its first wire tools.
+#[test]
+fn help_names_what_the_command_does() {
+    let out = sds(&["--help"], None);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).expect("utf-8");
+    let about = help.lines().next().unwrap_or_default();
+    for word in [
+        "simulate",
+        "participant",
+        "benchmarks",
+        "decode",
+        "bloom filters",
+    ] {
+        assert!(about.contains(word), "{word:?} missing from {about:?}");
+    }
+    for command in ["sim", "peer", "bench", "wire", "bloom"] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "{command} missing from {help}"
+        );
+    }
+}
