@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 use sds::{Bytes, ChannelId, MessageId};
 
 use crate::connection::WriteError;
@@ -38,7 +38,7 @@ pub(crate) fn compact(
         .collect::<Result<_, _>>()?;
     let mut files = HashMap::new();
     for (channel, id, old) in rows {
-        // Bytes that cannot be read stay where they are (and are dropped when loaded).
+        // Bytes that cannot be read stay where they are (and are reported when loaded).
         let Ok(bytes) = segments.read(old, &mut files) else {
             continue;
         };
@@ -59,11 +59,21 @@ pub(crate) fn put_bytes(
     id: &MessageId,
     bytes: &[u8],
 ) -> Result<(), WriteError> {
-    let stored = tx
-        .prepare_cached("SELECT 1 FROM message WHERE channel = ?1 AND id = ?2")?
-        .exists(params![ch(channel), id.as_bytes()])?;
-    if stored {
-        return Ok(());
+    let stored: Option<(bool, Option<i64>, Option<i64>)> = tx
+        .prepare_cached("SELECT damaged, seg, len FROM message WHERE channel = ?1 AND id = ?2")?
+        .query_row(params![ch(channel), id.as_bytes()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    match stored {
+        Some((false, ..)) => return Ok(()),
+        // A copy of a quarantined message: its bytes are whole again.
+        Some((true, seg, len)) => {
+            tx.prepare_cached("DELETE FROM message WHERE channel = ?1 AND id = ?2")?
+                .execute(params![ch(channel), id.as_bytes()])?;
+            released(segments, seg, len);
+        }
+        None => {}
     }
     if bytes.len() <= INLINE_MAX {
         tx.prepare_cached("INSERT INTO message (channel, id, bytes) VALUES (?1, ?2, ?3)")?
@@ -127,9 +137,11 @@ pub(crate) fn blob(v: Vec<u8>) -> Bytes {
 pub(crate) struct Stored {
     pub(crate) inline: Option<Vec<u8>>,
     pub(crate) loc: Option<Loc>,
+    /// Marked damaged (see [`crate::damage`]): left out.
+    pub(crate) damaged: bool,
 }
 
-/// The message columns `bytes, seg, off, len, crc` starting at column `i`.
+/// The message columns `bytes, seg, off, len, crc, damaged` starting at column `i`.
 pub(crate) fn stored_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Stored> {
     let inline: Option<Vec<u8>> = r.get(i)?;
     let seg: Option<i64> = r.get(i + 1)?;
@@ -144,7 +156,12 @@ pub(crate) fn stored_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Sto
             crc: u32::try_from(int(i + 4)?).unwrap_or(0),
         }),
     };
-    Ok(Stored { inline, loc })
+    let damaged = r.get::<_, Option<bool>>(i + 5)?.unwrap_or(false);
+    Ok(Stored {
+        inline,
+        loc,
+        damaged,
+    })
 }
 
-pub(crate) const MESSAGE_COLUMNS: &str = "m.bytes, m.seg, m.off, m.len, m.crc";
+pub(crate) const MESSAGE_COLUMNS: &str = "m.bytes, m.seg, m.off, m.len, m.crc, m.damaged";

@@ -4,12 +4,13 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, Transaction};
 use sds::persistence::{PersistenceError, PersistenceResult};
 
 use crate::bytes::compact;
+use crate::damage::{DamageReport, OnDamage};
 use crate::reply;
 use crate::segments::Segments;
 
@@ -22,6 +23,10 @@ pub(crate) struct Db {
     pub(crate) soon: Option<Arc<dyn reply::Soon>>,
     /// Whether commits are quick enough for a notice (no fsync per commit).
     pub(crate) notice: bool,
+    /// What loading does about damaged bytes.
+    pub(crate) on_damage: OnDamage,
+    /// The messages quarantined since the store was opened.
+    pub(crate) damage: Arc<Mutex<DamageReport>>,
 }
 
 pub(crate) type Job = Box<dyn FnOnce(&mut Db) + Send>;

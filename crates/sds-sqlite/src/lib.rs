@@ -1,6 +1,6 @@
 //! # sds-sqlite
 //!
-//! A [`Persistence`] backend for the SDS [`ReliabilityManager`](sds::ReliabilityManager) on an
+//! A [`Persistence`](sds::persistence::Persistence) backend for the SDS [`ReliabilityManager`](sds::ReliabilityManager) on an
 //! embedded SQLite database (bundled: nothing to install).
 //!
 //! * Every batch of store operations (one protocol operation) is one transaction, and so is
@@ -25,9 +25,17 @@
 //!   transaction that refers to them commits, and a compacted segment is deleted only after
 //!   its copies and their new locations are synced, so a process crash loses nothing. With
 //!   [`Durability::Normal`], power loss may also lose the bytes of recent operations whose rows
-//!   reached the disk: the checksum (or the missing file) detects it and loading drops those
-//!   entries (and their rows) rather than misreading them. With [`Durability::Full`] the bytes
-//!   are synced before each commit.
+//!   reached the disk: the checksum (or the missing file) detects it. With [`Durability::Full`]
+//!   the bytes are synced before each commit.
+//! * Nothing stored is deleted for damage or a mismatch. The database and its message directory
+//!   carry one identity: a database opened without its directory (moved, copied, replaced,
+//!   emptied) is refused ([`OpenError::MessagesMissing`], [`OpenError::ForeignMessages`]), and
+//!   the path is resolved (symbolic links) before anything is derived from it. Missing or
+//!   damaged message bytes are an error ([`OpenError::Damaged`], or a failed load), or, with
+//!   [`OnDamage::Quarantine`], their messages are marked and left out while their rows stay
+//!   ([`SqliteStore::damage`] lists them; a copy received again makes them whole). Segment files
+//!   nothing refers to are deleted only when the database and directory are known to belong
+//!   together and nothing is damaged; otherwise they are kept in `unreferenced/`.
 //! * One process at a time: the message directory is locked while a store is open. Opening a
 //!   database that is already open in this process returns a handle to the same store.
 //! * The schema is versioned with `PRAGMA user_version` and migrated forward on open; a database
@@ -49,8 +57,11 @@
 //! ```
 
 mod bytes;
+mod check;
 mod codec;
 mod connection;
+mod damage;
+mod identity;
 mod load;
 mod persistence;
 mod reply;
@@ -61,6 +72,8 @@ mod write;
 
 use std::path::PathBuf;
 
+pub use check::{check, repair, CheckReport};
+pub use damage::{DamageKind, DamageReport, DamagedMessage, OnDamage};
 pub use schema::SCHEMA_VERSION;
 pub use store::{remove_database, SqliteStore};
 
@@ -83,6 +96,9 @@ pub struct Options {
     /// Size at which a message segment file (see [the crate docs](crate)) is closed and a new
     /// one started. Default 64 MiB.
     pub segment_bytes: u64,
+    /// What to do about message bytes that are missing or damaged: refuse (the default) or
+    /// quarantine the messages. Nothing is deleted either way (see [`OnDamage`]).
+    pub on_damage: OnDamage,
 }
 
 impl Default for Options {
@@ -90,6 +106,7 @@ impl Default for Options {
         Options {
             durability: Durability::default(),
             segment_bytes: 64 << 20,
+            on_damage: OnDamage::default(),
         }
     }
 }
@@ -98,12 +115,16 @@ impl Default for Options {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// SQLite refused (file not accessible, not a database, …).
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}: {source}{}", cause.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
     Sqlite {
         /// The file.
         path: PathBuf,
         /// SQLite's error.
         source: rusqlite::Error,
+        /// What the operating system said when the file or its directory was tried directly
+        /// (permission denied, no such directory, read-only file system, …), when SQLite's own
+        /// error does not say.
+        cause: Option<std::io::Error>,
     },
     /// The database was written by a newer version of this store.
     #[error(
@@ -125,6 +146,44 @@ pub enum OpenError {
         path: PathBuf,
         /// The error.
         source: std::io::Error,
+    },
+    /// The database refers to message files, and its message directory is missing: the
+    /// database was moved or copied without it, or is opened through another path. Nothing was
+    /// changed; put the directory back beside it (`<database>-messages`).
+    #[error(
+        "{path} refers to message files in {messages}, which does not exist; was the database \
+         moved without it? Nothing was changed"
+    )]
+    MessagesMissing {
+        /// The database.
+        path: PathBuf,
+        /// The directory it needs.
+        messages: PathBuf,
+    },
+    /// The message directory belongs to another database (or the database looks new: emptied
+    /// or replaced). Nothing was changed.
+    #[error(
+        "{messages} belongs to another database than {path} ({}); nothing was changed",
+        if database.is_some() { "the identities differ" } else { "the database looks new or emptied" }
+    )]
+    ForeignMessages {
+        /// The database.
+        path: PathBuf,
+        /// The directory.
+        messages: PathBuf,
+        /// The database's identity (`None`: it has none, it looks new).
+        database: Option<String>,
+        /// The directory's identity.
+        directory: String,
+    },
+    /// Message bytes the database refers to are missing or cut short. Nothing was changed;
+    /// restore the files, or open with [`OnDamage::Quarantine`] to go on without those messages.
+    #[error("{path}: {report}; nothing was changed")]
+    Damaged {
+        /// The database.
+        path: PathBuf,
+        /// The damaged messages.
+        report: DamageReport,
     },
     /// The connection thread could not be started.
     #[error("cannot start the database thread: {0}")]

@@ -9,12 +9,13 @@ use sds::{
     MessageId, OutgoingEntry, OutgoingRepairEntry,
 };
 
-use crate::bytes::{blob, release_bytes, stored_at, Stored, MESSAGE_COLUMNS};
+use crate::bytes::{blob, stored_at, Stored, MESSAGE_COLUMNS};
 use crate::codec;
 use crate::connection::Db;
+use crate::damage::{quarantine, DamageReport, DamagedMessage, OnDamage};
 use crate::segments::ReadError;
 use crate::store::sql_err;
-use crate::write::{ch, delete};
+use crate::write::ch;
 
 /// A stored entry that carries a message's bytes.
 pub(crate) trait WithBytes {
@@ -43,17 +44,16 @@ with_bytes!(IncomingEntry, message_id);
 
 with_bytes!(IncomingRepairEntry, entry.message_id);
 
-/// Gives each entry of `table` its bytes from `stored` (same order); entries whose bytes
-/// `resolve` finds lost are left out.
+/// Gives each entry its bytes from `stored` (same order); entries for which `resolve` finds
+/// none are left out.
 pub(crate) fn fill_bytes<E: WithBytes>(
     entries: &mut Vec<E>,
     stored: Vec<Stored>,
-    table: &'static str,
-    resolve: &mut impl FnMut(&'static str, &MessageId, Stored) -> PersistenceResult<Option<Bytes>>,
+    resolve: &mut impl FnMut(&MessageId, Stored) -> PersistenceResult<Option<Bytes>>,
 ) -> PersistenceResult<()> {
     let mut keep = Vec::with_capacity(entries.len());
     for (mut e, s) in std::mem::take(entries).into_iter().zip(stored) {
-        if let Some(b) = resolve(table, e.id(), s)? {
+        if let Some(b) = resolve(e.id(), s)? {
             e.set_bytes(b);
             keep.push(e);
         }
@@ -62,48 +62,54 @@ pub(crate) fn fill_bytes<E: WithBytes>(
     Ok(())
 }
 
-/// Reads a channel. Entries whose bytes are lost (see [`segments`]) are left out and deleted.
+/// Reads a channel. Entries whose message is marked damaged are left out. Bytes found lost or
+/// damaged now fail the load ([`OnDamage::Refuse`]) or mark their message damaged and leave
+/// its entries out ([`OnDamage::Quarantine`]); nothing is deleted either way.
 pub(crate) fn load(db: &mut Db, c: &ChannelId) -> PersistenceResult<ChannelSnapshot> {
     let (mut snap, stored) = read_channel(&mut db.conn, c).map_err(sql_err)?;
     let mut files = HashMap::new();
-    let mut lost: Vec<(&'static str, MessageId)> = Vec::new();
-    let mut resolve =
-        |table: &'static str, id: &MessageId, s: Stored| -> PersistenceResult<Option<Bytes>> {
-            match s.loc {
-                None => Ok(Some(blob(s.inline.unwrap_or_default()))),
-                Some(loc) => match db.segments.read(loc, &mut files) {
-                    Ok(b) => Ok(Some(blob(b))),
-                    Err(ReadError::Lost { .. }) => {
-                        lost.push((table, id.clone()));
-                        Ok(None)
+    let mut found = DamageReport::default();
+    let on_damage = db.on_damage;
+    let mut resolve = |id: &MessageId, s: Stored| -> PersistenceResult<Option<Bytes>> {
+        if s.damaged {
+            return Ok(None);
+        }
+        match s.loc {
+            None => Ok(Some(blob(s.inline.unwrap_or_default()))),
+            Some(loc) => match db.segments.read(loc, &mut files) {
+                Ok(b) => Ok(Some(blob(b))),
+                Err(ReadError::Lost { seg, kind, .. }) => {
+                    let damaged = DamagedMessage {
+                        channel: c.clone(),
+                        message_id: id.clone(),
+                        segment: seg,
+                        kind,
+                    };
+                    if on_damage == OnDamage::Refuse {
+                        return Err(PersistenceError::new(format!(
+                            "damaged store: {damaged}; nothing was changed (reopen the store \
+                             with OnDamage::Quarantine to go on without it, or restore the file)"
+                        )));
                     }
-                    Err(e) => Err(PersistenceError::new(e.to_string())),
-                },
-            }
-        };
+                    if !found.messages.contains(&damaged) {
+                        found.messages.push(damaged);
+                    }
+                    Ok(None)
+                }
+                Err(e) => Err(PersistenceError::new(e.to_string())),
+            },
+        }
+    };
     let [log, outgoing, incoming, incoming_repair] = stored;
     // Marked-met markers have no bytes and read as empty ones.
-    fill_bytes(&mut snap.log, log, "log", &mut resolve)?;
-    fill_bytes(&mut snap.outgoing, outgoing, "outgoing", &mut resolve)?;
-    fill_bytes(&mut snap.incoming, incoming, "incoming", &mut resolve)?;
-    fill_bytes(
-        &mut snap.incoming_repair,
-        incoming_repair,
-        "incoming_repair",
-        &mut resolve,
-    )?;
-    if !lost.is_empty() {
-        let channel = c.clone();
-        db.write(|tx, segments| {
-            let mut unreferenced = Vec::new();
-            for (table, id) in &lost {
-                delete(tx, table, &channel, id, &mut unreferenced)?;
-            }
-            for id in &unreferenced {
-                release_bytes(tx, segments, &channel, id)?;
-            }
-            Ok(())
-        })?;
+    fill_bytes(&mut snap.log, log, &mut resolve)?;
+    fill_bytes(&mut snap.outgoing, outgoing, &mut resolve)?;
+    fill_bytes(&mut snap.incoming, incoming, &mut resolve)?;
+    fill_bytes(&mut snap.incoming_repair, incoming_repair, &mut resolve)?;
+    if !found.is_empty() {
+        quarantine(&db.conn, &found).map_err(sql_err)?;
+        let mut all = db.damage.lock().unwrap_or_else(|e| e.into_inner());
+        all.messages.extend(found.messages);
     }
     Ok(snap)
 }

@@ -1,4 +1,4 @@
-//! The [`Persistence`] interface on the store: every operation, and every batch, one
+//! The [`Persistence`](sds::persistence::Persistence) interface on the store: every operation, and every batch, one
 //! transaction on the connection thread.
 
 use async_trait::async_trait;

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::OpenError;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Migrations by the version they produce; migration `i` turns version `i` into `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -96,6 +96,15 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE message;
     ALTER TABLE message_v3 RENAME TO message;
     ",
+    // 3 → 4: the store's identity, shared with its message directory (see `identity`), and a
+    // mark on messages whose bytes are damaged (see `damage`): kept, left out of loads.
+    "
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE message ADD COLUMN damaged INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`], refusing one written by a newer build.
@@ -103,6 +112,7 @@ pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<(), OpenError> {
     let fail = |source| OpenError::Sqlite {
         path: path.to_path_buf(),
         source,
+        cause: None,
     };
     let found: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))

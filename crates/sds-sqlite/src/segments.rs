@@ -18,7 +18,7 @@
 //! rolled back by power loss never refers to a deleted file for bytes it still needs. With
 //! `synchronous = NORMAL`, power loss can still lose appended bytes whose rows reached the
 //! disk, or the file of a segment emptied by deletions the rollback undid; the CRC and the
-//! missing file are detected, and loading drops the entry instead of misreading it.
+//! missing file are detected and reported (see [`crate::damage`]), never misread.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -26,6 +26,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use crate::damage::DamageKind;
 
 /// Where a message's bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,14 +89,32 @@ pub(crate) fn padded(len: u32) -> u64 {
 /// The name of the spare segment file.
 const SPARE: &str = "spare";
 
+/// The subdirectory where segment files nothing refers to are kept when they cannot be known
+/// to be garbage.
+pub(crate) const ASIDE: &str = "unreferenced";
+
+/// Moves a segment file into [`ASIDE`], under its name and the time, so nothing is overwritten.
+fn put_aside(dir: &Path, file: &Path) -> io::Result<()> {
+    let aside = dir.join(ASIDE);
+    fs::create_dir_all(&aside)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    let target = aside.join(format!("{}.{stamp}", name.unwrap_or_default()));
+    fs::rename(file, &target)?;
+    File::open(dir)?.sync_all()
+}
+
 /// How long `open` waits for another store of the same database to close.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-fn seg_name(id: u32) -> String {
+pub(crate) fn seg_name(id: u32) -> String {
     format!("{id:08}.seg")
 }
 
-fn seg_id(name: &str) -> Option<u32> {
+pub(crate) fn seg_id(name: &str) -> Option<u32> {
     name.strip_suffix(".seg")?.parse().ok()
 }
 
@@ -103,12 +123,14 @@ fn seg_id(name: &str) -> Option<u32> {
 pub(crate) enum ReadError {
     /// The file is gone or shorter than the location, or the bytes fail their checksum: lost
     /// (power loss with `synchronous = NORMAL`) or damaged.
-    #[error("message bytes lost or damaged at segment {seg}, offset {off}")]
+    #[error("message bytes lost or damaged at segment {seg}, offset {off}: {kind:?}")]
     Lost {
         /// Segment.
         seg: u32,
         /// Offset.
         off: u64,
+        /// What is wrong.
+        kind: DamageKind,
     },
     /// Any other I/O failure: maybe transient, so nothing is dropped.
     #[error("reading segment {seg}: {source}")]
@@ -123,14 +145,16 @@ pub(crate) enum ReadError {
 impl Segments {
     /// Opens (creating) the directory. `live` is, per segment, the space (see [`padded`]) of
     /// the bytes the database refers to; `highest_ref` the highest segment id it refers to.
-    /// Segment files nothing refers to are deleted (a spare is kept); appends go to a new
-    /// segment.
+    /// Segment files nothing refers to are deleted (a spare is kept), or with `keep_aside`
+    /// (the database is new, was adopted or is damaged, so "unreferenced" may be wrong) moved
+    /// into [`ASIDE`] under a name of their own; appends go to a new segment.
     pub fn open(
         dir: PathBuf,
         limit: u64,
         sync_each_commit: bool,
         live: &[(u32, u64)],
         highest_ref: Option<u32>,
+        keep_aside: bool,
     ) -> io::Result<Self> {
         fs::create_dir_all(&dir)?;
         let lock = OpenOptions::new()
@@ -170,6 +194,7 @@ impl Segments {
                     let size = entry.metadata()?.len();
                     segs.insert(id, Seg { live: l, size });
                 }
+                _ if keep_aside => put_aside(&dir, &entry.path())?,
                 _ => fs::remove_file(entry.path())?,
             }
         }
@@ -374,33 +399,55 @@ impl Segments {
 
     /// Reads and checks the bytes at `loc`; `files` caches open segments.
     pub fn read(&self, loc: Loc, files: &mut HashMap<u32, File>) -> Result<Vec<u8>, ReadError> {
-        let lost = ReadError::Lost {
-            seg: loc.seg,
-            off: loc.off,
-        };
-        let io = |source| ReadError::Io {
-            seg: loc.seg,
-            source,
-        };
-        let file = match files.entry(loc.seg) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => match File::open(self.path(loc.seg)) {
-                Ok(f) => v.insert(f),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(lost),
-                Err(e) => return Err(io(e)),
-            },
-        };
-        let mut buf = vec![0u8; loc.len as usize];
-        match file.read_exact_at(&mut buf, loc.off) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(lost),
-            Err(e) => return Err(io(e)),
-        }
-        if crc32fast::hash(&buf) != loc.crc {
-            return Err(lost);
-        }
-        Ok(buf)
+        read_in(&self.dir, loc, files)
     }
+}
+
+/// Reads and checks the bytes at `loc` in the segment directory `dir`; `files` caches open
+/// segments.
+pub(crate) fn read_in(
+    dir: &Path,
+    loc: Loc,
+    files: &mut HashMap<u32, File>,
+) -> Result<Vec<u8>, ReadError> {
+    let lost = |kind| ReadError::Lost {
+        seg: loc.seg,
+        off: loc.off,
+        kind,
+    };
+    let io = |source| ReadError::Io {
+        seg: loc.seg,
+        source,
+    };
+    let file = match files.entry(loc.seg) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            match File::open(dir.join(seg_name(loc.seg))) {
+                Ok(f) => v.insert(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(lost(DamageKind::MissingFile))
+                }
+                Err(e) => return Err(io(e)),
+            }
+        }
+    };
+    // A damaged row may name any length: the file's size bounds what is allocated.
+    let size = file.metadata().map_err(io)?.len();
+    if loc.off.saturating_add(u64::from(loc.len)) > size {
+        return Err(lost(DamageKind::Truncated));
+    }
+    let mut buf = vec![0u8; loc.len as usize];
+    match file.read_exact_at(&mut buf, loc.off) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(lost(DamageKind::Truncated))
+        }
+        Err(e) => return Err(io(e)),
+    }
+    if crc32fast::hash(&buf) != loc.crc {
+        return Err(lost(DamageKind::Checksum));
+    }
+    Ok(buf)
 }
 
 #[cfg(test)]
@@ -416,7 +463,7 @@ mod tests {
     #[test]
     fn appended_bytes_read_back_and_damage_is_detected() {
         let d = dir("read");
-        let mut s = Segments::open(d.clone(), 1 << 20, false, &[], None).unwrap();
+        let mut s = Segments::open(d.clone(), 1 << 20, false, &[], None, false).unwrap();
         let a = s.append(b"hello").unwrap();
         let b = s.append(b"world!").unwrap();
         assert_eq!((a.seg, a.off, b.off), (b.seg, 0, PAGE as u64));
@@ -445,7 +492,7 @@ mod tests {
     #[test]
     fn segments_rotate_and_empty_ones_are_deleted_after_commit() {
         let d = dir("rotate");
-        let mut s = Segments::open(d.clone(), 10, false, &[], None).unwrap();
+        let mut s = Segments::open(d.clone(), 10, false, &[], None, false).unwrap();
         let a = s.append(b"0123456789").unwrap();
         let b = s.append(b"abc").unwrap();
         assert_ne!(a.seg, b.seg);
@@ -471,25 +518,34 @@ mod tests {
     fn reopening_drops_unreferenced_files_and_never_reuses_ids() {
         let d = dir("reopen");
         let (kept, orphan) = {
-            let mut s = Segments::open(d.clone(), 4, false, &[], None).unwrap();
+            let mut s = Segments::open(d.clone(), 4, false, &[], None, false).unwrap();
             let kept = s.append(b"keep").unwrap();
             let orphan = s.append(b"lost").unwrap();
             (kept, orphan)
         };
-        let mut s = Segments::open(d.clone(), 4, false, &[(kept.seg, 4)], Some(kept.seg)).unwrap();
+        let mut s =
+            Segments::open(d.clone(), 4, false, &[(kept.seg, 4)], Some(kept.seg), false).unwrap();
         assert!(d.join(seg_name(kept.seg)).exists());
         assert!(!d.join(seg_name(orphan.seg)).exists());
         let next = s.append(b"new!").unwrap();
         assert!(next.seg > orphan.seg);
+        drop(s);
+        // Kept aside instead when the caller cannot know the file to be garbage.
+        let mut s =
+            Segments::open(d.clone(), 4, false, &[(kept.seg, 4)], Some(kept.seg), true).unwrap();
+        assert!(!d.join(seg_name(next.seg)).exists());
+        let aside: Vec<_> = fs::read_dir(d.join(ASIDE)).unwrap().collect();
+        assert_eq!(aside.len(), 1);
+        assert!(s.append(b"more").unwrap().seg > next.seg);
     }
 
     #[test]
     fn a_second_store_on_the_same_directory_is_refused_until_the_first_closes() {
         let d = dir("lock");
-        let first = Segments::open(d.clone(), 4, false, &[], None).unwrap();
+        let first = Segments::open(d.clone(), 4, false, &[], None, false).unwrap();
         let waiter = {
             let d = d.clone();
-            std::thread::spawn(move || Segments::open(d, 4, false, &[], None).map(|_| ()))
+            std::thread::spawn(move || Segments::open(d, 4, false, &[], None, false).map(|_| ()))
         };
         std::thread::sleep(Duration::from_millis(50));
         drop(first);
@@ -499,7 +555,7 @@ mod tests {
     #[test]
     fn compaction_is_proposed_when_garbage_outweighs_live_bytes() {
         let d = dir("compact");
-        let mut s = Segments::open(d.clone(), 3 * PAGE as u64, false, &[], None).unwrap();
+        let mut s = Segments::open(d.clone(), 3 * PAGE as u64, false, &[], None, false).unwrap();
         // 12 segments of three messages, a page each.
         let locs: Vec<Loc> = (0..36).map(|_| s.append(b"0123456789").unwrap()).collect();
         s.committed();

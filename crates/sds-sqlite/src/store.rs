@@ -12,6 +12,8 @@ use sds::{ChannelId, MessageId, StoreOp};
 
 use crate::bytes::release_bytes;
 use crate::connection::{checkpoint, next_job, note_wal_size, Db, Job, WalAction, WalWatch};
+use crate::damage::{self, DamageReport, OnDamage};
+use crate::identity::{self, Mismatch, Pairing};
 use crate::segments::Segments;
 use crate::write::{apply, reference_change};
 use crate::{reply, schema, Durability, OpenError, Options};
@@ -27,14 +29,21 @@ pub struct SqliteStore {
 pub(crate) struct Shared {
     pub(crate) jobs: std_mpsc::Sender<Job>,
     pub(crate) path: PathBuf,
+    /// The messages quarantined since the store was opened.
+    pub(crate) damage: Arc<Mutex<DamageReport>>,
 }
 
 /// The stores open in this process, by canonical path: opening a database again returns the
 /// open store (its segment files have one writer).
 pub(crate) static OPEN: Mutex<Vec<(PathBuf, Weak<Shared>)>> = Mutex::new(Vec::new());
 
-/// `path` with its directory made canonical (the file itself may not exist yet).
+/// The real path of the database: symbolic links resolved (of the file itself when it exists,
+/// otherwise of its directory), so the lock, the database and its message directory are the
+/// same whatever path reaches them.
 pub(crate) fn canonical(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -42,6 +51,29 @@ pub(crate) fn canonical(path: &Path) -> PathBuf {
     match (std::fs::canonicalize(dir), path.file_name()) {
         (Ok(d), Some(name)) => d.join(name),
         _ => path.to_path_buf(),
+    }
+}
+
+/// What the operating system says about opening `path` for reading and writing, and creating
+/// files beside it, when SQLite could not open it: the reason SQLite's message leaves out.
+fn open_cause(path: &Path) -> Option<std::io::Error> {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+    {
+        return Some(e);
+    }
+    // SQLite also creates `-wal` and `-shm` files beside the database.
+    let probe = PathBuf::from(format!("{}-probe", path.display()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(e),
     }
 }
 
@@ -67,9 +99,15 @@ impl SqliteStore {
     }
 
     /// Opens (creating if needed) the database at `path` and its message directory
-    /// `<path>-messages`. A database already open in this process is shared: the handle
-    /// returned is the open store's (and its options stay). A database another process has
-    /// open is waited for up to 5 s, then refused with [`OpenError::Messages`].
+    /// `<path>-messages`, both at the real path (symbolic links resolved). A database already
+    /// open in this process is shared: the handle returned is the open store's (and its
+    /// options stay). A database another process has open is waited for up to 5 s, then
+    /// refused with [`OpenError::Messages`].
+    ///
+    /// Nothing stored is deleted for a mismatch or damage: a database whose message directory
+    /// is missing ([`OpenError::MessagesMissing`]) or belongs to another database
+    /// ([`OpenError::ForeignMessages`]) is refused, and so is one with missing or cut-short
+    /// message bytes ([`OpenError::Damaged`]) unless [`Options::on_damage`] says to quarantine.
     pub fn open_with_options(path: impl AsRef<Path>, options: Options) -> Result<Self, OpenError> {
         let key = canonical(path.as_ref());
         // Held while opening, so two opens of one new database cannot race.
@@ -82,7 +120,7 @@ impl SqliteStore {
         {
             return Ok(SqliteStore { shared });
         }
-        let store = Self::open_new(path.as_ref(), options)?;
+        let store = Self::open_new(&key, options)?;
         open.push((key, Arc::downgrade(&store.shared)));
         Ok(store)
     }
@@ -93,8 +131,13 @@ impl SqliteStore {
         let fail = |source| OpenError::Sqlite {
             path: path.clone(),
             source,
+            cause: None,
         };
-        let conn = Connection::open(&path).map_err(fail)?;
+        let conn = Connection::open(&path).map_err(|source| OpenError::Sqlite {
+            path: path.clone(),
+            source,
+            cause: open_cause(&path),
+        })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(fail)?;
         // Rows are small (message bytes live in segment files): 4 KiB pages keep the pages
@@ -113,9 +156,7 @@ impl SqliteStore {
         // Every statement this store runs stays prepared (rusqlite keeps 16 by default).
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&conn, &path)?;
-        let dir = messages_dir(&path);
-        let segments = open_segments(&conn, dir.clone(), &options)
-            .map_err(|source| OpenError::Messages { path: dir, source })?;
+        let (segments, damage) = open_segments(&conn, &path, &options)?;
         let wal = PathBuf::from(format!("{}-wal", path.display()));
         // Checkpoints run on a second connection in a thread of their own, so copying the
         // WAL into the database and syncing it stays off the path of operations.
@@ -140,6 +181,8 @@ impl SqliteStore {
             .map_err(OpenError::Thread)?;
         conn.wal_hook(Some(note_wal_size));
         let (jobs, rx) = std_mpsc::channel::<Job>();
+        let damage = Arc::new(Mutex::new(damage));
+        let quarantined = damage.clone();
         thread::Builder::new()
             .name("sds-sqlite".into())
             .spawn(move || {
@@ -149,6 +192,8 @@ impl SqliteStore {
                     wal,
                     soon: None,
                     notice: durability == Durability::Normal,
+                    on_damage: options.on_damage,
+                    damage: quarantined,
                 };
                 let mut wal = WalWatch::default();
                 // Runs until every handle to the store is dropped.
@@ -168,13 +213,23 @@ impl SqliteStore {
             })
             .map_err(OpenError::Thread)?;
         Ok(SqliteStore {
-            shared: Arc::new(Shared { jobs, path }),
+            shared: Arc::new(Shared { jobs, path, damage }),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// The messages quarantined (with [`OnDamage::Quarantine`]) since the store was opened:
+    /// their bytes are missing or damaged; their rows are kept, their entries left out.
+    pub fn damage(&self) -> DamageReport {
+        self.shared
+            .damage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The directory of message segment files, `<database>-messages`.
@@ -263,13 +318,58 @@ pub(crate) fn messages_dir(db: &Path) -> PathBuf {
     PathBuf::from(format!("{}-messages", db.display()))
 }
 
-/// Opens the segment directory with what the database refers to.
+/// Opens the segment directory with what the database refers to, after checking that the two
+/// belong together and that every message's bytes are there (see [`identity`] and [`damage`]).
+/// Returns the damage quarantined (with [`OnDamage::Quarantine`]).
 pub(crate) fn open_segments(
     conn: &Connection,
-    dir: PathBuf,
+    path: &Path,
     options: &Options,
-) -> std::io::Result<Segments> {
-    let sql = |e: rusqlite::Error| std::io::Error::other(e.to_string());
+) -> Result<(Segments, DamageReport), OpenError> {
+    let dir = messages_dir(path);
+    let sql = |source| OpenError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+        cause: None,
+    };
+    let io = |source| OpenError::Messages {
+        path: dir.clone(),
+        source,
+    };
+    let database = identity::of_database(conn).map_err(sql)?;
+    let directory = identity::of_directory(&dir).map_err(io)?;
+    let refers = identity::refers_to_segments(conn).map_err(sql)?;
+    let pairing = identity::pair(
+        database.as_deref(),
+        directory.as_deref(),
+        dir.is_dir(),
+        refers,
+    )
+    .map_err(|m| match m {
+        Mismatch::Missing => OpenError::MessagesMissing {
+            path: path.to_path_buf(),
+            messages: dir.clone(),
+        },
+        Mismatch::Foreign {
+            database,
+            directory,
+        } => OpenError::ForeignMessages {
+            path: path.to_path_buf(),
+            messages: dir.clone(),
+            database,
+            directory,
+        },
+    })?;
+    let damage = damage::find_missing(conn, &dir).map_err(sql)?;
+    if !damage.is_empty() {
+        if options.on_damage == OnDamage::Refuse {
+            return Err(OpenError::Damaged {
+                path: path.to_path_buf(),
+                report: damage,
+            });
+        }
+        damage::quarantine(conn, &damage).map_err(sql)?;
+    }
     let mut stmt = conn
         .prepare(
             "SELECT seg, SUM((len + 4095) / 4096 * 4096) FROM message \
@@ -286,11 +386,23 @@ pub(crate) fn open_segments(
         .filter_map(|(seg, len)| Some((u32::try_from(seg).ok()?, u64::try_from(len).ok()?)))
         .collect();
     let highest = live.iter().map(|(seg, _)| *seg).max();
-    Segments::open(
-        dir,
+    // Files nothing refers to are garbage of this database's own only when the pair is known
+    // and whole; otherwise they are kept aside.
+    let keep_aside = pairing != Pairing::Matched || !damage.is_empty();
+    let segments = Segments::open(
+        dir.clone(),
         options.segment_bytes.max(1),
         options.durability == Durability::Full,
         &live,
         highest,
+        keep_aside,
     )
+    .map_err(io)?;
+    if pairing != Pairing::Matched {
+        // The database's first: a crash before the directory's is adopted again.
+        let id = database.unwrap_or_else(identity::new_identity);
+        identity::set_database(conn, &id).map_err(sql)?;
+        identity::set_directory(&dir, &id).map_err(io)?;
+    }
+    Ok((segments, damage))
 }

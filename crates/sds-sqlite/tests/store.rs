@@ -340,59 +340,6 @@ async fn dead_segments_are_deleted_or_compacted_and_the_live_bytes_read_back() {
 }
 
 #[tokio::test]
-async fn bytes_lost_from_a_segment_drop_their_entries_instead_of_being_misread() {
-    let path = temp_db("lost");
-    {
-        let store = SqliteStore::open(&path).unwrap();
-        let m =
-            ReliabilityManager::new("alice", ManagerConfig::default(), Arc::new(store)).unwrap();
-        for id in ["m1", "m2", "m3"] {
-            m.wrap_outgoing_message(&b"x"[..], id, "c").await.unwrap();
-        }
-    }
-    // Damage m2's bytes, as power loss may leave bytes whose rows reached the disk.
-    let (seg, off) = {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.query_row("SELECT seg, off FROM message WHERE id = x'6d32'", [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-        })
-        .unwrap()
-    };
-    let file = PathBuf::from(format!("{}-messages/{seg:08}.seg", path.display()));
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[off as usize + 100] ^= 0xff;
-    std::fs::write(&file, bytes).unwrap();
-    let store = SqliteStore::open(&path).unwrap();
-    let ids = |s: &ChannelSnapshot| -> (Vec<String>, Vec<String>) {
-        (
-            s.log.iter().map(|e| e.message_id.to_string()).collect(),
-            s.outgoing
-                .iter()
-                .map(|e| e.message_id.to_string())
-                .collect(),
-        )
-    };
-    let snap = store.load_channel(&"c".into()).await.unwrap();
-    let expected = (
-        vec!["m1".to_string(), "m3".into()],
-        vec!["m1".to_string(), "m3".into()],
-    );
-    assert_eq!(ids(&snap), expected);
-    // The entries are gone from the database too, and the others read back intact.
-    assert_eq!(
-        count(&path, "SELECT COUNT(*) FROM message WHERE id = x'6d32'"),
-        0
-    );
-    assert_eq!(
-        count(&path, "SELECT COUNT(*) FROM log WHERE id = x'6d32'"),
-        0
-    );
-    let again = store.load_channel(&"c".into()).await.unwrap();
-    assert_eq!(ids(&again), expected);
-    assert_eq!(again.log[1].bytes, snap.log[1].bytes);
-}
-
-#[tokio::test]
 async fn a_version_1_database_keeps_its_bytes_and_stores_new_ones_in_segments() {
     let path = temp_db("v1");
     let old_bytes = msg("old", 5, &[], "bob");
