@@ -16,7 +16,6 @@ use sds_proto::wire::Profile;
 use sds_proto::{Bytes, HistoryEntry, Id, MessageId};
 use sds_sqlite::{Durability, SqliteStore};
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::CmdResult;
 
@@ -258,6 +257,8 @@ fn notification_json(n: Notification) -> Value {
             "channelId": text_or_hex(&channel_id),
             "error": error.to_string(),
         }),
+        Notification::Lagged { missed } => json!({"event": "lagged", "missed": missed}),
+        other => json!({"event": "other", "debug": format!("{other:?}")}),
     }
 }
 
@@ -285,7 +286,7 @@ fn hex_arg(s: &str) -> Result<Vec<u8>, String> {
 
 struct Peer {
     manager: ReliabilityManager,
-    notifications: UnboundedReceiver<Notification>,
+    notifications: sds::Subscription,
     hints: Arc<Mutex<HashMap<MessageId, Bytes>>>,
 }
 
@@ -515,7 +516,8 @@ pub(crate) fn run(args: PeerArgs) -> CmdResult {
                 table.lock().ok().and_then(|t| t.get(id).cloned())
             })))
             .await;
-        let notifications = manager.subscribe();
+        // Read after every command; large enough for the largest burst of one operation.
+        let notifications = manager.subscribe_with_capacity(1 << 20);
         if args.periodic {
             manager.start_periodic_tasks().await;
         }

@@ -71,7 +71,8 @@ impl Worker {
                 provider.and_then(|h| h.hint(id))
             })))
             .await;
-        let mut notifications = self.manager.subscribe();
+        // Drained after every request: large enough for the largest burst of one operation.
+        let mut notifications = self.manager.subscribe_with_capacity(1 << 20);
         created.ok("");
         let mut periodic: Option<tokio::time::Interval> = None;
         loop {
@@ -176,6 +177,8 @@ impl Worker {
                 }
             }
             Notification::TaskError { channel_id, error } => self.emit(json!({"eventType": "task_error", "channelId": id_text(&channel_id), "error": format!("libsds error: {}", error_text(&error))})),
+            Notification::Lagged { missed } => self.emit(json!({"eventType": "events_lost", "missed": missed})),
+            _ => {}
         }
     }
 }

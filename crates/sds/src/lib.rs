@@ -23,11 +23,13 @@
 //! ```
 
 mod manager;
+mod notifications;
 pub mod persistence;
 
 pub use manager::{
     HintProvider, ManagerConfig, ManagerError, ManagerResult, Notification, ReliabilityManager,
 };
+pub use notifications::{Subscription, TryRecvError};
 pub use persistence::{
     Call, MemoryPersistence, NoopPersistence, Persistence, PersistenceError, PersistenceResult,
 };

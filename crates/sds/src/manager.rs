@@ -12,11 +12,13 @@ use sds_proto::engine::{
 };
 use sds_proto::wire::DecodeError;
 use sds_proto::{Bytes, ChannelId, MessageId, ParticipantId};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::notifications::Hub;
 use crate::persistence::{Persistence, PersistenceError};
+use crate::Subscription;
 
 pub use sds_proto::engine::HintProvider;
 
@@ -28,6 +30,10 @@ pub struct ManagerConfig {
     /// Most channels in memory at once; a message for a new channel beyond it is refused before
     /// anything is loaded (default 1 000).
     pub max_channels: usize,
+    /// How many notifications a [`subscribe`](ReliabilityManager::subscribe)r's queue holds
+    /// before newer ones are dropped and a [`Notification::Lagged`] says how many (default
+    /// 4 096). The queue grows only as far as it is used.
+    pub notification_capacity: usize,
 }
 
 impl Default for ManagerConfig {
@@ -35,12 +41,14 @@ impl Default for ManagerConfig {
         ManagerConfig {
             engine: Config::default(),
             max_channels: 1_000,
+            notification_capacity: 4_096,
         }
     }
 }
 
 /// Why a manager call failed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ManagerError {
     /// An argument cannot be used (empty content or id, an id used twice, …).
     #[error("invalid argument: {0}")]
@@ -73,6 +81,10 @@ pub enum ManagerError {
     /// buffer).
     #[error("protocol: {0}")]
     Protocol(#[source] EngineError),
+    /// The operation's task ended abnormally (a bug); the channel is reloaded from the store on
+    /// next use.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<EngineError> for ManagerError {
@@ -96,6 +108,7 @@ pub type ManagerResult<T> = Result<T, ManagerError>;
 
 /// What the manager hands to the application, in order, once it is durable.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Notification {
     /// A protocol event.
     Event(Event),
@@ -108,6 +121,12 @@ pub enum Notification {
         channel_id: ChannelId,
         /// What failed.
         error: ManagerError,
+    },
+    /// This subscriber's queue was full: `missed` notifications were dropped here (see
+    /// [`ReliabilityManager::subscribe`]).
+    Lagged {
+        /// How many.
+        missed: u64,
     },
 }
 
@@ -146,6 +165,18 @@ impl Clock {
 #[derive(Default)]
 struct Slot {
     channel: Option<Channel>,
+}
+
+/// A locked slot whose channel is discarded if an operation panics part-way, so that it is
+/// reloaded from the store instead of used half-changed.
+struct DiscardOnPanic<'a>(tokio::sync::MutexGuard<'a, Slot>);
+
+impl Drop for DiscardOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.channel = None;
+        }
+    }
 }
 
 /// Next deadlines of loaded channels.
@@ -194,7 +225,9 @@ struct Inner {
     persistence: Arc<dyn Persistence>,
     clock: Clock,
     channels: Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>>,
-    subscriber: Mutex<Option<mpsc::UnboundedSender<Notification>>>,
+    hub: Hub,
+    /// Set when the last handle to the manager is dropped: periodic work stops.
+    shutdown: watch::Sender<bool>,
     hint_provider: RwLock<Option<HintProvider>>,
     timers: Mutex<Timers>,
     wake: Notify,
@@ -212,9 +245,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 ///
 /// Cheap to clone; clones share the same manager. Each channel has its own lock, so channels
 /// proceed in parallel.
+///
+/// Every async method is cancel safe: an operation runs in a task of its own, so once called
+/// it completes — stored, then announced — even if the caller stops polling it (a timeout, a
+/// `select!` branch, an aborted task); only its result is then lost. Methods must be called
+/// within a tokio runtime.
+///
+/// Dropping the last handle stops periodic work (no transmission or store write comes after
+/// the drop, beyond a tick already running); [`cleanup`](Self::cleanup) is the orderly way
+/// that waits for it.
 #[derive(Clone)]
 pub struct ReliabilityManager {
     inner: Arc<Inner>,
+    _last: Arc<LastHandle>,
+}
+
+/// Dropped with the last handle of a manager: tells the periodic driver to stop (it holds the
+/// manager's internals, so they would otherwise live on).
+struct LastHandle(Arc<Inner>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        self.0.periodic_on.store(false, Ordering::SeqCst);
+        let _ = self.0.shutdown.send(true);
+    }
 }
 
 impl std::fmt::Debug for ReliabilityManager {
@@ -237,20 +291,26 @@ impl ReliabilityManager {
         if config.max_channels == 0 {
             return Err(ConfigError("max_channels must be at least 1".into()).into());
         }
+        if config.notification_capacity < 2 {
+            return Err(ConfigError("notification_capacity must be at least 2".into()).into());
+        }
+        let inner = Arc::new(Inner {
+            participant_id: participant_id.into(),
+            config,
+            persistence,
+            clock: Clock::new(),
+            channels: Mutex::new(HashMap::new()),
+            hub: Hub::default(),
+            shutdown: watch::channel(false).0,
+            hint_provider: RwLock::new(None),
+            timers: Mutex::new(Timers::default()),
+            wake: Notify::new(),
+            periodic_on: AtomicBool::new(false),
+            periodic: tokio::sync::Mutex::new(None),
+        });
         Ok(ReliabilityManager {
-            inner: Arc::new(Inner {
-                participant_id: participant_id.into(),
-                config,
-                persistence,
-                clock: Clock::new(),
-                channels: Mutex::new(HashMap::new()),
-                subscriber: Mutex::new(None),
-                hint_provider: RwLock::new(None),
-                timers: Mutex::new(Timers::default()),
-                wake: Notify::new(),
-                periodic_on: AtomicBool::new(false),
-                periodic: tokio::sync::Mutex::new(None),
-            }),
+            _last: Arc::new(LastHandle(inner.clone())),
+            inner,
         })
     }
 
@@ -259,26 +319,39 @@ impl ReliabilityManager {
         &self.inner.participant_id
     }
 
-    /// Subscribes to events and periodic transmissions. There is one subscriber: a new call
-    /// replaces the previous one. Until the first call, notifications are discarded.
-    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Notification> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        *lock(&self.inner.subscriber) = Some(tx);
-        rx
+    /// Subscribes to events and periodic transmissions, from now on. Any number of
+    /// subscribers may exist; each gets every notification, in order, in a queue of its own of
+    /// [`ManagerConfig::notification_capacity`]. Lag policy: when a subscriber's queue is full,
+    /// newer notifications are dropped for it and a [`Notification::Lagged`] takes their place;
+    /// operations never wait for a subscriber. Dropping the subscription unsubscribes.
+    pub fn subscribe(&self) -> Subscription {
+        self.subscribe_with_capacity(self.inner.config.notification_capacity)
+    }
+
+    /// [`subscribe`](Self::subscribe) with a queue of its own capacity (at least 2), for a
+    /// consumer that reads after each operation and must see every notification of even the
+    /// largest one.
+    pub fn subscribe_with_capacity(&self, capacity: usize) -> Subscription {
+        self.inner.hub.subscribe(capacity)
     }
 
     /// Sets (or clears) the retrieval-hint provider of every channel.
     pub async fn set_retrieval_hint_provider(&self, provider: Option<HintProvider>) {
-        *self
-            .inner
-            .hint_provider
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = provider.clone();
-        for slot in self.slots() {
-            if let Some(ch) = slot.lock().await.channel.as_mut() {
-                ch.set_hint_provider(provider.clone());
+        let this = self.clone();
+        let _ = detached(async move {
+            *this
+                .inner
+                .hint_provider
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = provider.clone();
+            for slot in this.slots() {
+                if let Some(ch) = slot.lock().await.channel.as_mut() {
+                    ch.set_hint_provider(provider.clone());
+                }
             }
-        }
+            Ok(())
+        })
+        .await;
     }
 
     // ----- protocol operations -------------------------------------------------------------
@@ -293,8 +366,7 @@ impl ReliabilityManager {
     ) -> ManagerResult<Bytes> {
         let channel = nonempty_channel(channel.into())?;
         let (content, message_id) = (content.into(), message_id.into());
-        self.inner
-            .with_channel(&channel, move |ch, now| ch.wrap(content, message_id, now))
+        self.on_channel(channel, move |ch, now| ch.wrap(content, message_id, now))
             .await
     }
 
@@ -339,13 +411,12 @@ impl ReliabilityManager {
             Received::Ephemeral(e) => {
                 nonempty_channel(e.channel_id.clone())?;
                 let (event, unwrapped) = e.announce();
-                self.inner.notify(Notification::Event(event));
+                self.inner.hub.publish([Notification::Event(event)]);
                 return Ok(unwrapped);
             }
         };
         let channel = nonempty_channel(msg.channel_id.clone())?;
-        self.inner
-            .with_channel(&channel, move |ch, now| ch.unwrap_message(msg, bytes, now))
+        self.on_channel(channel, move |ch, now| ch.unwrap_message(msg, bytes, now))
             .await
     }
 
@@ -356,12 +427,12 @@ impl ReliabilityManager {
         channel: impl Into<ChannelId>,
     ) -> ManagerResult<()> {
         let channel = nonempty_channel(channel.into())?;
-        self.inner
-            .with_channel(&channel, |ch, now| {
-                ch.mark_dependencies_met(ids, now);
-                Ok(())
-            })
-            .await
+        let ids = ids.to_vec();
+        self.on_channel(channel, move |ch, now| {
+            ch.mark_dependencies_met(&ids, now);
+            Ok(())
+        })
+        .await
     }
 
     /// Builds a sync message for `channel` (see [`Channel::sync_message`]).
@@ -370,37 +441,41 @@ impl ReliabilityManager {
         channel: impl Into<ChannelId>,
     ) -> ManagerResult<Option<Bytes>> {
         let channel = nonempty_channel(channel.into())?;
-        self.inner
-            .with_channel(&channel, |ch, now| ch.sync_message(now))
+        self.on_channel(channel, |ch, now| ch.sync_message(now))
             .await
     }
 
     /// Loads `channel` (from the store, or empty) if it is not in memory yet.
     pub async fn ensure_channel(&self, channel: impl Into<ChannelId>) -> ManagerResult<()> {
         let channel = nonempty_channel(channel.into())?;
-        self.inner.with_channel(&channel, |_, _| Ok(())).await
+        self.on_channel(channel, |_, _| Ok(())).await
     }
 
     /// Deletes `channel`, in memory and in the store (exactly one `drop_channel`, also for a
     /// channel that is only stored). On a store failure the channel stays as it was.
     pub async fn remove_channel(&self, channel: impl Into<ChannelId>) -> ManagerResult<()> {
         let channel = nonempty_channel(channel.into())?;
-        let slot = lock(&self.inner.channels).get(&channel).cloned();
-        match slot {
-            Some(slot) => {
-                let mut guard = slot.lock().await;
-                self.inner.persistence.drop_channel(&channel).await?;
-                guard.channel = None;
-                lock(&self.inner.channels).remove(&channel);
+        let inner = self.inner.clone();
+        detached(async move {
+            let slot = lock(&inner.channels).get(&channel).cloned();
+            match slot {
+                Some(slot) => {
+                    let mut guard = slot.lock().await;
+                    inner.persistence.drop_channel(&channel).await?;
+                    guard.channel = None;
+                    lock(&inner.channels).remove(&channel);
+                }
+                None => inner.persistence.drop_channel(&channel).await?,
             }
-            None => self.inner.persistence.drop_channel(&channel).await?,
-        }
-        lock(&self.inner.timers).set(&channel, None);
-        Ok(())
+            lock(&inner.timers).set(&channel, None);
+            Ok(())
+        })
+        .await
     }
 
-    /// Deletes every channel the manager knows, in memory and in the store. A failure part-way
-    /// leaves the channels not yet dropped in place; calling again finishes.
+    /// Deletes every channel the manager knows, in memory and in the store. A failure (or a
+    /// cancellation) part-way leaves the channels not yet dropped in place, each channel
+    /// dropped entirely or not at all; calling again finishes.
     pub async fn reset(&self) -> ManagerResult<()> {
         let mut ids: Vec<ChannelId> = lock(&self.inner.channels).keys().cloned().collect();
         ids.sort();
@@ -413,9 +488,14 @@ impl ReliabilityManager {
     /// Stops periodic work (and waits for it), then releases all in-memory state. The store is
     /// untouched: a new manager on it restores everything.
     pub async fn cleanup(&self) {
-        self.stop_periodic_tasks().await;
-        lock(&self.inner.channels).clear();
-        *lock(&self.inner.timers) = Timers::default();
+        let this = self.clone();
+        let _ = detached(async move {
+            this.stop_periodic_tasks_now().await;
+            lock(&this.inner.channels).clear();
+            *lock(&this.inner.timers) = Timers::default();
+            Ok(())
+        })
+        .await;
     }
 
     // ----- periodic work -------------------------------------------------------------------
@@ -424,6 +504,15 @@ impl ReliabilityManager {
     /// dependencies, SDS-R rebroadcasts, and a sync message per channel every sync interval.
     /// Must be called within a tokio runtime. Calling it again while running does nothing.
     pub async fn start_periodic_tasks(&self) {
+        let this = self.clone();
+        let _ = detached(async move {
+            this.start_periodic_tasks_now().await;
+            Ok(())
+        })
+        .await;
+    }
+
+    async fn start_periodic_tasks_now(&self) {
         let mut periodic = self.inner.periodic.lock().await;
         if periodic.is_some() {
             return;
@@ -450,16 +539,28 @@ impl ReliabilityManager {
     /// [`start_periodic_tasks`](Self::start_periodic_tasks). Failures are reported like those of
     /// periodic work.
     pub async fn run_due_work(&self) {
-        let now = self.inner.clock.now_ms();
-        let mut ids = self.channel_ids();
-        ids.sort();
-        for id in ids {
-            self.inner.tick(&id, now).await;
-        }
+        let this = self.clone();
+        let _ = detached(async move {
+            let now = this.inner.clock.now_ms();
+            for id in this.channel_ids() {
+                this.inner.tick(&id, now).await;
+            }
+            Ok(())
+        })
+        .await;
     }
 
     /// Stops periodic work and waits until it has stopped.
     pub async fn stop_periodic_tasks(&self) {
+        let this = self.clone();
+        let _ = detached(async move {
+            this.stop_periodic_tasks_now().await;
+            Ok(())
+        })
+        .await;
+    }
+
+    async fn stop_periodic_tasks_now(&self) {
         let mut periodic = self.inner.periodic.lock().await;
         self.inner.periodic_on.store(false, Ordering::SeqCst);
         if let Some(p) = periodic.take() {
@@ -520,22 +621,43 @@ impl ReliabilityManager {
         channel: impl Into<ChannelId>,
         id: &MessageId,
     ) -> ManagerResult<bool> {
-        self.read(channel, |ch| ch.filter_contains(id.as_bytes()))
+        let id = id.clone();
+        self.read(channel, move |ch| ch.filter_contains(id.as_bytes()))
             .await
     }
 
-    async fn read<T>(
+    async fn read<T: Send + 'static>(
         &self,
         channel: impl Into<ChannelId>,
-        f: impl FnOnce(&Channel) -> T,
+        f: impl FnOnce(&Channel) -> T + Send + 'static,
     ) -> ManagerResult<T> {
         let channel = nonempty_channel(channel.into())?;
-        self.inner.with_channel(&channel, |ch, _| Ok(f(ch))).await
+        self.on_channel(channel, |ch, _| Ok(f(ch))).await
+    }
+
+    /// Runs one protocol operation on `channel` in a task of its own, so that it completes
+    /// (stored, then announced) even if the caller's future is dropped.
+    async fn on_channel<T: Send + 'static>(
+        &self,
+        channel: ChannelId,
+        f: impl FnOnce(&mut Channel, u64) -> Result<T, EngineError> + Send + 'static,
+    ) -> ManagerResult<T> {
+        let inner = self.inner.clone();
+        detached(async move { inner.with_channel(&channel, f).await }).await
     }
 
     fn slots(&self) -> Vec<Arc<tokio::sync::Mutex<Slot>>> {
         lock(&self.inner.channels).values().cloned().collect()
     }
+}
+
+/// Runs `op` in a task of its own: it completes even if the caller's future is dropped.
+async fn detached<T: Send + 'static>(
+    op: impl std::future::Future<Output = ManagerResult<T>> + Send + 'static,
+) -> ManagerResult<T> {
+    tokio::spawn(op)
+        .await
+        .unwrap_or_else(|e| Err(ManagerError::Internal(format!("operation task: {e}"))))
 }
 
 fn nonempty_channel(channel: ChannelId) -> ManagerResult<ChannelId> {
@@ -572,11 +694,11 @@ impl Inner {
         f: impl FnOnce(&mut Channel, u64) -> Result<T, EngineError>,
     ) -> ManagerResult<T> {
         let slot = self.slot(id)?;
-        let mut guard = slot.lock().await;
+        let mut guard = DiscardOnPanic(slot.lock().await);
         let now = self.clock.now_ms();
-        let ch = self.loaded(id, &mut guard, now).await?;
+        let ch = self.loaded(id, &mut guard.0, now).await?;
         let value = f(ch, now)?;
-        self.commit(id, &mut guard).await?;
+        self.commit(id, &mut guard.0).await?;
         Ok(value)
     }
 
@@ -636,22 +758,13 @@ impl Inner {
         if lock(&self.timers).set(id, deadline) {
             self.wake.notify_one();
         }
-        let subscriber = lock(&self.subscriber).clone();
-        if let Some(tx) = subscriber {
-            for e in events {
-                let _ = tx.send(Notification::Event(e));
-            }
-            for t in transmits {
-                let _ = tx.send(Notification::Transmit(t));
-            }
-        }
+        self.hub.publish(
+            events
+                .into_iter()
+                .map(Notification::Event)
+                .chain(transmits.into_iter().map(Notification::Transmit)),
+        );
         Ok(())
-    }
-
-    fn notify(&self, n: Notification) {
-        if let Some(tx) = lock(&self.subscriber).as_ref() {
-            let _ = tx.send(n);
-        }
     }
 
     /// Periodic work of one channel at `now`.
@@ -674,10 +787,10 @@ impl Inner {
         }
         .await;
         if let Err(error) = result {
-            self.notify(Notification::TaskError {
+            self.hub.publish([Notification::TaskError {
                 channel_id: id.clone(),
                 error,
-            });
+            }]);
             // Redo the work once the store may have recovered.
             lock(&self.timers).set(id, Some(now.saturating_add(1_000)));
         }
@@ -687,7 +800,11 @@ impl Inner {
 /// The periodic driver: sleeps until the earliest channel deadline (or until woken because an
 /// earlier one appeared), then runs every due channel.
 async fn drive(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut shutdown = inner.shutdown.subscribe();
     loop {
+        if *shutdown.borrow() {
+            return;
+        }
         let next = lock(&inner.timers).queue.first().map(|(d, _)| *d);
         let sleep = match next {
             Some(d) => tokio::time::sleep_until(inner.clock.instant_of(d)),
@@ -695,6 +812,7 @@ async fn drive(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         };
         tokio::select! {
             _ = stop.changed() => return,
+            _ = shutdown.changed() => return,
             _ = inner.wake.notified() => continue,
             _ = sleep => {}
         }
@@ -704,6 +822,9 @@ async fn drive(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         let now = inner.clock.now_ms();
         let due = lock(&inner.timers).take_due(now);
         for id in due {
+            if *shutdown.borrow() {
+                return;
+            }
             inner.tick(&id, now).await;
         }
     }

@@ -12,7 +12,6 @@ use sds::{
 };
 use sds_proto::wire::nim;
 use sds_proto::{HistoryEntry, SdsMessage};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 fn manager(name: &str, store: &MemoryPersistence) -> ReliabilityManager {
     manager_with(name, store, Config::default())
@@ -43,7 +42,7 @@ fn msg(id: &str, lamport: i64, deps: &[&str], sender: &str, channel: &str) -> By
     Bytes::from(nim::encode(&m))
 }
 
-fn drain(rx: &mut UnboundedReceiver<Notification>) -> Vec<Notification> {
+fn drain(rx: &mut sds::Subscription) -> Vec<Notification> {
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
 
@@ -431,10 +430,11 @@ async fn failure_at_any_store_call_leaves_a_consistent_state() {
 
 // ----- PERSIST-09: nothing announced before it is durable ---------------------------------------
 
-/// A store whose batches wait for a permit.
+/// A store whose batches (and, if given, loads) wait for a permit.
 struct GatedStore {
     inner: MemoryPersistence,
     gate: Arc<tokio::sync::Semaphore>,
+    loads: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[async_trait]
@@ -492,6 +492,11 @@ impl Persistence for GatedStore {
         self.inner.drop_channel(c).await
     }
     async fn load_channel(&self, c: &ChannelId) -> PersistenceResult<ChannelSnapshot> {
+        if let Some(loads) = &self.loads {
+            if let Ok(p) = loads.acquire().await {
+                p.forget();
+            }
+        }
         self.inner.load_channel(c).await
     }
     async fn apply_batch(&self, c: &ChannelId, ops: &[StoreOp]) -> PersistenceResult<()> {
@@ -510,6 +515,7 @@ async fn persist_09_nothing_is_announced_before_the_commit_returns() {
     let store = GatedStore {
         inner: MemoryPersistence::new(),
         gate: gate.clone(),
+        loads: None,
     };
     let m = ReliabilityManager::new("bob", ManagerConfig::default(), Arc::new(store)).unwrap();
     let mut rx = m.subscribe();
@@ -838,4 +844,143 @@ async fn eph_06_ephemeral_messages_touch_no_channel_and_no_store() {
         nim_manager.wrap_ephemeral_message(&b"x"[..], "e2", "chan"),
         Err(ManagerError::Protocol(_))
     ));
+}
+
+// ----- cancellation, drop, subscribers -----------------------------------------------------------
+
+/// An operation whose caller stops waiting at any of its await points (the load, the commit)
+/// still completes on its own: stored, then announced, exactly once.
+#[tokio::test]
+async fn a_cancelled_operation_completes_stored_then_announced() {
+    for park_at_load in [true, false] {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let loads = Arc::new(tokio::sync::Semaphore::new(if park_at_load {
+            0
+        } else {
+            100
+        }));
+        let memory = MemoryPersistence::new();
+        let store = GatedStore {
+            inner: memory.clone(),
+            gate: gate.clone(),
+            loads: Some(loads.clone()),
+        };
+        let m = ReliabilityManager::new("bob", ManagerConfig::default(), Arc::new(store)).unwrap();
+        let mut rx = m.subscribe();
+        let call = m.unwrap_received_message(msg("m1", 1, &[], "a", "c"));
+        let stopped = tokio::time::timeout(Duration::from_millis(20), call).await;
+        assert!(stopped.is_err(), "the caller stopped waiting part-way");
+        assert!(
+            drain(&mut rx).is_empty(),
+            "nothing announced before the commit"
+        );
+        loads.add_permits(100);
+        gate.add_permits(100);
+        let n = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the operation finished without its caller")
+            .unwrap();
+        assert_eq!(ready(&[n]), ["m1"], "park_at_load={park_at_load}");
+        let stored = memory.stored(&"c".into()).unwrap();
+        let ids: Vec<String> = stored
+            .log
+            .iter()
+            .map(|e| e.message_id.to_string())
+            .collect();
+        assert_eq!(ids, ["m1"]);
+        let again = m
+            .unwrap_received_message(msg("m1", 1, &[], "a", "c"))
+            .await
+            .unwrap();
+        assert_eq!(again.kind, ReceivedKind::Duplicate);
+        assert!(ready(&drain(&mut rx)).is_empty(), "delivered once");
+    }
+}
+
+/// Dropping the last handle stops periodic work: no transmission and no store write after it,
+/// and subscriptions end.
+#[tokio::test(start_paused = true)]
+async fn dropping_the_manager_stops_its_periodic_work() {
+    let store = MemoryPersistence::new();
+    let m = manager_with(
+        "alice",
+        &store,
+        Config {
+            resend_interval: 100,
+            possibly_acked_resend_interval: 100,
+            sync_interval: 100,
+            max_resend_attempts: 1_000,
+            ..Config::default()
+        },
+    );
+    let mut rx = m.subscribe();
+    m.start_periodic_tasks().await;
+    m.wrap_outgoing_message(&b"x"[..], "m1", "c").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = drain(&mut rx);
+    assert!(
+        before
+            .iter()
+            .any(|n| matches!(n, Notification::Transmit(_))),
+        "periodic work ran: {before:?}"
+    );
+    let writes = store.calls(Call::ApplyBatch);
+    let clone = m.clone();
+    drop(m);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        drain(&mut rx)
+            .iter()
+            .any(|n| matches!(n, Notification::Transmit(_))),
+        "a clone keeps the manager running"
+    );
+    let writes_with_clone = store.calls(Call::ApplyBatch);
+    assert!(writes_with_clone > writes);
+    drop(clone);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        drain(&mut rx).is_empty(),
+        "nothing after the last handle was dropped"
+    );
+    assert_eq!(store.calls(Call::ApplyBatch), writes_with_clone);
+    assert_eq!(rx.try_recv().unwrap_err(), sds::TryRecvError::Closed);
+}
+
+/// Every subscriber gets every notification; one that falls behind loses the newest ones and is
+/// told how many, in order; dropping one does not disturb the others.
+#[tokio::test]
+async fn several_subscribers_each_with_a_bounded_queue() {
+    let store = MemoryPersistence::new();
+    let m = manager("bob", &store);
+    let mut all = m.subscribe();
+    let mut small = m.subscribe_with_capacity(3);
+    let gone = m.subscribe();
+    drop(gone);
+    for (i, deps) in [
+        (1, vec![]),
+        (2, vec!["m1"]),
+        (3, vec!["m2"]),
+        (4, vec!["m3"]),
+    ] {
+        let id = format!("m{i}");
+        m.unwrap_received_message(msg(&id, i, &deps, "a", "c"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ready(&drain(&mut all)), ["m1", "m2", "m3", "m4"]);
+    let got = drain(&mut small);
+    assert_eq!(ready(&got), ["m1", "m2", "m3"]);
+    assert!(
+        matches!(got.last(), Some(Notification::Lagged { missed: 1 })),
+        "{got:?}"
+    );
+    // Read as a Stream, in order, after the lag.
+    m.unwrap_received_message(msg("m5", 5, &["m4"], "a", "c"))
+        .await
+        .unwrap();
+    let next = std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut small), cx)
+    })
+    .await;
+    assert_eq!(ready(&[next.unwrap()]), ["m5"]);
 }
