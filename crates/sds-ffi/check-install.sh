@@ -52,7 +52,7 @@ int main(void) {
 }
 C
 
-# pc_var PREFIX ARGS...: pkg-config against the install under PREFIX only.
+# pc PREFIX ARGS...: pkg-config against the install under PREFIX only.
 pc() {
     local prefix=$1
     shift
