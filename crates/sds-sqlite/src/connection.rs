@@ -126,7 +126,11 @@ pub(crate) enum WriteError {
 
 impl From<WriteError> for PersistenceError {
     fn from(e: WriteError) -> Self {
-        PersistenceError::new(e.to_string())
+        let message = e.to_string();
+        match e {
+            WriteError::Sql(source) => PersistenceError::with_source(message, source),
+            WriteError::Io(source) => PersistenceError::with_source(message, source),
+        }
     }
 }
 

@@ -96,7 +96,7 @@ pub(crate) fn load(db: &mut Db, c: &ChannelId) -> PersistenceResult<ChannelSnaps
                     }
                     Ok(None)
                 }
-                Err(e) => Err(PersistenceError::new(e.to_string())),
+                Err(e) => Err(PersistenceError::with_source(e.to_string(), e)),
             },
         }
     };

@@ -78,7 +78,7 @@ fn open_cause(path: &Path) -> Option<std::io::Error> {
 }
 
 pub(crate) fn sql_err(e: rusqlite::Error) -> PersistenceError {
-    PersistenceError::new(format!("sqlite: {e}"))
+    PersistenceError::with_source(format!("sqlite: {e}"), e)
 }
 
 impl SqliteStore {

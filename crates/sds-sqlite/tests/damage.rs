@@ -295,3 +295,21 @@ async fn check_reports_without_changing_anything_and_repair_only_marks() {
         12 - found.damaged.messages.len()
     );
 }
+
+#[tokio::test]
+async fn a_store_error_keeps_the_sqlite_error_as_its_source() {
+    let dir = temp_dir("source");
+    let path = dir.join("sds.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.load_channel(&"c".into()).await.unwrap();
+    // The schema pulled from under the store.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE outgoing").unwrap();
+    drop(conn);
+    let err = store.load_channel(&"c".into()).await.unwrap_err();
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(
+        source.downcast_ref::<rusqlite::Error>().is_some(),
+        "{source:?}"
+    );
+}

@@ -10,12 +10,29 @@ use sds_proto::engine::{
 };
 use sds_proto::{Bytes, ChannelId, MessageId};
 
-/// A storage failure.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("persistence error: {message}")]
+/// A storage failure: what went wrong, and the backend's own error (the `rusqlite` or I/O
+/// error, …) as its [`source`](std::error::Error::source) when there is one.
+#[derive(Debug, Clone)]
 pub struct PersistenceError {
     /// What went wrong.
     pub message: String,
+    /// The underlying error.
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl std::fmt::Display for PersistenceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "persistence error: {}", self.message)
+    }
+}
+
+impl std::error::Error for PersistenceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The backend's error itself, so that callers can downcast it.
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl PersistenceError {
@@ -23,6 +40,18 @@ impl PersistenceError {
     pub fn new(message: impl Into<String>) -> Self {
         PersistenceError {
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error with a message and the error that caused it.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        PersistenceError {
+            message: message.into(),
+            source: Some(Arc::new(source)),
         }
     }
 }
@@ -108,6 +137,90 @@ pub trait Persistence: Send + Sync {
             apply_one(self, channel, op).await?;
         }
         Ok(())
+    }
+}
+
+/// A shared store is a store: `Arc<SqliteStore>`, `Arc<dyn Persistence>` and the like can be
+/// handed where a `Persistence` is expected, and kept by the caller as well.
+#[async_trait]
+impl<P: Persistence + ?Sized> Persistence for Arc<P> {
+    async fn save_lamport(&self, channel: &ChannelId, lamport: i64) -> PersistenceResult<()> {
+        (**self).save_lamport(channel, lamport).await
+    }
+    async fn append_log_entry(
+        &self,
+        channel: &ChannelId,
+        entry: &LogEntry,
+    ) -> PersistenceResult<()> {
+        (**self).append_log_entry(channel, entry).await
+    }
+    async fn remove_log_entry(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
+        (**self).remove_log_entry(channel, id).await
+    }
+    async fn set_retrieval_hint(
+        &self,
+        channel: &ChannelId,
+        id: &MessageId,
+        hint: &Bytes,
+    ) -> PersistenceResult<()> {
+        (**self).set_retrieval_hint(channel, id, hint).await
+    }
+    async fn save_outgoing(
+        &self,
+        channel: &ChannelId,
+        entry: &OutgoingEntry,
+    ) -> PersistenceResult<()> {
+        (**self).save_outgoing(channel, entry).await
+    }
+    async fn remove_outgoing(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
+        (**self).remove_outgoing(channel, id).await
+    }
+    async fn save_incoming(
+        &self,
+        channel: &ChannelId,
+        entry: &IncomingEntry,
+    ) -> PersistenceResult<()> {
+        (**self).save_incoming(channel, entry).await
+    }
+    async fn remove_incoming(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
+        (**self).remove_incoming(channel, id).await
+    }
+    async fn save_outgoing_repair(
+        &self,
+        channel: &ChannelId,
+        entry: &OutgoingRepairEntry,
+    ) -> PersistenceResult<()> {
+        (**self).save_outgoing_repair(channel, entry).await
+    }
+    async fn remove_outgoing_repair(
+        &self,
+        channel: &ChannelId,
+        id: &MessageId,
+    ) -> PersistenceResult<()> {
+        (**self).remove_outgoing_repair(channel, id).await
+    }
+    async fn save_incoming_repair(
+        &self,
+        channel: &ChannelId,
+        entry: &IncomingRepairEntry,
+    ) -> PersistenceResult<()> {
+        (**self).save_incoming_repair(channel, entry).await
+    }
+    async fn remove_incoming_repair(
+        &self,
+        channel: &ChannelId,
+        id: &MessageId,
+    ) -> PersistenceResult<()> {
+        (**self).remove_incoming_repair(channel, id).await
+    }
+    async fn drop_channel(&self, channel: &ChannelId) -> PersistenceResult<()> {
+        (**self).drop_channel(channel).await
+    }
+    async fn load_channel(&self, channel: &ChannelId) -> PersistenceResult<ChannelSnapshot> {
+        (**self).load_channel(channel).await
+    }
+    async fn apply_batch(&self, channel: &ChannelId, ops: &[StoreOp]) -> PersistenceResult<()> {
+        (**self).apply_batch(channel, ops).await
     }
 }
 

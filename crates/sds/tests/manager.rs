@@ -984,3 +984,14 @@ async fn several_subscribers_each_with_a_bounded_queue() {
     .await;
     assert_eq!(ready(&[next.unwrap()]), ["m5"]);
 }
+
+/// A store shared with the caller (`Arc<P>` is a `Persistence`): what the manager stores, the
+/// caller's handle sees.
+#[tokio::test]
+async fn a_shared_store_is_a_store() {
+    let shared = Arc::new(MemoryPersistence::new());
+    let m = ReliabilityManager::new("alice", ManagerConfig::default(), Arc::new(shared.clone()))
+        .unwrap();
+    m.wrap_outgoing_message(&b"x"[..], "m1", "c").await.unwrap();
+    assert_eq!(shared.stored(&"c".into()).unwrap().outgoing.len(), 1);
+}
