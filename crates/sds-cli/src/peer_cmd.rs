@@ -37,6 +37,10 @@ pub(crate) struct PeerArgs {
     /// otherwise it runs only on `sweep`.
     #[arg(long)]
     periodic: bool,
+    /// The longest command line read; a longer one is skipped (without being kept in memory)
+    /// and answered with an error.
+    #[arg(long, default_value_t = 8 << 20)]
+    max_line_bytes: usize,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -471,6 +475,54 @@ fn default_store(participant: &str) -> String {
     format!("sqlite:sds-peer-{name}.db")
 }
 
+/// One line of input.
+enum Line {
+    Text(String),
+    /// Over the limit: its length (read and dropped).
+    TooLong(usize),
+    NotUtf8,
+}
+
+/// Reads one line of at most `max` bytes; a longer one is consumed without being kept.
+/// `None` at the end of input.
+fn read_line(input: &mut impl BufRead, max: usize) -> std::io::Result<Option<Line>> {
+    let mut line = Vec::new();
+    let mut total = 0usize;
+    let mut any = false;
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            if !any {
+                return Ok(None);
+            }
+            break;
+        }
+        any = true;
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        total = total.saturating_add(chunk.len());
+        if total <= max {
+            line.extend_from_slice(chunk);
+        } else if !line.is_empty() {
+            line = Vec::new();
+        }
+        let used = done.unwrap_or(buf.len());
+        input.consume(used);
+        if done.is_some() {
+            break;
+        }
+    }
+    if total > max {
+        return Ok(Some(Line::TooLong(total)));
+    }
+    Ok(Some(match String::from_utf8(line) {
+        Ok(text) => Line::Text(text),
+        Err(_) => Line::NotUtf8,
+    }))
+}
+
 pub(crate) fn run(args: PeerArgs) -> CmdResult {
     let store = match &args.store {
         Some(s) => s.clone(),
@@ -527,20 +579,34 @@ pub(crate) fn run(args: PeerArgs) -> CmdResult {
             hints,
         };
         let stdin = std::io::stdin();
+        let mut input = stdin.lock();
         let stdout = std::io::stdout();
-        for line in stdin.lock().lines() {
-            let line = line.map_err(|e| format!("cannot read stdin: {e}"))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let reply = match peer.command(line.trim()).await {
-                Ok(None) => break,
-                Ok(Some(mut fields)) => {
-                    fields.insert("ok".into(), json!(true));
-                    fields.insert("events".into(), Value::Array(peer.events()));
-                    Value::Object(fields)
-                }
-                Err(e) => json!({"ok": false, "error": e, "events": peer.events()}),
+        loop {
+            let line = read_line(&mut input, args.max_line_bytes)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
+            let reply = match line {
+                None => break,
+                // A bad line gets an error reply; the peer goes on with the next one.
+                Some(Line::TooLong(n)) => json!({
+                    "ok": false,
+                    "error": format!("line too long: {n} bytes, limit {} (--max-line-bytes)", args.max_line_bytes),
+                    "events": peer.events(),
+                }),
+                Some(Line::NotUtf8) => json!({
+                    "ok": false,
+                    "error": "line is not UTF-8 (arguments take hex: for raw bytes)",
+                    "events": peer.events(),
+                }),
+                Some(Line::Text(line)) if line.trim().is_empty() => continue,
+                Some(Line::Text(line)) => match peer.command(line.trim()).await {
+                    Ok(None) => break,
+                    Ok(Some(mut fields)) => {
+                        fields.insert("ok".into(), json!(true));
+                        fields.insert("events".into(), Value::Array(peer.events()));
+                        Value::Object(fields)
+                    }
+                    Err(e) => json!({"ok": false, "error": e, "events": peer.events()}),
+                },
             };
             let mut lock = stdout.lock();
             writeln!(lock, "{reply}").map_err(|e| format!("cannot write stdout: {e}"))?;
@@ -550,4 +616,35 @@ pub(crate) fn run(args: PeerArgs) -> CmdResult {
         peer.manager.cleanup().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8], max: usize) -> Vec<String> {
+        let mut r = std::io::BufReader::with_capacity(4, input);
+        std::iter::from_fn(|| read_line(&mut r, max).unwrap())
+            .map(|l| match l {
+                Line::Text(t) => format!("text {t:?}"),
+                Line::TooLong(n) => format!("too long {n}"),
+                Line::NotUtf8 => "not utf-8".to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_bounded_and_checked_and_reading_goes_on_after_a_bad_one() {
+        assert_eq!(
+            lines(b"state\n\nabcdefghijk\nwrap\xff\nlast", 8),
+            [
+                "text \"state\"",
+                "text \"\"",
+                "too long 11",
+                "not utf-8",
+                "text \"last\""
+            ]
+        );
+        assert!(lines(b"", 8).is_empty());
+    }
 }

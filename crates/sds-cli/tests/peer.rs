@@ -181,3 +181,24 @@ fn by_default_a_peer_keeps_its_state_in_the_working_directory() {
     dora.quit();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A line that is not UTF-8, or longer than the limit, gets an error reply; the peer goes on.
+#[test]
+fn bad_lines_get_an_error_reply_and_the_peer_goes_on() {
+    let mut p = Peer::start_with("bob", &["--max-line-bytes", "1000"]);
+    p.stdin.write_all(b"wrap chat m1 \xff\xfe\n").unwrap();
+    let v = p.send("state chat");
+    // The reply to the bad line comes first.
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("UTF-8"), "{v}");
+    let mut line = String::new();
+    p.stdout.read_line(&mut line).unwrap();
+    let state: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(state["ok"], true, "{state}");
+    let long = format!("wrap chat m2 {}", "61".repeat(2_500));
+    let v = p.send(&long);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("too long"), "{v}");
+    p.ok("wrap chat m3 6869");
+    p.quit();
+}
