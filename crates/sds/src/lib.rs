@@ -24,6 +24,7 @@
 
 mod manager;
 mod notifications;
+pub mod observe;
 pub mod persistence;
 
 pub use manager::{

@@ -15,8 +15,10 @@ use sds_proto::{Bytes, ChannelId, MessageId, ParticipantId};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::notifications::Hub;
+use crate::observe::{self, Sizes};
 use crate::persistence::{Persistence, PersistenceError};
 use crate::Subscription;
 
@@ -165,6 +167,16 @@ impl Clock {
 #[derive(Default)]
 struct Slot {
     channel: Option<Channel>,
+    /// The channel's sizes as last counted in the gauges.
+    sizes: Sizes,
+}
+
+impl Slot {
+    /// Discards the in-memory channel (it is reloaded from the store on next use).
+    fn discard(&mut self) {
+        self.channel = None;
+        Sizes::moved(std::mem::take(&mut self.sizes), Sizes::default());
+    }
 }
 
 /// A locked slot whose channel is discarded if an operation panics part-way, so that it is
@@ -174,7 +186,7 @@ struct DiscardOnPanic<'a>(tokio::sync::MutexGuard<'a, Slot>);
 impl Drop for DiscardOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.channel = None;
+            self.0.discard();
         }
     }
 }
@@ -366,8 +378,13 @@ impl ReliabilityManager {
     ) -> ManagerResult<Bytes> {
         let channel = nonempty_channel(channel.into())?;
         let (content, message_id) = (content.into(), message_id.into());
-        self.on_channel(channel, move |ch, now| ch.wrap(content, message_id, now))
-            .await
+        let bytes = self
+            .on_channel("wrap", channel, move |ch, now| {
+                ch.wrap(content, message_id, now)
+            })
+            .await?;
+        observe::sent(bytes.len());
+        Ok(bytes)
     }
 
     /// Wraps `content` as ephemeral message `message_id` on `channel` (spec profile only): the
@@ -412,12 +429,19 @@ impl ReliabilityManager {
                 nonempty_channel(e.channel_id.clone())?;
                 let (event, unwrapped) = e.announce();
                 self.inner.hub.publish([Notification::Event(event)]);
+                observe::received(bytes.len(), &unwrapped.kind);
                 return Ok(unwrapped);
             }
         };
         let channel = nonempty_channel(msg.channel_id.clone())?;
-        self.on_channel(channel, move |ch, now| ch.unwrap_message(msg, bytes, now))
-            .await
+        let size = bytes.len();
+        let unwrapped = self
+            .on_channel("unwrap", channel, move |ch, now| {
+                ch.unwrap_message(msg, bytes, now)
+            })
+            .await?;
+        observe::received(size, &unwrapped.kind);
+        Ok(unwrapped)
     }
 
     /// Treats `ids` as delivered for dependency purposes on `channel` (retrieved out of band).
@@ -428,7 +452,7 @@ impl ReliabilityManager {
     ) -> ManagerResult<()> {
         let channel = nonempty_channel(channel.into())?;
         let ids = ids.to_vec();
-        self.on_channel(channel, move |ch, now| {
+        self.on_channel("mark_dependencies_met", channel, move |ch, now| {
             ch.mark_dependencies_met(&ids, now);
             Ok(())
         })
@@ -441,14 +465,15 @@ impl ReliabilityManager {
         channel: impl Into<ChannelId>,
     ) -> ManagerResult<Option<Bytes>> {
         let channel = nonempty_channel(channel.into())?;
-        self.on_channel(channel, |ch, now| ch.sync_message(now))
+        self.on_channel("sync_message", channel, |ch, now| ch.sync_message(now))
             .await
     }
 
     /// Loads `channel` (from the store, or empty) if it is not in memory yet.
     pub async fn ensure_channel(&self, channel: impl Into<ChannelId>) -> ManagerResult<()> {
         let channel = nonempty_channel(channel.into())?;
-        self.on_channel(channel, |_, _| Ok(())).await
+        self.on_channel("ensure_channel", channel, |_, _| Ok(()))
+            .await
     }
 
     /// Deletes `channel`, in memory and in the store (exactly one `drop_channel`, also for a
@@ -462,7 +487,7 @@ impl ReliabilityManager {
                 Some(slot) => {
                     let mut guard = slot.lock().await;
                     inner.persistence.drop_channel(&channel).await?;
-                    guard.channel = None;
+                    guard.discard();
                     lock(&inner.channels).remove(&channel);
                 }
                 None => inner.persistence.drop_channel(&channel).await?,
@@ -491,6 +516,9 @@ impl ReliabilityManager {
         let this = self.clone();
         let _ = detached(async move {
             this.stop_periodic_tasks_now().await;
+            for slot in this.slots() {
+                slot.lock().await.discard();
+            }
             lock(&this.inner.channels).clear();
             *lock(&this.inner.timers) = Timers::default();
             Ok(())
@@ -632,18 +660,20 @@ impl ReliabilityManager {
         f: impl FnOnce(&Channel) -> T + Send + 'static,
     ) -> ManagerResult<T> {
         let channel = nonempty_channel(channel.into())?;
-        self.on_channel(channel, |ch, _| Ok(f(ch))).await
+        self.on_channel("read", channel, |ch, _| Ok(f(ch))).await
     }
 
     /// Runs one protocol operation on `channel` in a task of its own, so that it completes
     /// (stored, then announced) even if the caller's future is dropped.
     async fn on_channel<T: Send + 'static>(
         &self,
+        op: &'static str,
         channel: ChannelId,
         f: impl FnOnce(&mut Channel, u64) -> Result<T, EngineError> + Send + 'static,
     ) -> ManagerResult<T> {
         let inner = self.inner.clone();
-        detached(async move { inner.with_channel(&channel, f).await }).await
+        let span = tracing::debug_span!("sds", op, channel = %channel);
+        detached(async move { inner.with_channel(&channel, f).await }.instrument(span)).await
     }
 
     fn slots(&self) -> Vec<Arc<tokio::sync::Mutex<Slot>>> {
@@ -747,17 +777,23 @@ impl Inner {
         let events: Vec<Event> = std::iter::from_fn(|| ch.poll_event()).collect();
         let transmits: Vec<Transmit> = std::iter::from_fn(|| ch.poll_transmit()).collect();
         let deadline = ch.poll_timeout();
+        let sizes = Sizes::of(ch);
         if !ops.is_empty() {
-            if let Err(e) = self.persistence.apply_batch(id, &ops).await {
+            let started = std::time::Instant::now();
+            let stored = self.persistence.apply_batch(id, &ops).await;
+            observe::store_batch(started.elapsed(), stored.is_ok());
+            if let Err(e) = stored {
                 tracing::warn!(channel = %id, error = %e, "store batch failed; channel will be reloaded");
-                slot.channel = None;
+                slot.discard();
                 lock(&self.timers).set(id, None);
                 return Err(e.into());
             }
         }
+        Sizes::moved(std::mem::replace(&mut slot.sizes, sizes), sizes);
         if lock(&self.timers).set(id, deadline) {
             self.wake.notify_one();
         }
+        observe::announced(&events, &transmits);
         self.hub.publish(
             events
                 .into_iter()

@@ -970,6 +970,16 @@ impl Channel {
         self.log.len()
     }
 
+    /// Number of messages waiting for dependencies.
+    pub fn incoming_len(&self) -> usize {
+        self.incoming.entries.len()
+    }
+
+    /// Number of unacknowledged outgoing messages.
+    pub fn outgoing_len(&self) -> usize {
+        self.outgoing.slots.len()
+    }
+
     /// Unacknowledged outgoing messages, in send order.
     pub fn outgoing(&self) -> impl Iterator<Item = &OutgoingEntry> {
         self.outgoing.slots.values().map(|s| &s.entry)
