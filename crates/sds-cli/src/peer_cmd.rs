@@ -11,7 +11,7 @@ use sds::{
     Config, Event, ManagerConfig, MemoryPersistence, NoopPersistence, Notification, Persistence,
     ReliabilityManager,
 };
-use sds_proto::engine::SendFailure;
+use sds_proto::engine::{LamportUnit, SendFailure};
 use sds_proto::wire::Profile;
 use sds_proto::{Bytes, HistoryEntry, Id, MessageId};
 use sds_sqlite::{Durability, SqliteStore};
@@ -125,6 +125,10 @@ pub(crate) struct ConfigArgs {
     /// arithmetic; enables ephemeral messages).
     #[arg(long)]
     profile: Option<Profile>,
+    /// Unit of the lamport clock: `seconds` or `milliseconds` (default: the profile's —
+    /// seconds on nim-sds, as nim-sds counts, milliseconds on spec).
+    #[arg(long)]
+    lamport_unit: Option<LamportUnit>,
 }
 
 impl ConfigArgs {
@@ -160,6 +164,7 @@ impl ConfigArgs {
         if let Some(p) = self.profile {
             c.profile = p;
         }
+        c.lamport_unit = self.lamport_unit;
         c.quiet_sync = self.quiet_sync;
         if let Some(t) = self.filter_resend_after {
             c.filter_resend_after = (t > 0).then_some(t);

@@ -202,3 +202,36 @@ fn bad_lines_get_an_error_reply_and_the_peer_goes_on() {
     p.ok("wrap chat m3 6869");
     p.quit();
 }
+
+// LAMPORT-07: the default (nim-sds) profile counts seconds, as nim-sds does; the unit can be set.
+#[test]
+fn the_clock_counts_seconds_on_the_nim_sds_profile_unless_told_otherwise() {
+    let lamport_after_a_wrap = |options: &[&str]| {
+        let mut p = Peer::start_with("alice", options);
+        p.ok("wrap chat m1 6869");
+        let l = p.ok("state chat")["lamport"].as_i64().unwrap();
+        p.quit();
+        l
+    };
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let seconds = lamport_after_a_wrap(&[]);
+    assert!(
+        (now_s..now_s + 60).contains(&seconds),
+        "{seconds} vs {now_s}"
+    );
+    let ms = lamport_after_a_wrap(&["--lamport-unit", "milliseconds"]);
+    assert!((now_s * 1_000..(now_s + 60) * 1_000).contains(&ms), "{ms}");
+    let spec = lamport_after_a_wrap(&["--profile", "spec"]);
+    assert!(
+        (now_s * 1_000..(now_s + 60) * 1_000).contains(&spec),
+        "{spec}"
+    );
+    let mut p = Peer::start_with("alice", &["--lamport-unit", "hours"]);
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut p.stdout, &mut line);
+    assert!(line.is_empty(), "an unknown unit is refused at start");
+    assert!(!p.child.wait().unwrap().success());
+}

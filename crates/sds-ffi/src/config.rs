@@ -65,6 +65,14 @@ pub fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), St
             "repairTMaxMs" => c.repair_t_max = n()?,
             "numResponseGroups" => c.num_response_groups = n()? as u32,
             "maxRepairRequests" => c.max_repair_requests = n()? as usize,
+            "lamportUnit" => {
+                c.lamport_unit = Some(
+                    value
+                        .as_str()
+                        .ok_or("lamportUnit must be \"seconds\" or \"milliseconds\"")?
+                        .parse()?,
+                )
+            }
             other => return Err(format!("unknown setting {other:?}")),
         }
     }
@@ -91,6 +99,16 @@ mod tests {
         assert_eq!(engine_config(&off).unwrap().2.filter_resend_after, None);
         let wrong: Value = serde_json::from_str(r#"{"quietSync":1}"#).unwrap();
         assert!(engine_config(&wrong).is_err());
+        // The clock counts seconds, as nim-sds does, unless asked otherwise (LAMPORT-07).
+        assert_eq!(c.clock_unit(), sds_proto::engine::LamportUnit::Seconds);
+        let ms: Value = serde_json::from_str(r#"{"lamportUnit":"milliseconds"}"#).unwrap();
+        assert_eq!(
+            engine_config(&ms).unwrap().2.clock_unit(),
+            sds_proto::engine::LamportUnit::Milliseconds
+        );
+        for bad in [r#"{"lamportUnit":"hours"}"#, r#"{"lamportUnit":1}"#] {
+            assert!(engine_config(&serde_json::from_str(bad).unwrap()).is_err());
+        }
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sds_proto::bloom::BloomFilter;
 use sds_proto::engine::{
-    Channel, ChannelSnapshot, Config, EngineError, Event, ReceivedKind, SendFailure, StoreOp,
-    Transmit, TransmitKind, Unwrapped,
+    Channel, ChannelSnapshot, Config, EngineError, Event, LamportUnit, ReceivedKind, SendFailure,
+    StoreOp, Transmit, TransmitKind, Unwrapped,
 };
 use sds_proto::wire::{nim, DecodeError, LimitKind, Limits};
 use sds_proto::{HistoryEntry, MessageId, SdsMessage};
@@ -18,6 +18,8 @@ use events_support::{acked, ready};
 
 const T0: u64 = 1_700_000_000_000;
 const S: u64 = 1_000;
+/// T0 on the clock of the default (nim-sds) profile, which counts seconds (LAMPORT-07).
+const T0_S: i64 = (T0 / 1_000) as i64;
 
 /// One endpoint: a channel plus everything it has emitted, drained after every input.
 struct Node {
@@ -122,24 +124,44 @@ fn fingerprint(ch: &Channel) -> (i64, ChannelSnapshot, Vec<u8>) {
 
 // ----- LAMPORT ---------------------------------------------------------------------------------
 
+/// The default configuration with a clock counting milliseconds, as on the spec profile: the
+/// millisecond examples of LAMPORT-01/02 apply to it as written.
+fn ms_clock() -> Config {
+    Config {
+        lamport_unit: Some(LamportUnit::Milliseconds),
+        ..Config::default()
+    }
+}
+
 #[test]
 fn lamport_01_new_channel_starts_at_now() {
-    let n = Node::new("alice", Config::default());
+    let n = Node::new("alice", ms_clock());
     assert_eq!(n.ch.lamport(), T0 as i64);
     let restored = Channel::restore(
         "c".into(),
         "a".into(),
-        Config::default(),
+        ms_clock(),
         ChannelSnapshot::default(),
         T0 + 7,
     )
     .unwrap();
     assert_eq!(restored.lamport(), (T0 + 7) as i64);
+    // The nim-sds profile counts seconds (LAMPORT-07).
+    assert_eq!(Node::new("alice", Config::default()).ch.lamport(), T0_S);
+    let restored = Channel::restore(
+        "c".into(),
+        "a".into(),
+        Config::default(),
+        ChannelSnapshot::default(),
+        T0 + 7 * S,
+    )
+    .unwrap();
+    assert_eq!(restored.lamport(), T0_S + 7);
 }
 
 #[test]
 fn lamport_02_send_is_max_of_now_and_next() {
-    let mut a = Node::new("alice", Config::default());
+    let mut a = Node::new("alice", ms_clock());
     assert_eq!(decode(&a.wrap("m1", T0)).lamport_timestamp, T0 as i64 + 1);
     assert_eq!(decode(&a.wrap("m2", T0)).lamport_timestamp, T0 as i64 + 2);
     assert_eq!(
@@ -151,14 +173,26 @@ fn lamport_02_send_is_max_of_now_and_next() {
         decode(&a.wrap("m4", T0 - 10 * S)).lamport_timestamp,
         T0 as i64 + 51
     );
+    // The same in seconds on the nim-sds profile.
+    let mut a = Node::new("alice", Config::default());
+    assert_eq!(decode(&a.wrap("m1", T0)).lamport_timestamp, T0_S + 1);
+    assert_eq!(decode(&a.wrap("m2", T0 + 999)).lamport_timestamp, T0_S + 2);
+    assert_eq!(
+        decode(&a.wrap("m3", T0 + 50 * S)).lamport_timestamp,
+        T0_S + 50
+    );
+    assert_eq!(
+        decode(&a.wrap("m4", T0 - 10 * S)).lamport_timestamp,
+        T0_S + 51
+    );
 }
 
 #[test]
 fn lamport_04_buffered_message_moves_the_clock_only_when_delivered() {
     let mut b = Node::new("bob", Config::default());
-    let far = T0 as i64 + 1_000_000;
+    let far = T0_S + 1_000_000;
     b.unwrap(&bytes_of(&message("m2", far + 1, &["m1"], "alice")), T0);
-    assert_eq!(b.ch.lamport(), T0 as i64);
+    assert_eq!(b.ch.lamport(), T0_S);
     b.unwrap(&bytes_of(&message("m1", far, &[], "alice")), T0);
     assert_eq!(b.ch.lamport(), far + 1);
 }
@@ -220,7 +254,7 @@ fn send_01_empty_content_is_refused_without_effects() {
         a.ch.wrap(Bytes::new(), "m".into(), T0 + 5),
         Err(EngineError::EmptyContent)
     );
-    assert_eq!(a.ch.lamport(), T0 as i64);
+    assert_eq!(a.ch.lamport(), T0_S);
     assert!(a.ch.take_store_ops().is_empty());
 }
 
@@ -249,10 +283,10 @@ fn send_03_04_wrapped_message_fields_and_state_after() {
     let mut a = Node::new("alice", Config::default());
     a.wrap("m1", T0);
     a.wrap("m2", T0);
-    let bytes = a.wrap("m3", T0 + 9);
+    let bytes = a.wrap("m3", T0 + 9 * S);
     let m = decode(&bytes);
     assert_eq!(m.message_id, "m3");
-    assert_eq!(m.lamport_timestamp, T0 as i64 + 9);
+    assert_eq!(m.lamport_timestamp, T0_S + 9);
     let cited: Vec<String> = m
         .causal_history
         .iter()
@@ -270,7 +304,7 @@ fn send_03_04_wrapped_message_fields_and_state_after() {
     assert_eq!(a.ch.log_entry(&"m3".into()).unwrap().bytes, bytes);
     assert!(a.ch.filter_contains(b"m3"));
     let out = a.ch.outgoing().last().unwrap();
-    assert_eq!((out.attempts, out.send_time), (0, T0 + 9));
+    assert_eq!((out.attempts, out.send_time), (0, T0 + 9 * S));
 }
 
 #[test]
@@ -374,7 +408,7 @@ fn wrapping_an_id_twice_is_refused() {
 fn recv_01_delivery() {
     let mut a = Node::new("alice", Config::default());
     let mut b = Node::new("bob", Config::default());
-    let m1 = a.wrap("m1", T0 + 100);
+    let m1 = a.wrap("m1", T0 + 100 * S);
     let r = b.unwrap(&m1, T0);
     assert_eq!(r.kind, ReceivedKind::Delivered);
     assert_eq!(&r.content[..], b"content of m1");
@@ -383,7 +417,7 @@ fn recv_01_delivery() {
     assert_eq!(ready(&b.events), ["m1"]);
     assert_eq!(b.log_ids(), ["m1"]);
     assert!(b.ch.filter_contains(b"m1"));
-    assert_eq!(b.ch.lamport(), T0 as i64 + 100);
+    assert_eq!(b.ch.lamport(), T0_S + 100);
 }
 
 #[test]
@@ -953,7 +987,7 @@ fn sync_01_02_04_05_sync_messages() {
     let s2 = decode(&a.ch.sync_message(T0).unwrap().unwrap());
     assert!(s1.content.is_empty());
     assert_ne!(s1.message_id, s2.message_id);
-    assert_eq!(s1.lamport_timestamp, T0 as i64 + 2);
+    assert_eq!(s1.lamport_timestamp, T0_S + 2);
     assert_eq!(s1.causal_history[0].message_id, "m1");
     assert_eq!(s1.sender_id, "alice");
     assert_eq!(a.outgoing_ids(), before_out);

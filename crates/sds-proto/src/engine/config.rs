@@ -1,5 +1,6 @@
 //! Engine configuration.
 
+use super::clock::LamportUnit;
 use crate::wire::{Limits, Profile};
 
 /// Settings of a channel. Times are milliseconds. [`Config::default`] follows nim-sds's defaults
@@ -64,6 +65,10 @@ pub struct Config {
     /// Wire profile: layout, bloom filter and SDS-R arithmetic (default nim-sds). Ephemeral
     /// messages exist only on the spec profile.
     pub profile: Profile,
+    /// Unit of the lamport clock; `None` (the default) takes the profile's: seconds on the
+    /// nim-sds profile, as nim-sds counts, milliseconds on the spec profile, as the spec says.
+    /// Every member of a group must count in the same unit (see [`Config::clock_unit`]).
+    pub lamport_unit: Option<LamportUnit>,
 }
 
 impl Default for Config {
@@ -92,6 +97,7 @@ impl Default for Config {
             max_repair_buffer: 1_000,
             limits: Limits::default(),
             profile: Profile::NimSds,
+            lamport_unit: None,
         }
     }
 }
@@ -102,6 +108,18 @@ impl Default for Config {
 pub struct ConfigError(pub String);
 
 impl Config {
+    /// The unit the lamport clock counts in: [`lamport_unit`](Self::lamport_unit) if set,
+    /// otherwise the profile's. A message stamped on a smaller scale than the rest of the group
+    /// sorts below everything the others hold, so it is never among the newest entries causal
+    /// histories cite: a nim-sds member (seconds) and a member counting milliseconds would keep
+    /// citing messages the other lacks.
+    pub fn clock_unit(&self) -> LamportUnit {
+        self.lamport_unit.unwrap_or(match self.profile {
+            Profile::NimSds => LamportUnit::Seconds,
+            Profile::Spec => LamportUnit::Milliseconds,
+        })
+    }
+
     /// Checks that every setting can work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |m: &str| Err(ConfigError(m.to_string()));

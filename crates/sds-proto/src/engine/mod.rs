@@ -25,6 +25,7 @@
 //! assert!(matches!(bob.poll_event(), Some(Event::MessageReady { .. })));
 //! ```
 
+mod clock;
 mod config;
 mod known;
 mod log;
@@ -39,6 +40,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use clock::LamportUnit;
 pub use config::{Config, ConfigError};
 pub use types::{
     ChannelSnapshot, EngineError, Event, IncomingEntry, IncomingRepairEntry, LogEntry,
@@ -292,12 +294,9 @@ fn check_id(config: &Config, id: &MessageId) -> Result<(), EngineError> {
     Ok(())
 }
 
-fn clock(now: u64) -> i64 {
-    i64::try_from(now).unwrap_or(i64::MAX)
-}
-
 impl Channel {
-    /// A new, empty channel. Its lamport clock starts at `now`.
+    /// A new, empty channel. Its lamport clock starts at `now`, in the configured unit
+    /// ([`Config::clock_unit`]).
     pub fn new(
         channel_id: ChannelId,
         participant_id: ParticipantId,
@@ -309,7 +308,7 @@ impl Channel {
         Ok(Channel {
             channel_id,
             participant_id,
-            lamport: clock(now),
+            lamport: config.clock_unit().clock(now),
             log: Log::new(config.max_message_history),
             bloom,
             known: KnownIds::new(config.max_known_ids),
@@ -471,7 +470,8 @@ impl Channel {
 
     /// Wraps application content in an SDS message and returns the bytes to broadcast.
     ///
-    /// The message gets the next lamport timestamp (`max(now, lamport + 1)`), the newest
+    /// The message gets the next lamport timestamp (`max(now, lamport + 1)`, `now` in the
+    /// clock's unit), the newest
     /// `max_causal_history` log entries as causal history, the current bloom filter (before its
     /// own id is added) and the participant id as sender. Afterwards it is in the log, the bloom
     /// filter and the outgoing buffer.
@@ -1066,7 +1066,7 @@ impl Channel {
             .lamport
             .checked_add(1)
             .ok_or(EngineError::ClockOverflow)?;
-        Ok(next.max(clock(now)))
+        Ok(next.max(self.config.clock_unit().clock(now)))
     }
 
     fn set_lamport(&mut self, lamport: i64) {
@@ -1463,12 +1463,13 @@ impl Channel {
             return;
         };
         let max = self.config.max_resend_attempts;
-        let after_ms = i64::try_from(after).unwrap_or(i64::MAX);
+        // Lamports count in the clock's unit, not necessarily milliseconds.
+        let after_lamport = self.config.clock_unit().duration(after);
         for w in &mut self.watched {
             // The member must have had time to receive it before sending this message.
             if w.next > now
                 || w.rebroadcasts >= max
-                || msg.lamport_timestamp < w.lamport.saturating_add(after_ms)
+                || msg.lamport_timestamp < w.lamport.saturating_add(after_lamport)
                 || view.contains_hashes(w.hashes)
             {
                 continue;
