@@ -1402,6 +1402,7 @@ fn persist_03_05_06_restore_rebuilds_state() {
             sender_id: "a".into(),
             retrieval_hint: Bytes::new(),
             bytes: bytes_of(&message("m0", 0, &[], "a")),
+            arrival: 0,
         },
     );
     let mut r = Channel::restore("c".into(), "bob".into(), config, snap, T0 + 5).unwrap();

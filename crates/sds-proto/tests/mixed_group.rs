@@ -5,7 +5,8 @@
 
 use bytes::Bytes;
 use sds_proto::engine::{
-    Channel, ChannelSnapshot, Config, Event, LamportUnit, LogEntry, ReceivedKind,
+    Channel, ChannelSnapshot, Config, Event, LamportUnit, LogEntry, ReceivedKind, StoreOp,
+    TransmitKind,
 };
 use sds_proto::wire::{nim, Limits, Profile};
 use sds_proto::{HistoryEntry, SdsMessage};
@@ -36,6 +37,10 @@ fn nim_message(id: &str, lamport: i64, deps: &[String], sender: &str) -> Bytes {
 
 fn decode(bytes: &Bytes) -> SdsMessage {
     nim::decode(bytes, &Limits::default()).unwrap()
+}
+
+fn log_ids(ch: &Channel) -> Vec<String> {
+    ch.log().map(|e| e.message_id.to_string()).collect()
 }
 
 fn drain_events(ch: &mut Channel) -> Vec<Event> {
@@ -121,6 +126,109 @@ fn lamport_07_a_reply_to_a_nim_sds_member_cites_what_she_has() {
     assert_eq!(reply.lamport_timestamp, T0_S + 30, "second-scale lamport");
 }
 
+/// With a log of 20 holding r0..r19, nina's second-scale n0 and n1 sort below everything rob
+/// holds; they stay in the log until 20 later entries have arrived, so rob can still answer a
+/// repair request for n0.
+#[test]
+fn lamport_07_a_delivered_message_is_not_evicted_for_its_low_lamport() {
+    let config = Config {
+        max_message_history: 20,
+        // The worst case: rob's own entries at millisecond scale (say, a store written by an
+        // older version), nina's at second scale.
+        lamport_unit: Some(LamportUnit::Milliseconds),
+        ..Config::default()
+    };
+    let mut rob = Channel::new("c".into(), "rob".into(), config.clone(), T0).unwrap();
+    for i in 0..20 {
+        wrap(&mut rob, &format!("r{i}"), T0);
+    }
+    let n0 = nim_message("n0", T0_S + 1, &[], "nina");
+    let n1 = nim_message("n1", T0_S + 2, &["n0".to_string()], "nina");
+    assert_eq!(
+        rob.unwrap(n0.clone(), T0 + S).unwrap().kind,
+        ReceivedKind::Delivered
+    );
+    let ops = {
+        rob.unwrap(n1, T0 + 2 * S).unwrap();
+        rob.take_store_ops()
+    };
+    let ids = log_ids(&rob);
+    assert!(
+        ids.contains(&"n0".to_string()) && ids.contains(&"n1".to_string()),
+        "{ids:?}"
+    );
+    assert!(!ids.contains(&"r0".to_string()) && !ids.contains(&"r1".to_string()));
+    assert!(ops.contains(&StoreOp::RemoveLogEntry("r1".into())));
+    // The log keeps its (lamport, id) order.
+    assert_eq!(ids[..2], ["n0".to_string(), "n1".to_string()]);
+
+    // nora, another nim-sds member, asks for n0: rob answers.
+    let ask = Bytes::from(nim::encode(&SdsMessage {
+        message_id: "ask".into(),
+        lamport_timestamp: T0_S + 3,
+        channel_id: "c".into(),
+        content: Bytes::from_static(b"?"),
+        sender_id: "nora".into(),
+        repair_request: vec![HistoryEntry {
+            sender_id: "nina".into(),
+            ..HistoryEntry::new("n0")
+        }],
+        ..SdsMessage::default()
+    }));
+    rob.unwrap(ask, T0 + 3 * S).unwrap();
+    let pending = rob.incoming_repair();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].entry.message_id, "n0");
+    rob.handle_timeout(pending[0].t_resp);
+    let repairs: Vec<_> = std::iter::from_fn(|| rob.poll_transmit())
+        .filter(|t| t.kind == TransmitKind::Repair)
+        .collect();
+    assert_eq!(repairs.len(), 1);
+    assert_eq!(repairs[0].message_id, "n0");
+    assert!(repairs[0].bytes == n0, "the original bytes");
+    drain_events(&mut rob);
+
+    // n0 leaves only after 20 later entries: n1, ask and 17 more…
+    for i in 20..37 {
+        wrap(&mut rob, &format!("r{i}"), T0 + 4 * S);
+    }
+    assert!(log_ids(&rob).contains(&"n0".to_string()));
+    // …and the 18th.
+    wrap(&mut rob, "r37", T0 + 4 * S);
+    assert!(!log_ids(&rob).contains(&"n0".to_string()));
+    assert!(log_ids(&rob).contains(&"n1".to_string()));
+}
+
+/// Eviction by arrival survives a restart: the snapshot carries the arrival order.
+#[test]
+fn lamport_07_a_restored_channel_evicts_by_arrival_too() {
+    let config = Config {
+        max_message_history: 4,
+        lamport_unit: Some(LamportUnit::Milliseconds),
+        ..Config::default()
+    };
+    let mut rob = Channel::new("c".into(), "rob".into(), config.clone(), T0).unwrap();
+    for i in 0..3 {
+        wrap(&mut rob, &format!("r{i}"), T0);
+    }
+    rob.unwrap(nim_message("n0", T0_S + 1, &[], "nina"), T0 + S)
+        .unwrap();
+    rob.take_store_ops();
+    let mut snap = rob.snapshot();
+    // A backend returns the log in its own order.
+    snap.log.reverse();
+    let mut restored =
+        Channel::restore("c".into(), "rob".into(), config, snap, T0 + 2 * S).unwrap();
+    assert!(restored.take_store_ops().is_empty(), "nothing to trim");
+    wrap(&mut restored, "r3", T0 + 2 * S);
+    assert_eq!(log_ids(&restored), ["n0", "r1", "r2", "r3"]);
+    wrap(&mut restored, "r4", T0 + 2 * S);
+    wrap(&mut restored, "r5", T0 + 2 * S);
+    assert_eq!(log_ids(&restored), ["n0", "r3", "r4", "r5"]);
+    wrap(&mut restored, "r6", T0 + 2 * S);
+    assert_eq!(log_ids(&restored), ["r3", "r4", "r5", "r6"]);
+}
+
 /// A store written while the clock counted milliseconds keeps working once the channel counts
 /// seconds: the clock only has to keep growing.
 #[test]
@@ -181,6 +289,7 @@ fn lamport_07_a_millisecond_store_restored_into_a_seconds_channel_keeps_working(
             sender_id: "rob".into(),
             retrieval_hint: Bytes::new(),
             bytes: nim_message("old", i64::MAX - 1, &[], "rob"),
+            arrival: 0,
         }],
         ..ChannelSnapshot::default()
     };

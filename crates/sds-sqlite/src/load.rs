@@ -136,7 +136,7 @@ pub(crate) fn read_channel(
     let mut stored: [Vec<Stored>; 4] = Default::default();
     {
         let mut stmt = tx.prepare_cached(&format!(
-            "SELECT l.id, l.lamport, l.sender, l.hint, l.met, {MESSAGE_COLUMNS} FROM log l \
+            "SELECT l.id, l.lamport, l.sender, l.hint, l.met, l.arrival, {MESSAGE_COLUMNS} FROM log l \
              LEFT JOIN message m ON m.channel = l.channel AND m.id = l.id \
              WHERE l.channel = ?1 ORDER BY l.lamport, l.id"
         ))?;
@@ -149,11 +149,12 @@ pub(crate) fn read_channel(
                     sender_id: MessageId::from(r.get::<_, Vec<u8>>(2)?),
                     retrieval_hint: blob(r.get(3)?),
                     bytes: Bytes::new(),
+                    arrival: r.get::<_, i64>(5)?.max(0) as u64,
                 },
                 if met {
                     Stored::default()
                 } else {
-                    stored_at(r, 5)?
+                    stored_at(r, 6)?
                 },
             ))
         })?;

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::OpenError;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migrations by the version they produce; migration `i` turns version `i` into `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -104,6 +104,12 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     ALTER TABLE message ADD COLUMN damaged INTEGER NOT NULL DEFAULT 0;
+    ",
+    // 4 → 5: the log evicts by arrival, so each entry keeps its arrival number. Entries written
+    // before read as 0, "arrived before anything newer", and are evicted first, in (lamport, id)
+    // order, as they were.
+    "
+    ALTER TABLE log ADD COLUMN arrival INTEGER NOT NULL DEFAULT 0;
     ",
 ];
 

@@ -66,9 +66,9 @@ pub(crate) fn apply(
                 put_bytes(tx, segments, c, &e.message_id, &e.bytes)?;
             }
             tx.prepare_cached(
-                "INSERT INTO log (channel, id, lamport, sender, hint, met) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (channel, id) DO UPDATE SET lamport = ?3, sender = ?4, hint = ?5, met = ?6",
+                "INSERT INTO log (channel, id, lamport, sender, hint, met, arrival) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (channel, id) DO UPDATE SET lamport = ?3, sender = ?4, hint = ?5, met = ?6, arrival = ?7",
             )?
             .execute(params![
                 ch(c),
@@ -76,7 +76,9 @@ pub(crate) fn apply(
                 e.lamport_timestamp,
                 e.sender_id.as_bytes(),
                 &e.retrieval_hint[..],
-                met
+                met,
+                // Stored as SQLite's signed integer; numbers past i64::MAX are never reached.
+                i64::try_from(e.arrival).unwrap_or(i64::MAX)
             ])?;
         }
         StoreOp::RemoveLogEntry(id) => delete(tx, "log", c, id, unreferenced)?,

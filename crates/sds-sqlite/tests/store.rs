@@ -400,6 +400,9 @@ async fn a_version_1_database_keeps_its_bytes_and_stores_new_ones_in_segments() 
     assert_eq!(snap.log[0].bytes, old_bytes);
     assert_eq!(log[1].0, "new");
     assert!(log[1].1 > 18_000);
+    // Entries stored before arrivals were kept count as the earliest arrivals.
+    assert_eq!(snap.log[0].arrival, 0);
+    assert!(snap.log[1].arrival > 0);
     assert_eq!(
         count(&path, "SELECT COUNT(*) FROM message WHERE seg IS NOT NULL"),
         1

@@ -333,7 +333,8 @@ impl Channel {
     }
 
     /// Rebuilds a channel from stored state. The log is put in (lamport, id) order and trimmed
-    /// to `max_message_history` (the trimmed entries come out as `RemoveLogEntry` ops); the bloom
+    /// to `max_message_history` by arrival (the trimmed entries come out as `RemoveLogEntry`
+    /// ops; an id stored twice counts once, at its first arrival); the bloom
     /// filter is rebuilt from the log; timers are recomputed from the stored absolute times; a
     /// stored message whose dependencies are all met is delivered. Stored entries that do not
     /// decode are dropped (with their remove ops). State written with the other wire profile is
@@ -366,11 +367,16 @@ impl Channel {
         if let Some(l) = snapshot.lamport {
             ch.lamport = l;
         }
+        // In arrival order, so the bound keeps the latest arrivals; entries of unknown arrival
+        // (0) count as the earliest, in (lamport, id) order.
         let mut log = snapshot.log;
         log.sort_by(|a, b| {
-            (a.lamport_timestamp, &a.message_id).cmp(&(b.lamport_timestamp, &b.message_id))
+            (a.arrival, a.lamport_timestamp, &a.message_id).cmp(&(
+                b.arrival,
+                b.lamport_timestamp,
+                &b.message_id,
+            ))
         });
-        log.dedup_by(|a, b| a.message_id == b.message_id);
         for entry in log {
             if entry.is_met_marker() {
                 ch.remember(entry.message_id.clone(), Known::Met);
@@ -491,6 +497,7 @@ impl Channel {
             sender_id: self.participant_id.clone(),
             retrieval_hint: Bytes::new(),
             bytes: bytes.clone(),
+            arrival: 0,
         });
         self.remember(message_id.clone(), Known::Delivered);
         self.filter_add(&message_id);
@@ -1116,7 +1123,9 @@ impl Channel {
         }
     }
 
-    fn append_log(&mut self, entry: LogEntry) {
+    /// Logs a message as the latest arrival; the earliest arrivals beyond the bound leave.
+    fn append_log(&mut self, mut entry: LogEntry) {
+        entry.arrival = self.log.next_arrival();
         self.store_ops.push(StoreOp::AppendLogEntry(entry.clone()));
         for old in self.log.insert(entry) {
             self.store_ops.push(StoreOp::RemoveLogEntry(old.message_id));
@@ -1181,6 +1190,7 @@ impl Channel {
             sender_id: w.sender_id,
             retrieval_hint: Bytes::new(),
             bytes: w.bytes,
+            arrival: 0,
         });
         self.remember(id.clone(), Known::Delivered);
         self.events.push_back(Event::MessageReady {

@@ -144,12 +144,18 @@ pub struct LogEntry {
     pub retrieval_hint: Bytes,
     /// The message as received or sent, byte for byte.
     pub bytes: Bytes,
+    /// When the entry entered the log, as a sequence number of the channel: a later entry has
+    /// a larger one (0: unknown, for example state stored before it was kept). The engine sets
+    /// it when the entry enters the log. The log is ordered by (lamport, id), but it evicts by
+    /// arrival: the entry with the smallest number goes first, so an entry stays until
+    /// `max_message_history` later ones have arrived, whatever its lamport.
+    pub arrival: u64,
 }
 
 impl LogEntry {
     /// A marker for an id marked met by the application: stored like a log entry (so the
-    /// marking survives a restart) but with no bytes and no lamport, and never part of the log
-    /// proper, its causal histories or its eviction count.
+    /// marking survives a restart) but with no bytes, no lamport and no arrival, and never part
+    /// of the log proper, its causal histories or its eviction count.
     pub fn met_marker(message_id: MessageId) -> Self {
         LogEntry {
             message_id,
@@ -157,6 +163,7 @@ impl LogEntry {
             sender_id: crate::id::ParticipantId::default(),
             retrieval_hint: Bytes::new(),
             bytes: Bytes::new(),
+            arrival: 0,
         }
     }
 
@@ -256,7 +263,8 @@ pub enum StoreOp {
 pub struct ChannelSnapshot {
     /// The lamport clock, if one was stored.
     pub lamport: Option<i64>,
-    /// The log, oldest first.
+    /// The log, in (lamport, id) order, oldest first; each entry carries its arrival, which
+    /// decides eviction.
     pub log: Vec<LogEntry>,
     /// Unacknowledged outgoing messages.
     pub outgoing: Vec<OutgoingEntry>,
