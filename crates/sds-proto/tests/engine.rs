@@ -607,6 +607,67 @@ fn dep_01_buffered_messages_report_missing_dependencies() {
     );
 }
 
+/// (message id, missing ids) of each `MissingDependencies` event, in order.
+fn missing_reports(events: &[Event]) -> Vec<(String, Vec<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MissingDependencies {
+                message_id,
+                missing,
+                ..
+            } => Some((
+                message_id.to_string(),
+                missing.iter().map(|m| m.message_id.to_string()).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ids(entries: &[HistoryEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.message_id.to_string()).collect()
+}
+
+// DEP-01, RECV-07: a dependency that waits in our own incoming buffer is not missing — we hold
+// it; only what we lack is reported (what the application would fetch), as the repair buffer
+// asks only for what we lack.
+#[test]
+fn dep_01_a_dependency_waiting_in_our_buffer_is_not_reported_missing() {
+    let mut b = Node::new("bob", Config::default());
+    let m2 = bytes_of(&message("m2", 2, &["m1"], "a"));
+    b.unwrap(&m2, T0);
+    let m3 = bytes_of(&message("m3", 3, &["m1", "m2"], "a"));
+    let r = b.unwrap(&m3, T0);
+    assert_eq!(r.kind, ReceivedKind::Buffered);
+    assert_eq!(ids(&r.missing_dependencies), ["m1"]);
+    assert_eq!(
+        missing_reports(&b.take_events()),
+        [
+            ("m2".to_string(), vec!["m1".to_string()]),
+            ("m3".to_string(), vec!["m1".to_string()])
+        ]
+    );
+    // A copy of m3 says the same.
+    assert_eq!(ids(&b.unwrap(&m3, T0).missing_dependencies), ["m1"]);
+    // Also one whose bytes differ (decoded again).
+    let copy = bytes_of(&SdsMessage {
+        content: Bytes::from_static(b"another copy"),
+        ..decode(&m3)
+    });
+    assert_eq!(ids(&b.unwrap(&copy, T0).missing_dependencies), ["m1"]);
+    // A message that waits only for messages we hold lacks nothing: no report, but it waits.
+    let r = b.unwrap(&bytes_of(&message("m4", 4, &["m3"], "a")), T0);
+    assert_eq!(r.kind, ReceivedKind::Buffered);
+    assert!(r.missing_dependencies.is_empty());
+    assert!(missing_reports(&b.take_events()).is_empty());
+    assert_eq!(b.ch.incoming().len(), 3);
+    // m1 releases everything, in causal order.
+    b.unwrap(&bytes_of(&message("m1", 1, &[], "a")), T0);
+    assert_eq!(ready(&b.take_events()), ["m1", "m2", "m3", "m4"]);
+    assert!(b.ch.incoming().is_empty());
+}
+
 #[test]
 fn dep_02_the_filter_never_satisfies_a_dependency() {
     let mut b = Node::new("bob", Config::default());
@@ -615,7 +676,11 @@ fn dep_02_the_filter_never_satisfies_a_dependency() {
     assert!(b.ch.filter_contains(b"msg1"));
     let r = b.unwrap(&bytes_of(&message("msg2", 2, &["msg1"], "x")), T0);
     assert_eq!(r.kind, ReceivedKind::Buffered);
-    assert_eq!(r.missing_dependencies[0].message_id, "msg1");
+    // msg2 waits for msg1 (which we hold, so it is not reported missing: it waits itself).
+    let waiting = b.ch.incoming();
+    let msg2 = waiting.iter().find(|e| e.message_id == "msg2").unwrap();
+    assert_eq!(ids(&msg2.missing), ["msg1"]);
+    assert!(ready(&b.events).is_empty());
 }
 
 #[test]

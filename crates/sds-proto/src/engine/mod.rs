@@ -687,7 +687,7 @@ impl Channel {
                 .incoming
                 .entries
                 .get(&msg.message_id)
-                .map(|w| w.missing.clone())
+                .map(|w| self.lacking(&w.missing))
                 .unwrap_or_default();
             return Ok(result(&msg, missing, ReceivedKind::Duplicate));
         }
@@ -716,13 +716,18 @@ impl Channel {
             self.deliver_ready(ready);
             Ok(out)
         } else {
-            let out = result(&msg, missing.clone(), ReceivedKind::Buffered);
+            // It waits for all of `missing`, but what it waits for in our own incoming buffer
+            // is not missing: only what we lack is reported.
+            let lacking = self.lacking(&missing);
+            let out = result(&msg, lacking.clone(), ReceivedKind::Buffered);
             self.track_lost(&missing, now);
-            self.events.push_back(Event::MissingDependencies {
-                channel_id: self.channel_id.clone(),
-                message_id: msg.message_id.clone(),
-                missing: missing.clone(),
-            });
+            if !lacking.is_empty() {
+                self.events.push_back(Event::MissingDependencies {
+                    channel_id: self.channel_id.clone(),
+                    message_id: msg.message_id.clone(),
+                    missing: lacking,
+                });
+            }
             let waiting = Waiting::new(msg, bytes, missing, now);
             self.store_ops
                 .push(StoreOp::SaveIncoming(waiting.to_entry()));
@@ -754,7 +759,7 @@ impl Channel {
             if !same(&w.bytes) {
                 return None;
             }
-            (ours(&w.sender_id), w.missing.clone())
+            (ours(&w.sender_id), self.lacking(&w.missing))
         };
         let kind = if own {
             ReceivedKind::Own
@@ -1159,6 +1164,17 @@ impl Channel {
             }
         }
         missing
+    }
+
+    /// The entries of a waiting message's missing set that we lack: not those waiting in our
+    /// own incoming buffer (we hold them; they wait for something themselves, which was
+    /// reported for them).
+    fn lacking(&self, missing: &[HistoryEntry]) -> Vec<HistoryEntry> {
+        missing
+            .iter()
+            .filter(|e| !self.incoming.entries.contains_key(&e.message_id))
+            .cloned()
+            .collect()
     }
 
     fn track_lost(&mut self, missing: &[HistoryEntry], now: u64) {

@@ -43,7 +43,9 @@ pub enum Event {
         channel_id: ChannelId,
         /// The waiting message.
         message_id: MessageId,
-        /// What it waits for, as the sender cited them (with retrieval hints).
+        /// What it waits for and we lack, as the sender cited them (with retrieval hints): what
+        /// to fetch. A dependency waiting in our own incoming buffer is held, not missing, and
+        /// is left out (no event at all when the message waits only for such).
         missing: Vec<HistoryEntry>,
     },
     /// One of our messages was given up without acknowledgement.
@@ -300,7 +302,8 @@ pub struct Unwrapped {
     pub message_id: MessageId,
     /// The content (also for a message that must wait).
     pub content: Bytes,
-    /// Dependencies still missing, as cited (empty when delivered).
+    /// Dependencies still missing, as cited (empty when delivered): those we lack, not those
+    /// waiting in our incoming buffer (see [`Event::MissingDependencies`]).
     pub missing_dependencies: Vec<HistoryEntry>,
     /// The channel the message belongs to.
     pub channel_id: ChannelId,
