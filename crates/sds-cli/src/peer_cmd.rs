@@ -221,6 +221,13 @@ fn notification_json(n: Notification) -> Value {
             } => {
                 json!({"event": "missingDependencies", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "missingDeps": missing.iter().map(entry_json).collect::<Vec<_>>()})
             }
+            Event::MissingMessages {
+                channel_id,
+                cited_by,
+                missing,
+            } => {
+                json!({"event": "missingMessages", "messageId": text_or_hex(&cited_by), "channelId": text_or_hex(&channel_id), "missingDeps": missing.iter().map(entry_json).collect::<Vec<_>>()})
+            }
             Event::SendFailed {
                 channel_id,
                 message_id,

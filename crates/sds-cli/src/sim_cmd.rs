@@ -544,7 +544,8 @@ impl<'a, 'c> Part<'a, 'c> {
                             .map(|s| Record::AckedNew(s.sender, s.number, now)),
                     }
                 }
-                Event::MissingDependencies { missing, .. } => {
+                Event::MissingDependencies { missing, .. }
+                | Event::MissingMessages { missing, .. } => {
                     for e in missing {
                         if let Some(&i) = ctx.index.get(&e.message_id) {
                             self.out.records.push(Record::Detected(i, p, now));

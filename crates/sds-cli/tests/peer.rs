@@ -235,3 +235,29 @@ fn the_clock_counts_seconds_on_the_nim_sds_profile_unless_told_otherwise() {
     assert!(line.is_empty(), "an unknown unit is refused at start");
     assert!(!p.child.wait().unwrap().success());
 }
+
+// SYNC-06: what a received sync cites and we lack is reported, like a message's missing
+// dependencies.
+#[test]
+fn a_received_sync_reports_what_it_cites_and_we_lack() {
+    let mut alice = Peer::start("alice");
+    let mut bob = Peer::start("bob");
+    alice.ok("hint m1 hex:aa55");
+    alice.ok("wrap chat m1 6f6e65");
+    let sync = alice.ok("sync chat")["bytes"].as_str().unwrap().to_string();
+    let r = bob.ok(&format!("unwrap {sync}"));
+    assert_eq!(r["kind"], "sync");
+    assert_eq!(r["missingDeps"][0]["messageId"], "m1");
+    assert_eq!(r["missingDeps"][0]["retrievalHint"], "aa55");
+    let reported: Vec<&Value> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "missingMessages")
+        .collect();
+    assert_eq!(reported.len(), 1, "{r}");
+    assert_eq!(reported[0]["messageId"], r["messageId"]);
+    assert_eq!(reported[0]["missingDeps"][0]["messageId"], "m1");
+    alice.quit();
+    bob.quit();
+}

@@ -84,6 +84,16 @@ pub fn event_json(e: &Event) -> Value {
         } => {
             json!({"eventType": "missing_dependencies", "messageId": id_text(message_id), "channelId": id_text(channel_id), "missingDeps": missing_json(missing)})
         }
+        // What a received sync cites and we lack: for a libsds application the same as a
+        // message's missing dependencies (nim-sds, which handles a sync as a message, reports it
+        // so), with the sync's id; that message is never announced as ready.
+        Event::MissingMessages {
+            channel_id,
+            cited_by,
+            missing,
+        } => {
+            json!({"eventType": "missing_dependencies", "messageId": id_text(cited_by), "channelId": id_text(channel_id), "missingDeps": missing_json(missing)})
+        }
         Event::RepairReady {
             channel_id, bytes, ..
         } => {
@@ -122,5 +132,28 @@ pub fn event_json(e: &Event) -> Value {
         } => {
             json!({"eventType": "ephemeral_message", "messageId": id_text(message_id), "channelId": id_text(channel_id), "content": b64(content)})
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sds_proto::Bytes;
+
+    #[test]
+    fn ids_a_sync_cites_and_we_lack_are_missing_dependencies_for_libsds() {
+        let e = Event::MissingMessages {
+            channel_id: "ch".into(),
+            cited_by: "sync-1".into(),
+            missing: vec![HistoryEntry {
+                retrieval_hint: Bytes::from_static(b"h"),
+                ..HistoryEntry::new("m1")
+            }],
+        };
+        assert_eq!(
+            event_json(&e),
+            json!({"eventType": "missing_dependencies", "messageId": "sync-1", "channelId": "ch",
+                   "missingDeps": [{"messageId": "m1", "retrievalHint": "aA=="}]})
+        );
     }
 }

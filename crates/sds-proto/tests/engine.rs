@@ -1093,6 +1093,60 @@ fn sync_06_received_sync_only_reviews_acks() {
     assert!(a.ch.incoming().is_empty());
 }
 
+// SYNC-06: a received sync is not buffered, but what it cites and we lack is reported — the
+// application fetches it as it does the dependencies of a content message — and requested.
+#[test]
+fn sync_06_what_a_received_sync_cites_and_we_lack_is_reported() {
+    let mut a = Node::new("alice", Config::default());
+    let mut b = Node::new("bob", Config::default());
+    a.wrap("a1", T0);
+    let a2 = a.wrap("a2", T0);
+    let a3 = a.wrap("a3", T0);
+    // bob holds a2 (waiting for a1) and a3 (waiting for a1, a2), and lacks a1.
+    b.unwrap(&a3, T0);
+    b.unwrap(&a2, T0);
+    b.take_events();
+    let sync_bytes = a.ch.sync_message(T0 + 1).unwrap().unwrap();
+    let sync_id = decode(&sync_bytes).message_id;
+    let batches = b.batches.len();
+    let r = b.unwrap(&sync_bytes, T0 + 2);
+    assert_eq!(r.kind, ReceivedKind::Sync);
+    assert_eq!(ids(&r.missing_dependencies), ["a1"]);
+    assert_eq!(r.missing_dependencies[0].sender_id, "alice");
+    let events = b.take_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    match &events[0] {
+        Event::MissingMessages {
+            channel_id,
+            cited_by,
+            missing,
+        } => {
+            assert_eq!(channel_id, "c");
+            assert_eq!(cited_by, &sync_id);
+            assert_eq!(ids(missing), ["a1"]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        b.batches.len(),
+        batches,
+        "nothing new to store: a1 was already requested"
+    );
+    assert!(b
+        .ch
+        .outgoing_repair()
+        .iter()
+        .any(|e| e.entry.message_id == "a1"));
+    // Once bob has everything, a sync citing it reports nothing.
+    b.unwrap(&bytes_of(&decode(&a.wrap("a4", T0 + 3))), T0 + 3);
+    let a1 = a.ch.log_entry(&"a1".into()).unwrap().bytes.clone();
+    b.unwrap(&a1, T0 + 4);
+    b.take_events();
+    let r = b.unwrap(&a.ch.sync_message(T0 + 5).unwrap().unwrap(), T0 + 6);
+    assert!(r.missing_dependencies.is_empty());
+    assert!(b.take_events().is_empty());
+}
+
 #[test]
 fn sync_08_periodic_sync_timer() {
     let mut a = Node::new(

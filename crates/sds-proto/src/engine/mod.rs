@@ -670,14 +670,23 @@ impl Channel {
             self.review_acks(&msg);
             self.watch_filter(&msg, now);
             self.handle_repair_requests(&msg, now);
-            // The sync itself is not buffered, but what it cites and we lack is worth repairing.
-            for e in self.missing_of(&msg) {
-                self.add_outgoing_repair(&e, now);
+            // The sync itself is not buffered, but what it cites and we lack is worth fetching
+            // and repairing.
+            let lacking = self.lacking(&self.missing_of(&msg));
+            for e in &lacking {
+                self.add_outgoing_repair(e, now);
+            }
+            if !lacking.is_empty() {
+                self.events.push_back(Event::MissingMessages {
+                    channel_id: self.channel_id.clone(),
+                    cited_by: msg.message_id.clone(),
+                    missing: lacking.clone(),
+                });
             }
             if self.known.get(&msg.message_id).is_none() {
                 self.remember(msg.message_id.clone(), Known::Sync);
             }
-            return Ok(result(&msg, Vec::new(), ReceivedKind::Sync));
+            return Ok(result(&msg, lacking, ReceivedKind::Sync));
         }
         if self.is_duplicate(&msg.message_id) {
             // Someone else's copy arrived: cancel our request and our pending response.

@@ -48,6 +48,19 @@ pub enum Event {
         /// is left out (no event at all when the message waits only for such).
         missing: Vec<HistoryEntry>,
     },
+    /// A received sync message cites messages we lack. Nothing waits for them (a sync is
+    /// neither buffered nor delivered), but the group has them: fetch them as the dependencies
+    /// of [`MissingDependencies`](Event::MissingDependencies). They are also requested through
+    /// SDS-R, as those are.
+    MissingMessages {
+        /// Channel.
+        channel_id: ChannelId,
+        /// The sync message that cited them.
+        cited_by: MessageId,
+        /// What we lack, as the sender cited them (with retrieval hints); not what waits in our
+        /// incoming buffer.
+        missing: Vec<HistoryEntry>,
+    },
     /// One of our messages was given up without acknowledgement.
     SendFailed {
         /// Channel.
@@ -303,7 +316,8 @@ pub struct Unwrapped {
     /// The content (also for a message that must wait).
     pub content: Bytes,
     /// Dependencies still missing, as cited (empty when delivered): those we lack, not those
-    /// waiting in our incoming buffer (see [`Event::MissingDependencies`]).
+    /// waiting in our incoming buffer (see [`Event::MissingDependencies`]). For a sync message,
+    /// what it cites and we lack (see [`Event::MissingMessages`]).
     pub missing_dependencies: Vec<HistoryEntry>,
     /// The channel the message belongs to.
     pub channel_id: ChannelId,
