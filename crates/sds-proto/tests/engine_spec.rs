@@ -260,6 +260,34 @@ fn eph_04_received_ephemeral_is_announced_and_nothing_else() {
     assert!(!b.filter_contains(b"e1"));
 }
 
+// RECV-02, EPH-04: our own ephemeral message echoed back by the network is ignored, like our
+// own content messages: no event, nothing changes; the receive result says it is ours.
+#[test]
+fn eph_04_our_own_ephemeral_echo_is_ignored() {
+    let mut a = channel("alice");
+    let before = a.snapshot();
+    let bytes = a
+        .wrap_ephemeral(Bytes::from_static(b"typing"), "e1".into())
+        .unwrap();
+    let r = a.unwrap(bytes.clone(), T0 + S).unwrap();
+    assert_eq!(r.kind, ReceivedKind::Own);
+    assert_eq!(&r.content[..], b"typing");
+    assert!(a.poll_event().is_none());
+    assert!(a.take_store_ops().is_empty());
+    assert_eq!(a.snapshot(), before);
+    // Without a participant id nothing is recognisable as ours: it is announced.
+    let mut anonymous = channel("");
+    let anonymous_bytes = anonymous
+        .wrap_ephemeral(Bytes::from_static(b"typing"), "e2".into())
+        .unwrap();
+    let r = anonymous.unwrap(anonymous_bytes, T0 + S).unwrap();
+    assert_eq!(r.kind, ReceivedKind::Ephemeral);
+    assert!(matches!(
+        anonymous.poll_event(),
+        Some(Event::Ephemeral { .. })
+    ));
+}
+
 #[test]
 fn classless_and_foreign_layout_messages_are_typed_errors() {
     let mut b = channel("bob");

@@ -424,11 +424,14 @@ impl ReliabilityManager {
         // Decode before touching any channel: a malformed message creates and loads nothing.
         let msg = match sds_proto::engine::decode(&bytes, &self.inner.config.engine)? {
             Received::Message(msg) => msg,
-            // Announced at once; no channel is created or loaded and nothing is stored (EPH-06).
+            // Announced at once (unless it is our own, echoed back); no channel is created or
+            // loaded and nothing is stored (EPH-06).
             Received::Ephemeral(e) => {
                 nonempty_channel(e.channel_id.clone())?;
-                let (event, unwrapped) = e.announce();
-                self.inner.hub.publish([Notification::Event(event)]);
+                let (event, unwrapped) = e.announce(&self.inner.participant_id);
+                if let Some(event) = event {
+                    self.inner.hub.publish([Notification::Event(event)]);
+                }
                 observe::received(bytes.len(), &unwrapped.kind);
                 return Ok(unwrapped);
             }

@@ -822,6 +822,7 @@ async fn eph_06_ephemeral_messages_touch_no_channel_and_no_store() {
     let bytes = alice
         .wrap_ephemeral_message(&b"typing"[..], "e1", "chan")
         .unwrap();
+    let bytes_again = bytes.clone();
     let got = bob.unwrap_received_message(bytes).await.unwrap();
     assert_eq!(got.kind, ReceivedKind::Ephemeral);
     assert_eq!(&got.content[..], b"typing");
@@ -831,6 +832,11 @@ async fn eph_06_ephemeral_messages_touch_no_channel_and_no_store() {
             if message_id.as_bytes() == b"e1" && sender_id.as_bytes() == b"alice"),
         "{ns:?}"
     );
+    // Alice's own ephemeral, echoed back to her, is ignored (RECV-02).
+    let mut alice_rx = alice.subscribe();
+    let echo = alice.unwrap_received_message(bytes_again).await.unwrap();
+    assert_eq!(echo.kind, ReceivedKind::Own);
+    assert!(drain(&mut alice_rx).is_empty());
     for (m, store) in [(&alice, &sa), (&bob, &sb)] {
         assert!(m.channel_ids().is_empty());
         for call in [Call::LoadChannel, Call::ApplyBatch] {

@@ -581,7 +581,8 @@ impl Channel {
     }
 
     /// Announces a received ephemeral message (EPH-04): an `Ephemeral` event, nothing else —
-    /// no buffer, log, filter, clock, acknowledgement or store change.
+    /// no buffer, log, filter, clock, acknowledgement or store change. Our own, echoed back, is
+    /// ignored (no event; kind `Own`).
     pub fn unwrap_ephemeral(&mut self, e: EphemeralMessage) -> Result<Unwrapped, EngineError> {
         if e.channel_id != self.channel_id {
             return Err(EngineError::WrongChannel {
@@ -589,8 +590,8 @@ impl Channel {
                 got: e.channel_id,
             });
         }
-        let (event, unwrapped) = e.announce();
-        self.events.push_back(event);
+        let (event, unwrapped) = e.announce(&self.participant_id);
+        self.events.extend(event);
         Ok(unwrapped)
     }
 

@@ -143,20 +143,27 @@ pub struct EphemeralMessage {
 }
 
 impl EphemeralMessage {
-    /// The `Ephemeral` event that announces it and the result of receiving it.
-    pub fn announce(self) -> (Event, Unwrapped) {
-        let event = Event::Ephemeral {
+    /// Receiving it as participant `us`: the `Ephemeral` event that announces it and the result
+    /// of receiving it — or, for our own message echoed back (sender `us`, non-empty), no event
+    /// and a result of kind [`ReceivedKind::Own`], as for our own content messages.
+    pub fn announce(self, us: &ParticipantId) -> (Option<Event>, Unwrapped) {
+        let own = !us.is_empty() && self.sender_id == *us;
+        let event = (!own).then(|| Event::Ephemeral {
             channel_id: self.channel_id.clone(),
             message_id: self.message_id.clone(),
             sender_id: self.sender_id,
             content: self.content.clone(),
-        };
+        });
         let unwrapped = Unwrapped {
             message_id: self.message_id,
             content: self.content,
             missing_dependencies: Vec::new(),
             channel_id: self.channel_id,
-            kind: ReceivedKind::Ephemeral,
+            kind: if own {
+                ReceivedKind::Own
+            } else {
+                ReceivedKind::Ephemeral
+            },
         };
         (event, unwrapped)
     }
