@@ -1485,6 +1485,34 @@ fn mdm_01_04_07_marking_met_releases_waiters_without_announcing() {
     assert!(b.events.is_empty());
 }
 
+// MDM-04, PERSIST-15: marks are channel state: the snapshot carries them (as the store does,
+// as marker entries), so a channel restored from it still counts them as met.
+#[test]
+fn mdm_04_a_channel_restored_from_its_snapshot_keeps_its_marks() {
+    let mut b = Node::new("bob", Config::default());
+    b.unwrap(&bytes_of(&message("m0", 1, &[], "a")), T0);
+    b.ch.mark_dependencies_met(&["msg1".into()], T0);
+    b.drain();
+    let snap = b.ch.snapshot();
+    let markers: Vec<&sds_proto::engine::LogEntry> =
+        snap.log.iter().filter(|e| e.is_met_marker()).collect();
+    assert_eq!(markers.len(), 1);
+    assert_eq!(
+        markers[0],
+        &sds_proto::engine::LogEntry::met_marker("msg1".into())
+    );
+    let mut r = Channel::restore("c".into(), "bob".into(), Config::default(), snap, T0).unwrap();
+    assert!(r.take_store_ops().is_empty());
+    let got = r
+        .unwrap(bytes_of(&message("msg2", 2, &["msg1"], "a")), T0)
+        .unwrap();
+    assert_eq!(got.kind, ReceivedKind::Delivered);
+    // The marker is not part of the log proper.
+    let log: Vec<String> = r.log().map(|e| e.message_id.to_string()).collect();
+    assert_eq!(log, ["m0", "msg2"]);
+    assert_eq!(r.log_len(), 2);
+}
+
 #[test]
 fn mdm_02_marked_ids_join_only_their_channel() {
     let mut c1 = Channel::new("channel1".into(), "b".into(), Config::default(), T0).unwrap();

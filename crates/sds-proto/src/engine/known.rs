@@ -41,6 +41,13 @@ impl KnownIds {
         self.status.get(id).copied()
     }
 
+    /// The ids with status `known`, oldest first.
+    pub(crate) fn with_status(&self, known: Known) -> impl Iterator<Item = &MessageId> {
+        self.order
+            .iter()
+            .filter(move |id| self.status.get(*id) == Some(&known))
+    }
+
     /// Records or updates the status of `id`; returns the id (and its status) forgotten to make
     /// room, if any.
     pub(crate) fn set(&mut self, id: MessageId, known: Known) -> Option<(MessageId, Known)> {

@@ -1040,11 +1040,23 @@ impl Channel {
         self.bloom.contains(id)
     }
 
-    /// The whole channel state in stored form.
+    /// The whole channel state in stored form: what the store holds after every batch was
+    /// applied, and what [`restore`](Self::restore) rebuilds the channel from. Ids marked met
+    /// are in the log as [`met_marker`](LogEntry::met_marker) entries, as they are stored; the
+    /// log is in (lamport, id) order.
     pub fn snapshot(&self) -> ChannelSnapshot {
+        let mut log: Vec<LogEntry> = self
+            .known
+            .with_status(Known::Met)
+            .map(|id| LogEntry::met_marker(id.clone()))
+            .chain(self.log.iter().cloned())
+            .collect();
+        log.sort_by(|a, b| {
+            (a.lamport_timestamp, &a.message_id).cmp(&(b.lamport_timestamp, &b.message_id))
+        });
         ChannelSnapshot {
             lamport: Some(self.lamport),
-            log: self.log.iter().cloned().collect(),
+            log,
             outgoing: self.outgoing().cloned().collect(),
             incoming: self.incoming(),
             outgoing_repair: self.outgoing_repair(),
