@@ -238,6 +238,9 @@ fn notification_json(n: Notification) -> Value {
             Event::IrretrievablyLost { channel_id, entry } => {
                 json!({"event": "irretrievablyLost", "channelId": text_or_hex(&channel_id), "entry": entry_json(&entry)})
             }
+            // Informational: the engine also emits the rebroadcast as a `Repair` transmit, which
+            // becomes the `transmit` event drivers broadcast (docs/peer.md); broadcasting this
+            // one too would send the repair twice.
             Event::RepairReady {
                 channel_id,
                 message_id,
@@ -261,6 +264,7 @@ fn notification_json(n: Notification) -> Value {
                 json!({"event": "ephemeral", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "senderId": text_or_hex(&sender_id), "content": hex::encode(&content)})
             }
         },
+        // What the driver broadcasts (resends, syncs, repair rebroadcasts), each once.
         Notification::Transmit(t) => json!({
             "event": "transmit",
             "kind": format!("{:?}", t.kind).to_lowercase(),

@@ -261,3 +261,52 @@ fn a_received_sync_reports_what_it_cites_and_we_lack() {
     alice.quit();
     bob.quit();
 }
+
+// REPAIR-13 through `sds peer`: one rebroadcast is one `transmit` of kind `repair` — what a
+// driver broadcasts — and one `repairReady`, which only informs (docs/peer.md). A driver that
+// broadcasts the transmits and nothing else sends the repair once, and it arrives.
+#[test]
+fn a_repair_is_broadcast_once_through_its_transmit() {
+    let fast_repair = ["--repair-t-min", "0", "--repair-t-max", "1"];
+    let mut alice = Peer::start_with("alice", &fast_repair);
+    let mut bob = Peer::start_with("bob", &fast_repair);
+    let m1 = alice.ok("wrap chat m1 6f6e65")["bytes"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m2 = alice.ok("wrap chat m2 74776f")["bytes"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // bob lost m1; m2 tells him, and his next message asks for it.
+    assert_eq!(
+        events(&bob.ok(&format!("unwrap {m2}")), "missingDependencies"),
+        ["m2"]
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let b1 = bob.ok("wrap chat b1 6869")["bytes"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    alice.ok(&format!("unwrap {b1}"));
+    // alice, the original sender, answers at her next sweep.
+    let swept = alice.ok("sweep");
+    let all = swept["events"].as_array().unwrap();
+    let transmits: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["event"] == "transmit" && e["kind"] == "repair")
+        .collect();
+    assert_eq!(transmits.len(), 1, "{swept}");
+    assert_eq!(transmits[0]["messageId"], "m1");
+    assert_eq!(transmits[0]["bytes"], m1.as_str());
+    let informed: Vec<&Value> = all.iter().filter(|e| e["event"] == "repairReady").collect();
+    assert_eq!(informed.len(), 1, "{swept}");
+    assert_eq!(informed[0]["messageId"], "m1");
+    // The driver broadcasts the transmit: bob delivers m1, then m2.
+    for t in &transmits {
+        let r = bob.ok(&format!("unwrap {}", t["bytes"].as_str().unwrap()));
+        assert_eq!(events(&r, "messageReady"), ["m1", "m2"]);
+    }
+    alice.quit();
+    bob.quit();
+}

@@ -79,7 +79,8 @@ int SdsStartPeriodicTasks(void* ctx, SdsCallBack callback, void* userData);
 void* SdsNewReliabilityManagerWithConfig(const char* configJson, SdsCallBack callback, void* userData);
 
 // Receives the bytes libsds itself wants broadcast (resends, SDS-R repair rebroadcasts, sync
-// messages): callerRet RET_OK, msg/len the raw wire bytes.
+// messages): callerRet RET_OK, msg/len the raw wire bytes. A repair rebroadcast is also
+// announced by the "repair_ready" event, as in nim-sds: broadcast it from one of the two only.
 void SdsSetTransmitCallback(void* ctx, SdsCallBack callback, void* userData);
 
 #ifdef __cplusplus

@@ -78,8 +78,9 @@ pub enum Event {
         /// The lost message, as it was cited.
         entry: HistoryEntry,
     },
-    /// SDS-R: we rebroadcast a message someone asked to be repaired (the bytes are also in the
-    /// matching [`Transmit`]).
+    /// SDS-R: we rebroadcast a message someone asked to be repaired. Informational: the bytes
+    /// to broadcast are in the matching [`Transmit`] (kind [`TransmitKind::Repair`]), and only
+    /// that one should be broadcast.
     RepairReady {
         /// Channel.
         channel_id: ChannelId,
