@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sds::persistence::Persistence;
-use sds_proto::engine::{Channel, Config, Event, TransmitKind};
+use sds_proto::engine::{Channel, Config, Event, ReceivedKind, TransmitKind};
 use sds_proto::wire::Profile;
 use sds_proto::{Bytes, MessageId};
 use sds_sqlite::SqliteStore;
@@ -179,7 +179,8 @@ struct MessageStats {
     delivered: Vec<Stamp>,
     /// Members that lost the original broadcast.
     missed: Vec<bool>,
-    /// When each member first learned it was missing (a missing-dependency report or delivery).
+    /// When each member first learned it was missing (a missing-dependency report) or got it
+    /// (delivered, or received and waiting for its own dependencies).
     detected: Vec<Stamp>,
 }
 
@@ -398,7 +399,15 @@ impl<'a, 'c> Part<'a, 'c> {
                 }
                 // Every copy on this network is well formed; one the engine refuses (for
                 // example a full incoming buffer) is simply dropped, as a real peer would.
-                let _ = self.member(p).ch.unwrap(bytes, t);
+                let got = self.member(p).ch.unwrap(bytes, t);
+                // A copy that must wait is in the member's hands: no longer to be detected.
+                if let Ok(r) = got {
+                    if r.kind == ReceivedKind::Buffered {
+                        if let Some(&i) = self.ctx.index.get(&r.message_id) {
+                            self.out.records.push(Record::Detected(i, p, t));
+                        }
+                    }
+                }
                 self.drain(p, t)
             }
             Work::Own(Own::Send) => {

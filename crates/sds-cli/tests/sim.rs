@@ -96,6 +96,20 @@ fn repair_closes_every_gap_up_to_30_percent_loss() {
 }
 
 #[test]
+fn a_lost_message_received_again_counts_as_detected_even_while_it_waits() {
+    // A member that lost a message and then receives a copy that must wait for its own
+    // dependencies holds it: that copy is not reported missing, and needs no detecting.
+    let r = report(&[&small("0.2")[..], &["--seed", "3"]].concat());
+    assert_eq!(r["missingDetection"]["undetected"], 0);
+    assert_eq!(
+        r["missingDetection"]["fractionDetectedWithinRequirement"].as_f64(),
+        Some(1.0),
+        "{}",
+        r["missingDetection"]
+    );
+}
+
+#[test]
 fn without_filter_resends_late_messages_can_go_undetected() {
     // A message delivered late is logged at its old lamport position and no longer cited, so a
     // member that lost it may never learn it exists: only the sender's look at filters helps.
