@@ -191,6 +191,8 @@ struct Counters {
     resends: u64,
     repairs: u64,
     syncs: u64,
+    /// SDS-R repair requests carried by new messages and syncs (resends repeat theirs).
+    repair_requests: u64,
     irretrievably_lost: u64,
     restarts: u64,
 }
@@ -202,8 +204,17 @@ impl Counters {
         self.resends += o.resends;
         self.repairs += o.repairs;
         self.syncs += o.syncs;
+        self.repair_requests += o.repair_requests;
         self.irretrievably_lost += o.irretrievably_lost;
         self.restarts += o.restarts;
+    }
+}
+
+/// The SDS-R repair requests a message we sent carries.
+fn repair_requests_in(bytes: &Bytes, config: &Config) -> u64 {
+    match sds_proto::engine::decode(bytes, config) {
+        Ok(sds_proto::engine::Received::Message(m)) => m.repair_request.len() as u64,
+        _ => 0,
     }
 }
 
@@ -428,6 +439,7 @@ impl<'a, 'c> Part<'a, 'c> {
                 let bytes =
                     m.ch.wrap(content, id.clone(), t)
                         .map_err(|e| format!("p{p:04} cannot send: {e}"))?;
+                self.out.counters.repair_requests += repair_requests_in(&bytes, self.ctx.config);
                 let missed = self.broadcast(p, &bytes, t, Some(number));
                 self.out.sends.push(NewMessage {
                     at: t,
@@ -579,7 +591,10 @@ impl<'a, 'c> Part<'a, 'c> {
             match t.kind {
                 TransmitKind::Resend => c.resends += 1,
                 TransmitKind::Repair => c.repairs += 1,
-                TransmitKind::Sync => c.syncs += 1,
+                TransmitKind::Sync => {
+                    c.syncs += 1;
+                    c.repair_requests += repair_requests_in(&t.bytes, ctx.config);
+                }
             }
             self.broadcast(p, &t.bytes, now, None);
         }
@@ -1194,6 +1209,7 @@ impl Sim {
                 "resends": self.counters.resends,
                 "restarts": self.counters.restarts,
                 "repairs": self.counters.repairs,
+                "repairRequests": self.counters.repair_requests,
                 "syncs": self.counters.syncs,
             },
         })
@@ -1349,13 +1365,14 @@ fn text_report(r: &Value) -> String {
     let wire = &r["wire"];
     let _ = writeln!(
         s,
-        "  on the wire: {} broadcasts, {:.1} MB, {:.0} bytes per delivery; {} resends, {} repair rebroadcasts, {} syncs",
+        "  on the wire: {} broadcasts, {:.1} MB, {:.0} bytes per delivery; {} resends, {} repair rebroadcasts, {} syncs, {} repair requests",
         wire["transmissions"],
         wire["bytes"].as_f64().unwrap_or(0.0) / 1e6,
         wire["bytesPerDelivery"].as_f64().unwrap_or(0.0),
         wire["resends"],
         wire["repairs"],
-        wire["syncs"]
+        wire["syncs"],
+        wire["repairRequests"]
     );
     let _ = writeln!(
         s,
