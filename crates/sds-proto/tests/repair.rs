@@ -105,7 +105,8 @@ fn repair_07_entries_leave_on_arrival_request_mark_and_loss() {
     // a arrives.
     bob.unwrap(enc(&msg("a", &[], "alice")), T0).unwrap();
     // Someone else requests b: our request steps back. Since w still waits for b, the entry
-    // comes back one T_req later, so a lost response is asked for again.
+    // comes back one T_req later, so a lost response is asked for again (someone else's
+    // request does not make our waits longer; our own do).
     let mut req = msg("r", &[], "carol");
     req.repair_request = vec![HistoryEntry::new("b")];
     bob.unwrap(enc(&req), T0 + 10 * S).unwrap();
@@ -115,6 +116,7 @@ fn repair_07_entries_leave_on_arrival_request_mark_and_loss() {
         .find(|e| e.entry.message_id == "b")
         .unwrap();
     assert_eq!(b.t_req, T0 + 10 * S + t_req("bob", "b"));
+    assert_eq!(b.retries, 0);
     // c is marked met.
     bob.mark_dependencies_met(&["c".into()], T0);
     let mut left = ids(&bob.outgoing_repair());
@@ -144,6 +146,7 @@ fn repair_07_a_duplicate_also_cancels() {
     snap.outgoing_repair.push(OutgoingRepairEntry {
         entry: HistoryEntry::new("a"),
         t_req: T0 + 50 * S,
+        retries: 0,
     });
     let mut bob = Channel::restore("c".into(), "bob".into(), Config::default(), snap, T0).unwrap();
     assert_eq!(bob.outgoing_repair().len(), 1);
@@ -158,6 +161,7 @@ fn with_expired(n: usize, now: u64) -> Channel {
                 entry: HistoryEntry::new(format!("lost-{i}")),
                 // lost-0 is the oldest: T_req now-50 s, then -40, -30, -20, -10.
                 t_req: now - (50 - 10 * i as u64) * S,
+                retries: 0,
             })
             .collect(),
         ..ChannelSnapshot::default()
@@ -197,10 +201,12 @@ fn repair_10_old_requests_are_dropped_after_t_max() {
             OutgoingRepairEntry {
                 entry: HistoryEntry::new("old"),
                 t_req: now - 600 * S,
+                retries: 0,
             },
             OutgoingRepairEntry {
                 entry: HistoryEntry::new("new"),
                 t_req: now,
+                retries: 0,
             },
         ],
         ..ChannelSnapshot::default()
@@ -423,6 +429,22 @@ struct SimResult {
     identical: bool,
     first_losses: usize,
     repairs: usize,
+    /// Messages still waiting for dependencies, summed over the participants.
+    waiting: usize,
+    /// Log entries, summed over the participants.
+    delivered: usize,
+}
+
+/// What repairs a lost message in [`simulate`].
+#[derive(Clone, Copy, PartialEq)]
+enum Repair {
+    /// Nothing (SDS-R is inert without participant ids).
+    Off,
+    /// SDS-R requests and rebroadcasts.
+    SdsR,
+    /// SDS-R, and senders rebroadcasting a recent message a later message's filter lacks
+    /// (`Config::filter_resend_after`).
+    SdsRAndFilterResend,
 }
 
 enum Ev {
@@ -457,12 +479,14 @@ fn simulate(
     participants: usize,
     per_participant: usize,
     loss: f64,
-    sds_r: bool,
+    repair: Repair,
     seed: u64,
 ) -> SimResult {
     let mut rng = seed;
+    let sds_r = repair != Repair::Off;
     let config = Config {
         lost_dependency_timeout: None,
+        filter_resend_after: (repair == Repair::SdsRAndFilterResend).then_some(S),
         ..Config::default()
     };
     let names: Vec<String> = (0..participants).map(|i| format!("p{i:02}")).collect();
@@ -548,30 +572,97 @@ fn simulate(
         identical: logs.windows(2).all(|w| w[0] == w[1]),
         first_losses,
         repairs,
+        waiting: nodes.iter().map(|n| n.incoming().len()).sum(),
+        delivered: logs.iter().map(Vec::len).sum(),
     }
 }
 
+/// SDS-R repairs every gap a member learns of; a message that arrives late everywhere is cited
+/// by nobody, so a member that lost it may never learn of it — the senders' look at later
+/// filters (`filter_resend_after`) reaches those. Together every log ends complete.
 #[test]
 fn twenty_participants_with_30_percent_loss_converge_with_sds_r() {
-    let on = simulate(20, 5, 0.3, true, 7);
-    println!(
-        "SDS-R on: {} of 20 logs complete, identical: {}, {} copies lost on first broadcast, \
-         {} repair transmissions ({:.3} per lost copy)",
-        on.complete,
-        on.identical,
-        on.first_losses,
-        on.repairs,
-        on.repairs as f64 / on.first_losses.max(1) as f64
-    );
-    assert_eq!(on.complete, 20);
-    assert!(on.identical);
-    assert!(on.first_losses > 0);
+    let report = |name: &str, r: &SimResult| {
+        println!(
+            "{name}: {} of 20 logs complete, identical: {}, {} still waiting, {} copies lost on \
+             first broadcast, {} repair transmissions",
+            r.complete, r.identical, r.waiting, r.first_losses, r.repairs
+        );
+    };
+    for seed in [7, 9] {
+        let on = simulate(20, 5, 0.3, Repair::SdsR, seed);
+        report("SDS-R", &on);
+        assert!(on.first_losses > 0);
+        assert!(on.repairs > 0);
+        assert_eq!(
+            on.waiting, 0,
+            "seed {seed}: every gap a member learned of is repaired"
+        );
 
-    let off = simulate(20, 5, 0.3, false, 7);
-    println!(
-        "SDS-R off: {} of 20 logs complete, identical: {}",
-        off.complete, off.identical
-    );
-    assert!(off.complete < 20, "without repair some gaps remain");
-    assert_eq!(off.repairs, 0);
+        let off = simulate(20, 5, 0.3, Repair::Off, seed);
+        report("off", &off);
+        assert!(
+            off.complete < 20,
+            "seed {seed}: without repair some gaps remain"
+        );
+        assert!(off.waiting > 0, "seed {seed}: and members wait for them");
+        assert!(on.delivered > off.delivered);
+        assert_eq!(off.repairs, 0);
+
+        let full = simulate(20, 5, 0.3, Repair::SdsRAndFilterResend, seed);
+        report("SDS-R and filter resends", &full);
+        assert_eq!(full.complete, 20, "seed {seed}");
+        assert!(full.identical);
+    }
+}
+
+// REPAIR-08: an entry something still waits for is asked for again — the request or its answer
+// may have been lost — but each time later: the first retry waits one T_req offset, each later
+// one twice the one before, up to T_max.
+#[test]
+fn repair_requests_for_a_gap_that_stays_back_off() {
+    let config = Config {
+        lost_dependency_timeout: None,
+        ..Config::default()
+    };
+    let mut bob = Channel::new("c".into(), "bob".into(), config, T0).unwrap();
+    let gaps = ["g0", "g1", "g2", "g3", "g4"];
+    bob.unwrap(enc(&msg("w", &gaps, "alice")), T0).unwrap();
+    // 20 sends a minute apart; nobody ever answers.
+    let mut asked: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for i in 1..=20u64 {
+        let now = T0 + i * 60 * S;
+        let wire = bob
+            .wrap(Bytes::from_static(b"y"), format!("b{i}").into(), now)
+            .unwrap();
+        for r in decode(&wire).repair_request {
+            asked.entry(r.message_id.to_string()).or_default().push(now);
+        }
+        bob.handle_timeout(now);
+    }
+    let total: usize = asked.values().map(Vec::len).sum();
+    for g in gaps {
+        let times = &asked[g];
+        assert!(times.len() >= 2, "{g} is still asked for again: {times:?}");
+        // Each wait is at least the one before, and at most T_max plus one send interval.
+        let waits: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{g}: {waits:?}");
+        assert!(waits.iter().all(|w| *w <= 360 * S), "{g}: {waits:?}");
+    }
+    // Re-asked after every T_req offset instead (without backing off), these five cost 29
+    // requests over the same 20 sends.
+    assert!(total <= 21, "{total} requests: {asked:?}");
+    // The stored entry carries its retries, so a restart keeps backing off.
+    let entry = bob
+        .outgoing_repair()
+        .into_iter()
+        .find(|e| e.entry.message_id == "g3")
+        .unwrap();
+    let asked_g3 = asked["g3"].len() as u32;
+    assert_eq!(entry.retries, asked_g3, "one retry per request of ours");
+    assert!(bob
+        .snapshot()
+        .outgoing_repair
+        .iter()
+        .any(|e| e.entry.message_id == "g3" && e.retries == asked_g3));
 }

@@ -219,7 +219,8 @@ pub(crate) fn read_channel(
     }
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, hint, sender, t_req FROM outgoing_repair WHERE channel = ?1 ORDER BY t_req, id",
+            "SELECT id, hint, sender, t_req, retries FROM outgoing_repair WHERE channel = ?1 \
+             ORDER BY t_req, id",
         )?;
         let rows = stmt.query_map(params![ch(c)], |r| {
             Ok(OutgoingRepairEntry {
@@ -229,6 +230,8 @@ pub(crate) fn read_channel(
                     sender_id: MessageId::from(r.get::<_, Vec<u8>>(2)?),
                 },
                 t_req: r.get::<_, i64>(3)?.max(0) as u64,
+                // Out-of-range values read as the most retries (the longest wait).
+                retries: u32::try_from(r.get::<_, i64>(4)?.max(0)).unwrap_or(u32::MAX),
             })
         })?;
         for row in rows {

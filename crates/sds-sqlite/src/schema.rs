@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::OpenError;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Migrations by the version they produce; migration `i` turns version `i` into `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -110,6 +110,11 @@ const MIGRATIONS: &[&str] = &[
     // order, as they were.
     "
     ALTER TABLE log ADD COLUMN arrival INTEGER NOT NULL DEFAULT 0;
+    ",
+    // 5 → 6: an outgoing repair entry something still waits for is asked for again after a
+    // wait that doubles with each retry, so it keeps its retry count.
+    "
+    ALTER TABLE outgoing_repair ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
     ",
 ];
 

@@ -125,15 +125,17 @@ pub(crate) fn apply(
         StoreOp::RemoveIncoming(id) => delete(tx, "incoming", c, id, unreferenced)?,
         StoreOp::SaveOutgoingRepair(e) => {
             tx.prepare_cached(
-                "INSERT INTO outgoing_repair (channel, id, hint, sender, t_req) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (channel, id) DO UPDATE SET hint = ?3, sender = ?4, t_req = ?5",
+                "INSERT INTO outgoing_repair (channel, id, hint, sender, t_req, retries) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (channel, id) DO UPDATE SET hint = ?3, sender = ?4, t_req = ?5, retries = ?6",
             )?
             .execute(params![
                 ch(c),
                 e.entry.message_id.as_bytes(),
                 &e.entry.retrieval_hint[..],
                 e.entry.sender_id.as_bytes(),
-                e.t_req as i64
+                e.t_req as i64,
+                e.retries
             ])?;
         }
         StoreOp::RemoveOutgoingRepair(id) => {

@@ -511,3 +511,27 @@ async fn many_channels_and_concurrent_callers() {
         assert_eq!(snap.outgoing.len(), 25);
     }
 }
+
+// PERSIST-15: an outgoing repair entry keeps its retry count (its next wait depends on it).
+#[tokio::test]
+async fn outgoing_repair_entries_keep_their_retries() {
+    let path = temp_db("retries");
+    let store = SqliteStore::open(&path).unwrap();
+    let c: ChannelId = "c".into();
+    let entry = sds::OutgoingRepairEntry {
+        entry: HistoryEntry {
+            sender_id: "alice".into(),
+            ..HistoryEntry::new("gap")
+        },
+        t_req: 1_700_000_000_000,
+        retries: 3,
+    };
+    store
+        .apply_batch(&c, &[sds::StoreOp::SaveOutgoingRepair(entry.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_channel(&c).await.unwrap().outgoing_repair,
+        [entry]
+    );
+}

@@ -905,7 +905,7 @@ impl Channel {
             if self.repair_expiry(t_req) > now {
                 break;
             }
-            self.requeue_or_drop_repair(&id, now);
+            self.requeue_or_drop_repair(&id, now, false);
         }
 
         if self.transmits.len() > transmits_before {
@@ -1333,6 +1333,7 @@ impl Channel {
         let entry = OutgoingRepairEntry {
             entry: detached_entry(entry),
             t_req,
+            retries: 0,
         };
         self.outgoing_repair.insert_stored(
             entry,
@@ -1342,30 +1343,60 @@ impl Channel {
     }
 
     fn t_req(&self, id: &MessageId, now: u64) -> u64 {
-        let offset = profile::t_req_offset(
+        now.saturating_add(self.t_req_offset(id))
+    }
+
+    /// SDS-R's T_req offset of `id` for us, between T_min and T_max.
+    fn t_req_offset(&self, id: &MessageId) -> u64 {
+        profile::t_req_offset(
             self.config.profile,
             self.participant_id.as_bytes(),
             id.as_bytes(),
             self.config.repair_t_min,
             self.config.repair_t_max,
-        );
-        now.saturating_add(offset)
+        )
     }
 
-    /// An outgoing repair entry has been used (attached to a send), answered for by someone
-    /// else's request, or has expired. If messages in our incoming buffer still wait for it, it
-    /// stays, due again one T_req from now — a lost request or response is retried; otherwise it
-    /// goes.
-    fn requeue_or_drop_repair(&mut self, id: &MessageId, now: u64) {
+    /// An outgoing repair entry has been used (attached to one of our sends: `asked`),
+    /// answered for by someone else's request, or has expired. If messages in our incoming
+    /// buffer still wait for it, it stays, due again after [`retry_delay`](Self::retry_delay) —
+    /// a lost request or response is retried; otherwise it goes. Only our own requests make the
+    /// next wait longer: someone else's request cost us nothing, and many members missing the
+    /// same message would otherwise push each other's waits to the cap at once.
+    fn requeue_or_drop_repair(&mut self, id: &MessageId, now: u64, asked: bool) {
         if !self.incoming.waiters.contains_key(id) {
             self.remove_outgoing_repair(id);
             return;
         }
-        let t_req = self.t_req(id, now);
-        if let Some(e) = self.outgoing_repair.reschedule(id, t_req) {
+        let Some(retries) = self
+            .outgoing_repair
+            .get(id)
+            .map(|e| e.retries.saturating_add(u32::from(asked)))
+        else {
+            return;
+        };
+        let t_req = now.saturating_add(self.retry_delay(id, retries));
+        if let Some(e) = self
+            .outgoing_repair
+            .reschedule(id, t_req, |e| e.retries = retries)
+        {
             let saved = e.clone();
             self.store_ops.push(StoreOp::SaveOutgoingRepair(saved));
         }
+    }
+
+    /// The wait before asking again for `id` after `retries` of our requests: its T_req offset
+    /// after the first, doubled with each later one, at most T_max (or the offset itself if
+    /// that is longer). Retrying repairs a lost request or a lost answer, and the first retry
+    /// comes as soon as before; backing off keeps a gap nobody can fill from costing a request
+    /// on every send.
+    fn retry_delay(&self, id: &MessageId, retries: u32) -> u64 {
+        let offset = self.t_req_offset(id);
+        let cap = self.config.repair_t_max.max(offset);
+        let factor = 1u64
+            .checked_shl(retries.saturating_sub(1))
+            .unwrap_or(u64::MAX);
+        offset.saturating_mul(factor).min(cap)
     }
 
     fn remove_outgoing_repair(&mut self, id: &MessageId) {
@@ -1390,19 +1421,19 @@ impl Channel {
             if let Some(e) = self.outgoing_repair.get(&id) {
                 requests.push(e.entry.clone());
             }
-            self.requeue_or_drop_repair(&id, now);
+            self.requeue_or_drop_repair(&id, now, true);
         }
         requests
     }
 
     /// Handles a received message's repair requests: each requested id leaves our outgoing
-    /// repair buffer (someone asked already; if we still wait for it, it is due again one T_req
-    /// later); one we have in our log, and whose response group we are in, is scheduled for
-    /// rebroadcast at now + T_resp.
+    /// repair buffer (someone asked already; if we still wait for it, it is due again after our
+    /// current wait, which someone else's request does not lengthen); one we have in our log,
+    /// and whose response group we are in, is scheduled for rebroadcast at now + T_resp.
     fn handle_repair_requests(&mut self, msg: &SdsMessage, now: u64) {
         for r in &msg.repair_request {
             if self.outgoing_repair.contains(&r.message_id) {
-                self.requeue_or_drop_repair(&r.message_id, now);
+                self.requeue_or_drop_repair(&r.message_id, now, false);
             }
             if !self.repair_enabled()
                 || r.sender_id.is_empty()

@@ -148,10 +148,16 @@ impl<E: Timed> TimedBuffer<E> {
         Some(e)
     }
 
-    /// Moves an entry to a new due time; returns it as changed.
-    pub(crate) fn reschedule(&mut self, id: &MessageId, due: u64) -> Option<&E> {
+    /// Moves an entry to a new due time, with `update` applied to it; returns it as changed.
+    pub(crate) fn reschedule(
+        &mut self,
+        id: &MessageId,
+        due: u64,
+        update: impl FnOnce(&mut E),
+    ) -> Option<&E> {
         let e = self.entries.get_mut(id)?;
         self.order.remove(&(e.due(), id.clone()));
+        update(e);
         e.set_due(due);
         self.order.insert((due, id.clone()));
         Some(e)

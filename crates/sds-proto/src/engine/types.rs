@@ -225,6 +225,10 @@ pub struct OutgoingRepairEntry {
     pub entry: HistoryEntry,
     /// Absolute time from which the request may be sent (ms since the epoch).
     pub t_req: u64,
+    /// Requests for it we have sent (attached to our messages) while something still waited
+    /// for it. The wait before asking again is one T_req offset after the first and doubles
+    /// with each later one, up to T_max.
+    pub retries: u32,
 }
 
 /// A repair we may answer by rebroadcasting a message (SDS-R).
