@@ -150,6 +150,12 @@ func (p *Pending) CalledAt() uint64 {
 
 // Wait waits for the callback; false after timeout.
 func (p *Pending) Wait(timeout time.Duration) bool {
+	// Done already wins: a select with both cases ready would pick one at random.
+	select {
+	case <-p.done:
+		return true
+	default:
+	}
 	select {
 	case <-p.done:
 		return true
