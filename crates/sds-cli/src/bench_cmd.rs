@@ -236,6 +236,9 @@ fn run_manager(w: Workload, store: &StoreArg) -> Result<Outcome, String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let mut events = bob.subscribe();
+        bob.join_channel("bench")
+            .await
+            .map_err(|e| format!("join: {e}"))?;
         let mut wrapped = Vec::with_capacity(w.n);
         let start = Instant::now();
         for (i, payload) in w.payloads.into_iter().enumerate() {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use clap::Args;
 use sds::{
     Config, Event, ManagerConfig, MemoryPersistence, NoopPersistence, Notification, Persistence,
-    ReliabilityManager,
+    ReliabilityManager, UnjoinedChannels,
 };
 use sds_proto::engine::{LamportUnit, SendFailure};
 use sds_proto::wire::Profile;
@@ -568,6 +568,9 @@ pub(crate) fn run(args: PeerArgs) -> CmdResult {
     };
     let config = ManagerConfig {
         engine: args.config.to_config(),
+        // A driver may feed any channel: received messages open channels, bounded apart from
+        // the ones this peer sends on.
+        unjoined_channels: UnjoinedChannels::Accept { max: 256 },
         ..ManagerConfig::default()
     };
     let manager = ReliabilityManager::new(args.participant.as_str(), config, persistence)

@@ -34,7 +34,7 @@ use callbacks::{Callback, Callbacks, HintCallback, Reply};
 use config::engine_config;
 use json::error_text;
 use retained::{Retained, WITHOUT_CONTEXT};
-use sds_core::{ManagerConfig, NoopPersistence, Persistence, ReliabilityManager};
+use sds_core::{ManagerConfig, NoopPersistence, Persistence, ReliabilityManager, UnjoinedChannels};
 use sds_proto::Id;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -46,6 +46,10 @@ pub const RET_OK: c_int = 0;
 pub const RET_ERR: c_int = 1;
 /// The callback was NULL.
 pub const RET_MISSING_CALLBACK: c_int = 2;
+
+/// The most channels that received messages open (channels the application sends on, or marks
+/// dependencies met on, are counted apart): beyond it the least recently used is evicted.
+pub const REMOTE_CHANNELS: usize = 256;
 
 /// The most message ids one `SdsMarkDependenciesMet` call takes.
 pub const MAX_IDS_PER_CALL: usize = 1 << 20;
@@ -190,6 +194,11 @@ fn create(config: Value, created: Callback) -> *mut c_void {
     let sync_interval = Duration::from_millis(engine.sync_interval.max(1));
     let manager_config = ManagerConfig {
         engine,
+        // libsds has no join: as with nim-sds, a received message opens its channel. Those
+        // channels are bounded apart from the ones the application sends on.
+        unjoined_channels: UnjoinedChannels::Accept {
+            max: REMOTE_CHANNELS,
+        },
         ..ManagerConfig::default()
     };
     // Checked before a database is opened or created.

@@ -51,6 +51,8 @@ fn alice_messages() -> Vec<Bytes> {
 
 fn config() -> ManagerConfig {
     ManagerConfig {
+        // Bob takes alice's messages on any channel, as a tool would.
+        unjoined_channels: sds::UnjoinedChannels::Accept { max: 16 },
         engine: Config {
             max_message_history: 100_000,
             max_known_ids: 100_000,

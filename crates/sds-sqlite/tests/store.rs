@@ -209,6 +209,7 @@ async fn a_buffered_message_keeps_its_stored_bytes_when_delivered() {
     let path = temp_db("move");
     let store = SqliteStore::open(&path).unwrap();
     let m = ReliabilityManager::new("bob", ManagerConfig::default(), Arc::new(store)).unwrap();
+    m.join_channel("c").await.unwrap();
     let alice = alice_messages(3);
     // a1 and a2 wait for a0 in the incoming buffer.
     m.unwrap_received_message(alice[1].clone()).await.unwrap();
@@ -307,6 +308,7 @@ async fn dead_segments_are_deleted_or_compacted_and_the_live_bytes_read_back() {
         ..ManagerConfig::default()
     };
     let m = ReliabilityManager::new("bob", config, Arc::new(store.clone())).unwrap();
+    m.join_channel("c").await.unwrap();
     let alice = alice_messages(600);
     // Out of order in blocks of ten, so messages wait in the incoming buffer too; bob's own
     // messages stay unacknowledged, one in every segment or so, so dead bytes are spread

@@ -12,6 +12,7 @@
 //! let alice = ReliabilityManager::new("alice", ManagerConfig::default(), store.clone()).unwrap();
 //! let bob = ReliabilityManager::new("bob", ManagerConfig::default(), Arc::new(sds::NoopPersistence)).unwrap();
 //! let mut bob_events = bob.subscribe();
+//! bob.join_channel("chat").await.unwrap(); // messages for channels not joined are refused
 //!
 //! let wire = alice.wrap_outgoing_message(&b"hello"[..], "m1", "chat").await.unwrap();
 //! let got = bob.unwrap_received_message(wire).await.unwrap();
@@ -29,6 +30,7 @@ pub mod persistence;
 
 pub use manager::{
     HintProvider, ManagerConfig, ManagerError, ManagerResult, Notification, ReliabilityManager,
+    UnjoinedChannels,
 };
 pub use notifications::{Subscription, TryRecvError};
 pub use persistence::{
@@ -40,3 +42,7 @@ pub use sds_proto::engine::{
     Unwrapped,
 };
 pub use sds_proto::{Bytes, ChannelId, HistoryEntry, Id, MessageId, ParticipantId};
+
+/// The channel id a received message names, read without decoding the rest (nim-sds wire
+/// format), for filtering before [`ReliabilityManager::unwrap_received_message`].
+pub use sds_proto::wire::nim::extract_channel_id;

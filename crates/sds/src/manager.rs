@@ -32,6 +32,9 @@ pub struct ManagerConfig {
     /// Most channels in memory at once; a message for a new channel beyond it is refused before
     /// anything is loaded (default 1 000).
     pub max_channels: usize,
+    /// What a received message for a channel the application has not joined does (default:
+    /// refused; see [`UnjoinedChannels`]).
+    pub unjoined_channels: UnjoinedChannels,
     /// How many notifications a [`subscribe`](ReliabilityManager::subscribe)r's queue holds
     /// before newer ones are dropped and a [`Notification::Lagged`] says how many (default
     /// 4 096). The queue grows only as far as it is used.
@@ -43,9 +46,33 @@ impl Default for ManagerConfig {
         ManagerConfig {
             engine: Config::default(),
             max_channels: 1_000,
+            unjoined_channels: UnjoinedChannels::default(),
             notification_capacity: 4_096,
         }
     }
+}
+
+/// What a received message does for a channel the application has not joined.
+///
+/// The application joins a channel by sending on it, marking dependencies met on it, asking
+/// for its sync message or state, or with [`ReliabilityManager::join_channel`]; joins last while
+/// the manager runs (an application joins its channels again after a restart, and their stored
+/// state is loaded then). Joined channels are bounded by [`ManagerConfig::max_channels`]; bytes
+/// from the network can never take their places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UnjoinedChannels {
+    /// Refused with [`ManagerError::NotJoined`] before anything is loaded, created or stored.
+    #[default]
+    Refuse,
+    /// Opened, as a channel of their own kind: at most `max` of them at once, apart from the
+    /// joined ones; beyond that the least recently used is evicted (from memory and from the
+    /// store: nobody joined it) to make room. A channel opened this way becomes a joined one
+    /// when the application joins it. For tools that take any channel (the C ABI, `sds peer`).
+    Accept {
+        /// Most channels opened by received messages at once.
+        max: usize,
+    },
 }
 
 /// Why a manager call failed.
@@ -75,6 +102,13 @@ pub enum ManagerError {
     TooManyChannels {
         /// The limit.
         limit: usize,
+    },
+    /// A received message for a channel the application has not joined (see
+    /// [`UnjoinedChannels`]); nothing was loaded, created or stored.
+    #[error("channel {channel} is not joined")]
+    NotJoined {
+        /// The channel the message names.
+        channel: ChannelId,
     },
     /// The configuration cannot work.
     #[error(transparent)]
@@ -179,6 +213,31 @@ impl Slot {
     }
 }
 
+/// The channels in memory: joined ones and those opened by received messages.
+#[derive(Default)]
+struct Channels {
+    slots: HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>,
+    joined: std::collections::HashSet<ChannelId>,
+    /// Channels opened by received messages (not joined), least recently used first.
+    remote: std::collections::VecDeque<ChannelId>,
+}
+
+impl Channels {
+    /// Forgets a channel entirely (removed or evicted).
+    fn forget(&mut self, id: &ChannelId) {
+        self.slots.remove(id);
+        self.joined.remove(id);
+        self.remote.retain(|c| c != id);
+    }
+}
+
+/// Who asks for a channel: the application (joins it) or a received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    App,
+    Remote,
+}
+
 /// A locked slot whose channel is discarded if an operation panics part-way, so that it is
 /// reloaded from the store instead of used half-changed.
 struct DiscardOnPanic<'a>(tokio::sync::MutexGuard<'a, Slot>);
@@ -236,7 +295,7 @@ struct Inner {
     config: ManagerConfig,
     persistence: Arc<dyn Persistence>,
     clock: Clock,
-    channels: Mutex<HashMap<ChannelId, Arc<tokio::sync::Mutex<Slot>>>>,
+    channels: Mutex<Channels>,
     hub: Hub,
     /// Set when the last handle to the manager is dropped: periodic work stops.
     shutdown: watch::Sender<bool>,
@@ -287,7 +346,7 @@ impl std::fmt::Debug for ReliabilityManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReliabilityManager")
             .field("participant_id", &self.inner.participant_id)
-            .field("channels", &lock(&self.inner.channels).len())
+            .field("channels", &lock(&self.inner.channels).slots.len())
             .finish_non_exhaustive()
     }
 }
@@ -311,7 +370,7 @@ impl ReliabilityManager {
             config,
             persistence,
             clock: Clock::new(),
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(Channels::default()),
             hub: Hub::default(),
             shutdown: watch::channel(false).0,
             hint_provider: RwLock::new(None),
@@ -472,11 +531,18 @@ impl ReliabilityManager {
             .await
     }
 
-    /// Loads `channel` (from the store, or empty) if it is not in memory yet.
+    /// Joins `channel` (see [`join_channel`](Self::join_channel)).
     pub async fn ensure_channel(&self, channel: impl Into<ChannelId>) -> ManagerResult<()> {
         let channel = nonempty_channel(channel.into())?;
         self.on_channel("ensure_channel", channel, |_, _| Ok(()))
             .await
+    }
+
+    /// Joins `channel`: received messages for it are accepted from now on (see
+    /// [`UnjoinedChannels`]), and its stored state is loaded if it is not in memory yet. Sending
+    /// on a channel joins it too. Joins last while the manager runs.
+    pub async fn join_channel(&self, channel: impl Into<ChannelId>) -> ManagerResult<()> {
+        self.ensure_channel(channel).await
     }
 
     /// Deletes `channel`, in memory and in the store (exactly one `drop_channel`, also for a
@@ -485,13 +551,13 @@ impl ReliabilityManager {
         let channel = nonempty_channel(channel.into())?;
         let inner = self.inner.clone();
         detached(async move {
-            let slot = lock(&inner.channels).get(&channel).cloned();
+            let slot = lock(&inner.channels).slots.get(&channel).cloned();
             match slot {
                 Some(slot) => {
                     let mut guard = slot.lock().await;
                     inner.persistence.drop_channel(&channel).await?;
                     guard.discard();
-                    lock(&inner.channels).remove(&channel);
+                    lock(&inner.channels).forget(&channel);
                 }
                 None => inner.persistence.drop_channel(&channel).await?,
             }
@@ -505,7 +571,7 @@ impl ReliabilityManager {
     /// cancellation) part-way leaves the channels not yet dropped in place, each channel
     /// dropped entirely or not at all; calling again finishes.
     pub async fn reset(&self) -> ManagerResult<()> {
-        let mut ids: Vec<ChannelId> = lock(&self.inner.channels).keys().cloned().collect();
+        let mut ids: Vec<ChannelId> = lock(&self.inner.channels).slots.keys().cloned().collect();
         ids.sort();
         for id in ids {
             self.remove_channel(id).await?;
@@ -522,7 +588,7 @@ impl ReliabilityManager {
             for slot in this.slots() {
                 slot.lock().await.discard();
             }
-            lock(&this.inner.channels).clear();
+            *lock(&this.inner.channels) = Channels::default();
             *lock(&this.inner.timers) = Timers::default();
             Ok(())
         })
@@ -609,7 +675,7 @@ impl ReliabilityManager {
 
     /// Ids of the channels in memory, sorted.
     pub fn channel_ids(&self) -> Vec<ChannelId> {
-        let mut ids: Vec<ChannelId> = lock(&self.inner.channels).keys().cloned().collect();
+        let mut ids: Vec<ChannelId> = lock(&self.inner.channels).slots.keys().cloned().collect();
         ids.sort();
         ids
     }
@@ -676,11 +742,17 @@ impl ReliabilityManager {
     ) -> ManagerResult<T> {
         let inner = self.inner.clone();
         let span = tracing::debug_span!("sds", op, channel = %channel);
-        detached(async move { inner.with_channel(&channel, f).await }.instrument(span)).await
+        let origin = if op == "unwrap" {
+            Origin::Remote
+        } else {
+            Origin::App
+        };
+        detached(async move { inner.with_channel(&channel, origin, f).await }.instrument(span))
+            .await
     }
 
     fn slots(&self) -> Vec<Arc<tokio::sync::Mutex<Slot>>> {
-        lock(&self.inner.channels).values().cloned().collect()
+        lock(&self.inner.channels).slots.values().cloned().collect()
     }
 }
 
@@ -704,19 +776,67 @@ fn nonempty_channel(channel: ChannelId) -> ManagerResult<ChannelId> {
 }
 
 impl Inner {
-    fn slot(&self, id: &ChannelId) -> ManagerResult<Arc<tokio::sync::Mutex<Slot>>> {
+    /// The slot of `id`, creating it if `origin` may: joined channels up to `max_channels`,
+    /// channels opened by received messages as [`UnjoinedChannels`] says. Also returns a
+    /// channel opened by a received message that must be evicted to make room.
+    fn slot(
+        &self,
+        id: &ChannelId,
+        origin: Origin,
+    ) -> ManagerResult<(Arc<tokio::sync::Mutex<Slot>>, Option<ChannelId>)> {
         let mut channels = lock(&self.channels);
-        if let Some(slot) = channels.get(id) {
-            return Ok(slot.clone());
+        let joined = channels.joined.contains(id);
+        if origin == Origin::App && !joined {
+            let joined_now = channels.joined.len();
+            if joined_now >= self.config.max_channels {
+                return Err(ManagerError::TooManyChannels {
+                    limit: self.config.max_channels,
+                });
+            }
+            channels.joined.insert(id.clone());
+            channels.remote.retain(|c| c != id);
         }
-        if channels.len() >= self.config.max_channels {
-            return Err(ManagerError::TooManyChannels {
-                limit: self.config.max_channels,
-            });
+        if let Some(slot) = channels.slots.get(id).cloned() {
+            if origin == Origin::Remote && !joined {
+                // Most recently used last.
+                channels.remote.retain(|c| c != id);
+                channels.remote.push_back(id.clone());
+            }
+            return Ok((slot, None));
+        }
+        let mut evict = None;
+        if origin == Origin::Remote && !joined {
+            match self.config.unjoined_channels {
+                UnjoinedChannels::Refuse => {
+                    return Err(ManagerError::NotJoined {
+                        channel: id.clone(),
+                    })
+                }
+                UnjoinedChannels::Accept { max } => {
+                    if channels.remote.len() >= max.max(1) {
+                        evict = channels.remote.pop_front();
+                    }
+                    channels.remote.push_back(id.clone());
+                }
+            }
         }
         let slot = Arc::new(tokio::sync::Mutex::new(Slot::default()));
-        channels.insert(id.clone(), slot.clone());
-        Ok(slot)
+        channels.slots.insert(id.clone(), slot.clone());
+        Ok((slot, evict))
+    }
+
+    /// Removes a channel opened by a received message from memory and the store, to make room.
+    async fn evict(&self, id: &ChannelId) -> ManagerResult<()> {
+        let slot = lock(&self.channels).slots.get(id).cloned();
+        if let Some(slot) = slot {
+            let mut guard = slot.lock().await;
+            self.persistence.drop_channel(id).await?;
+            guard.discard();
+        }
+        lock(&self.channels).forget(id);
+        lock(&self.timers).set(id, None);
+        tracing::debug!(channel = %id, "channel opened by received messages evicted");
+        Ok(())
     }
 
     /// Runs one protocol operation on a channel: load it if needed, apply `f`, commit the store
@@ -724,9 +844,16 @@ impl Inner {
     async fn with_channel<T>(
         &self,
         id: &ChannelId,
+        origin: Origin,
         f: impl FnOnce(&mut Channel, u64) -> Result<T, EngineError>,
     ) -> ManagerResult<T> {
-        let slot = self.slot(id)?;
+        let (slot, evict) = self.slot(id, origin)?;
+        if let Some(victim) = evict {
+            if let Err(e) = self.evict(&victim).await {
+                lock(&self.channels).forget(id);
+                return Err(e);
+            }
+        }
         let mut guard = DiscardOnPanic(slot.lock().await);
         let now = self.clock.now_ms();
         let ch = self.loaded(id, &mut guard.0, now).await?;
@@ -808,7 +935,7 @@ impl Inner {
 
     /// Periodic work of one channel at `now`.
     async fn tick(&self, id: &ChannelId, now: u64) {
-        let slot = lock(&self.channels).get(id).cloned();
+        let slot = lock(&self.channels).slots.get(id).cloned();
         let Some(slot) = slot else {
             return;
         };

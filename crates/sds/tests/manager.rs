@@ -8,10 +8,18 @@ use async_trait::async_trait;
 use sds::{
     Bytes, Call, ChannelId, ChannelSnapshot, Config, Event, ManagerConfig, ManagerError,
     MemoryPersistence, MessageId, NoopPersistence, Notification, Persistence, PersistenceResult,
-    ReceivedKind, ReliabilityManager, StoreOp, TransmitKind,
+    ReceivedKind, ReliabilityManager, StoreOp, TransmitKind, UnjoinedChannels,
 };
 use sds_proto::wire::nim;
 use sds_proto::{HistoryEntry, SdsMessage};
+
+/// Received messages open their channels (most tests feed channels they never joined).
+fn open_channels() -> ManagerConfig {
+    ManagerConfig {
+        unjoined_channels: UnjoinedChannels::Accept { max: 1_000 },
+        ..ManagerConfig::default()
+    }
+}
 
 fn manager(name: &str, store: &MemoryPersistence) -> ReliabilityManager {
     manager_with(name, store, Config::default())
@@ -22,7 +30,7 @@ fn manager_with(name: &str, store: &MemoryPersistence, engine: Config) -> Reliab
         name,
         ManagerConfig {
             engine,
-            ..ManagerConfig::default()
+            ..open_channels()
         },
         Arc::new(store.clone()),
     )
@@ -536,7 +544,7 @@ async fn persist_09_nothing_is_announced_before_the_commit_returns() {
         gate: gate.clone(),
         loads: None,
     };
-    let m = ReliabilityManager::new("bob", ManagerConfig::default(), Arc::new(store)).unwrap();
+    let m = ReliabilityManager::new("bob", open_channels(), Arc::new(store)).unwrap();
     let mut rx = m.subscribe();
     m.ensure_channel("c").await.unwrap();
     let m2 = m.clone();
@@ -563,8 +571,7 @@ async fn persist_09_nothing_is_announced_before_the_commit_returns() {
 async fn multi_01_02_03_channels_are_isolated_and_routed_by_bytes() {
     let store = MemoryPersistence::new();
     let alice = manager("alice", &store);
-    let bob = ReliabilityManager::new("bob", ManagerConfig::default(), Arc::new(NoopPersistence))
-        .unwrap();
+    let bob = ReliabilityManager::new("bob", open_channels(), Arc::new(NoopPersistence)).unwrap();
     assert!(alice.channel_ids().is_empty());
     alice.ensure_channel("ch1").await.unwrap();
     alice.ensure_channel("ch2").await.unwrap();
@@ -612,14 +619,19 @@ async fn hostile_11_channel_limit_refuses_new_channels_without_loading() {
         Arc::new(store.clone()),
     )
     .unwrap();
-    m.ensure_channel("a").await.unwrap();
-    m.ensure_channel("b").await.unwrap();
+    m.join_channel("a").await.unwrap();
+    m.join_channel("b").await.unwrap();
     let loads = store.calls(Call::LoadChannel);
+    assert!(matches!(
+        m.join_channel("third").await.unwrap_err(),
+        ManagerError::TooManyChannels { limit: 2 }
+    ));
+    // A message for a channel nobody joined: refused before anything is loaded or created.
     let err = m
-        .unwrap_received_message(msg("m", 1, &[], "x", "third"))
+        .unwrap_received_message(msg("m", 1, &[], "x", "other"))
         .await
         .unwrap_err();
-    assert!(matches!(err, ManagerError::TooManyChannels { limit: 2 }));
+    assert!(matches!(err, ManagerError::NotJoined { .. }), "{err}");
     assert_eq!(store.calls(Call::LoadChannel), loads);
     assert_eq!(m.channel_ids().len(), 2);
     // A malformed message loads nothing either.
@@ -628,6 +640,70 @@ async fn hostile_11_channel_limit_refuses_new_channels_without_loading() {
         .await
         .is_err());
     assert_eq!(store.calls(Call::LoadChannel), loads);
+    // A joined channel takes received messages.
+    let r = m
+        .unwrap_received_message(msg("m", 1, &[], "x", "a"))
+        .await
+        .unwrap();
+    assert_eq!(r.kind, ReceivedKind::Delivered);
+}
+
+/// Received messages may open channels (a tool that takes any channel), but never take the
+/// application's places: they are bounded apart, evicted least recently used first (memory and
+/// store), and a channel the application joins stops counting as theirs.
+#[tokio::test]
+async fn channels_opened_by_received_messages_never_take_the_applications_places() {
+    let store = MemoryPersistence::new();
+    let m = ReliabilityManager::new(
+        "bob",
+        ManagerConfig {
+            max_channels: 2,
+            unjoined_channels: UnjoinedChannels::Accept { max: 3 },
+            ..ManagerConfig::default()
+        },
+        Arc::new(store.clone()),
+    )
+    .unwrap();
+    m.wrap_outgoing_message(&b"mine"[..], "a1", "app")
+        .await
+        .unwrap();
+    // A flood of channels from the network.
+    for i in 0..50 {
+        let channel = format!("spam{i}");
+        m.unwrap_received_message(msg(&format!("s{i}"), 1, &[], "x", &channel))
+            .await
+            .unwrap();
+    }
+    let ids = m.channel_ids();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert!(ids.contains(&"app".into()));
+    for i in 47..50 {
+        assert!(ids.contains(&format!("spam{i}").into()), "{ids:?}");
+    }
+    // Evicted ones are gone from the store too; the application's channel is whole.
+    assert!(store.stored(&"spam0".into()).is_none());
+    assert_eq!(m.get_outgoing("app").await.unwrap().len(), 1);
+    // The application can still join its second channel, and a received one it joins counts
+    // as its own from then on.
+    m.join_channel("app2").await.unwrap();
+    assert!(matches!(
+        m.join_channel("spam49").await.unwrap_err(),
+        ManagerError::TooManyChannels { limit: 2 }
+    ));
+    m.remove_channel("app2").await.unwrap();
+    m.join_channel("spam49").await.unwrap();
+    for i in 50..60 {
+        let channel = format!("spam{i}");
+        m.unwrap_received_message(msg(&format!("s{i}"), 1, &[], "x", &channel))
+            .await
+            .unwrap();
+    }
+    let ids = m.channel_ids();
+    assert!(
+        ids.contains(&"spam49".into()) && ids.contains(&"app".into()),
+        "{ids:?}"
+    );
+    assert_eq!(ids.len(), 5, "{ids:?}");
 }
 
 #[tokio::test]
@@ -752,7 +828,7 @@ async fn concurrent_wraps_and_unwraps_on_several_channels_stay_consistent() {
         .map(|i| {
             ReliabilityManager::new(
                 format!("s{i}"),
-                ManagerConfig::default(),
+                open_channels(),
                 Arc::new(MemoryPersistence::new()),
             )
             .unwrap()
@@ -890,7 +966,7 @@ async fn a_cancelled_operation_completes_stored_then_announced() {
             gate: gate.clone(),
             loads: Some(loads.clone()),
         };
-        let m = ReliabilityManager::new("bob", ManagerConfig::default(), Arc::new(store)).unwrap();
+        let m = ReliabilityManager::new("bob", open_channels(), Arc::new(store)).unwrap();
         let mut rx = m.subscribe();
         let call = m.unwrap_received_message(msg("m1", 1, &[], "a", "c"));
         let stopped = tokio::time::timeout(Duration::from_millis(20), call).await;

@@ -25,6 +25,7 @@ async fn operations_are_counted_and_timed() {
         Arc::new(MemoryPersistence::new()),
     )
     .unwrap();
+    bob.join_channel("c").await.unwrap();
     let m1 = alice
         .wrap_outgoing_message(&b"one"[..], "m1", "c")
         .await
