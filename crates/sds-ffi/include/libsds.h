@@ -73,6 +73,7 @@ int SdsStartPeriodicTasks(void* ctx, SdsCallBack callback, void* userData);
 //   "maxMessageHistory", "maxCausalHistory", "resendIntervalMs", "maxResendAttempts",
 //   "possibleAckThreshold", "syncIntervalMs", "lostDependencyTimeoutMs" (0: never),
 //   "repairTMinMs", "repairTMaxMs", "numResponseGroups", "maxRepairRequests",
+//   "repairCooldownMs", "maxRepairBytes",
 //   "quietSync" (bool), "filterResendAfterMs" (0: never), "lamportUnit" ("seconds", the
 //   default, as nim-sds counts, or "milliseconds").
 // An invalid configuration: NULL, and the callback gets RET_ERR with the reason.

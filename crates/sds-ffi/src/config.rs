@@ -65,6 +65,8 @@ pub fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), St
             "repairTMaxMs" => c.repair_t_max = n()?,
             "numResponseGroups" => c.num_response_groups = n()? as u32,
             "maxRepairRequests" => c.max_repair_requests = n()? as usize,
+            "repairCooldownMs" => c.repair_cooldown = Some(n()?),
+            "maxRepairBytes" => c.max_repair_bytes = n()?,
             "lamportUnit" => {
                 c.lamport_unit = Some(
                     value

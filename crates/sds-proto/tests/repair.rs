@@ -666,3 +666,74 @@ fn repair_requests_for_a_gap_that_stays_back_off() {
         .iter()
         .any(|e| e.entry.message_id == "g3" && e.retries == asked_g3));
 }
+
+/// HOSTILE (SDS-R amplification): small sync messages asking again and again for many large
+/// logged messages make a member rebroadcast at most `max_repair_requests` of them per request,
+/// each at most once per cooldown, within the byte budget; a request naming another sender than
+/// the message's own is ignored. Measured as bytes rebroadcast per hostile byte.
+#[test]
+fn repair_requests_cannot_amplify_a_hostile_members_bytes() {
+    let config = Config {
+        repair_t_min: S,
+        repair_t_max: 10 * S,
+        ..Config::default()
+    };
+    let mut bob = Channel::new("c".into(), "bob".into(), config, T0).unwrap();
+    let big = |i: usize| SdsMessage {
+        content: Bytes::from(vec![b'x'; 100_000]),
+        ..msg(&format!("big{i}"), &[], "alice")
+    };
+    for i in 0..64 {
+        bob.unwrap(enc(&big(i)), T0).unwrap();
+    }
+    let request = |round: usize, sender: &str| SdsMessage {
+        message_id: format!("sync{round}").into(),
+        content: Bytes::new(),
+        sender_id: "mallory".into(),
+        repair_request: (0..64)
+            .map(|i| HistoryEntry {
+                message_id: format!("big{i}").into(),
+                retrieval_hint: Bytes::new(),
+                sender_id: sender.into(),
+            })
+            .collect(),
+        ..msg("x", &[], "mallory")
+    };
+    let (mut hostile, mut rebroadcast, mut answers) = (0usize, 0usize, 0usize);
+    let mut now = T0 + S;
+    for round in 0..10 {
+        let bytes = enc(&request(round, "alice"));
+        hostile += bytes.len();
+        bob.unwrap(bytes, now).unwrap();
+        // Every response the request scheduled is due within T_max.
+        now += 10 * S;
+        bob.handle_timeout(now);
+        while let Some(t) = bob.poll_transmit() {
+            if t.kind == TransmitKind::Repair {
+                rebroadcast += t.bytes.len();
+                answers += 1;
+            }
+        }
+        now += S;
+    }
+    // Each request names 64 ids; 3 count, and each is answered again only after its cooldown
+    // (T_max): every other round.
+    assert!(answers <= 3 * 5, "{answers} answers");
+    assert!(
+        answers >= 3,
+        "honest-looking requests are still answered: {answers}"
+    );
+    let factor = rebroadcast as f64 / hostile as f64;
+    println!("{answers} answers: {rebroadcast} bytes rebroadcast for {hostile} hostile bytes ({factor:.1}x)");
+    // Before the guard: 64 × 100 KB per round.
+    assert!(
+        factor < 200.0,
+        "amplification {factor:.0}x ({rebroadcast} / {hostile} bytes)"
+    );
+
+    // A request naming a sender chosen by the requester is ignored.
+    let mut carol = Channel::new("c".into(), "carol".into(), Config::default(), T0).unwrap();
+    carol.unwrap(enc(&big(0)), T0).unwrap();
+    carol.unwrap(enc(&request(0, "zed")), T0 + S).unwrap();
+    assert!(carol.incoming_repair().is_empty());
+}

@@ -60,6 +60,12 @@ pub struct Config {
     /// SDS-R: most entries in each repair buffer; on overflow the entry due last is dropped
     /// (default 1 000).
     pub max_repair_buffer: usize,
+    /// SDS-R: a message we rebroadcast is not rebroadcast again, however often it is asked
+    /// for, before this long (in ms; default `None`: `repair_t_max`).
+    pub repair_cooldown: Option<u64>,
+    /// SDS-R: most bytes rebroadcast per window of `repair_t_max`; answers beyond it are
+    /// dropped (default 16 MiB).
+    pub max_repair_bytes: u64,
     /// Bounds on received messages.
     pub limits: Limits,
     /// Wire profile: layout, bloom filter and SDS-R arithmetic (default nim-sds). Ephemeral
@@ -95,6 +101,8 @@ impl Default for Config {
             num_response_groups: 1,
             max_repair_requests: 3,
             max_repair_buffer: 1_000,
+            repair_cooldown: None,
+            max_repair_bytes: 16 << 20,
             limits: Limits::default(),
             profile: Profile::NimSds,
             lamport_unit: None,

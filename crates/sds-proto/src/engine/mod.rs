@@ -30,6 +30,7 @@ mod config;
 mod known;
 mod log;
 mod profile;
+mod repair_guard;
 mod timed;
 mod types;
 
@@ -52,6 +53,7 @@ use self::known::{Known, KnownIds};
 use self::log::Log;
 pub use self::profile::{decode, ephemeral_message, EphemeralMessage, Received};
 use self::profile::{ChannelFilter, Hashes};
+use self::repair_guard::RepairGuard;
 use self::timed::TimedBuffer;
 use crate::bloom::BloomFilter;
 use crate::id::{ChannelId, MessageId, ParticipantId};
@@ -229,6 +231,8 @@ pub struct Channel {
     outgoing_repair: TimedBuffer<OutgoingRepairEntry>,
     /// SDS-R responses we may send, by T_resp.
     incoming_repair: TimedBuffer<IncomingRepairEntry>,
+    /// SDS-R: what requests can still make us rebroadcast (cooldowns, bytes per window).
+    repair_guard: RepairGuard,
     next_sync: Option<u64>,
     /// When we last received or sent anything on the channel (for [`Config::quiet_sync`]).
     last_traffic: Option<u64>,
@@ -320,6 +324,7 @@ impl Channel {
             shrunk_incoming: Vec::new(),
             outgoing_repair: TimedBuffer::default(),
             incoming_repair: TimedBuffer::default(),
+            repair_guard: RepairGuard::default(),
             next_sync: None,
             last_traffic: None,
             skipped_syncs: 0,
@@ -888,6 +893,16 @@ impl Channel {
             if let Some(e) = self.incoming_repair.remove(&id) {
                 self.store_ops
                     .push(StoreOp::RemoveIncomingRepair(id.clone()));
+                let (window, budget) = (self.config.repair_t_max, self.config.max_repair_bytes);
+                if !self
+                    .repair_guard
+                    .take_budget(e.bytes.len(), now, window, budget)
+                {
+                    continue;
+                }
+                let keep = self.config.max_message_history;
+                self.repair_guard
+                    .sent(id.clone(), now, self.repair_cooldown(), keep);
                 self.events.push_back(Event::RepairReady {
                     channel_id: self.channel_id.clone(),
                     message_id: id.clone(),
@@ -1296,6 +1311,12 @@ impl Channel {
     // ----- SDS-R ---------------------------------------------------------------------------
 
     /// SDS-R works only with a participant id: responders and groups are derived from it.
+    fn repair_cooldown(&self) -> u64 {
+        self.config
+            .repair_cooldown
+            .unwrap_or(self.config.repair_t_max)
+    }
+
     fn repair_enabled(&self) -> bool {
         !self.participant_id.is_empty()
     }
@@ -1431,19 +1452,31 @@ impl Channel {
     /// current wait, which someone else's request does not lengthen); one we have in our log,
     /// and whose response group we are in, is scheduled for rebroadcast at now + T_resp.
     fn handle_repair_requests(&mut self, msg: &SdsMessage, now: u64) {
-        for r in &msg.repair_request {
+        let cooldown = self.repair_cooldown();
+        // A request names at most as many ids as we would ask for ourselves; more are ignored.
+        for r in msg
+            .repair_request
+            .iter()
+            .take(self.config.max_repair_requests)
+        {
             if self.outgoing_repair.contains(&r.message_id) {
                 self.requeue_or_drop_repair(&r.message_id, now, false);
             }
             if !self.repair_enabled()
                 || r.sender_id.is_empty()
                 || self.incoming_repair.contains(&r.message_id)
+                || !self.repair_guard.may_schedule(&r.message_id, now, cooldown)
             {
                 continue;
             }
             let Some(logged) = self.log.get(&r.message_id) else {
                 continue;
             };
+            // The response time is derived from the original sender: a request naming another
+            // sender (which would let the requester choose who answers first) is ignored.
+            if logged.sender_id != r.sender_id {
+                continue;
+            }
             let (p, s, m) = (
                 self.participant_id.as_bytes(),
                 r.sender_id.as_bytes(),
