@@ -31,8 +31,32 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "sds", version, propagate_version = true)]
 struct Cli {
+    /// Log the library's events to stderr, filtered like RUST_LOG (for example `info`,
+    /// `sds=debug`); without it, RUST_LOG alone turns logging on.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Sends the library's `tracing` output to stderr when `--log` or RUST_LOG asks for it.
+fn init_logging(filter: Option<&str>) -> Result<(), String> {
+    let filter = match filter {
+        Some(f) => {
+            tracing_subscriber::EnvFilter::try_new(f).map_err(|e| format!("--log {f:?}: {e}"))?
+        }
+        None => match std::env::var("RUST_LOG") {
+            Ok(f) if !f.is_empty() => tracing_subscriber::EnvFilter::try_new(&f)
+                .map_err(|e| format!("RUST_LOG {f:?}: {e}"))?,
+            _ => return Ok(()),
+        },
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init()
+        .map_err(|e| format!("cannot start logging: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -79,6 +103,10 @@ fn main() -> ExitCode {
     #[cfg(unix)]
     restore_default_sigpipe();
     let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log.as_deref()) {
+        eprintln!("sds: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Wire(cmd) => wire_cmd::run(cmd),
         Command::Bloom(args) => bloom_cmd::run(args),

@@ -41,6 +41,10 @@ pub(crate) struct PeerArgs {
     /// and answered with an error.
     #[arg(long, default_value_t = 8 << 20)]
     max_line_bytes: usize,
+    /// Serve the library's metrics as Prometheus text over HTTP at this address (for example
+    /// 127.0.0.1:9184).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -540,6 +544,15 @@ fn read_line(input: &mut impl BufRead, max: usize) -> std::io::Result<Option<Lin
 }
 
 pub(crate) fn run(args: PeerArgs) -> CmdResult {
+    if let Some(addr) = args.metrics {
+        // Outside any runtime: the exporter serves from a thread of its own, also while the
+        // peer waits for its next line.
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| format!("--metrics {addr}: {e}"))?;
+        eprintln!("sds peer: metrics at http://{addr}/metrics");
+    }
     let store = match &args.store {
         Some(s) => s.clone(),
         None => {

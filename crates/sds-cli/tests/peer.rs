@@ -310,3 +310,65 @@ fn a_repair_is_broadcast_once_through_its_transmit() {
     alice.quit();
     bob.quit();
 }
+
+/// `--metrics ADDR` serves the library's metrics as Prometheus text.
+#[test]
+fn metrics_are_served_as_prometheus_text() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut p = Peer::start_with("alice", &["--metrics", &addr]);
+    p.ok("wrap chat m1 6869");
+    p.ok("wrap chat m2 6869");
+    let mut body = String::new();
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            use std::io::Read;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                .unwrap();
+            body.clear();
+            let _ = s.read_to_string(&mut body);
+            if body.contains("sds_sent_total") {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(body.contains("sds_sent_total 2"), "{body}");
+    p.quit();
+}
+
+/// `--log` shows the library's events on stderr: here a message buffered for a missing
+/// dependency, inside the operation's span.
+#[test]
+fn log_shows_the_librarys_events_on_stderr() {
+    let mut alice = Peer::start("alice");
+    alice.ok("wrap chat m1 6f6e65");
+    let m2 = alice.ok("wrap chat m2 74776f")["bytes"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    alice.quit();
+    let mut bob = Command::new(env!("CARGO_BIN_EXE_sds"))
+        .args([
+            "--log",
+            "sds=debug",
+            "peer",
+            "--participant",
+            "bob",
+            "--store",
+            "none",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(bob.stdin.take().unwrap(), "unwrap {m2}").unwrap();
+    let out = bob.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dependencies missing"), "{stderr}");
+    assert!(stderr.contains("op=\"unwrap\""), "{stderr}");
+}

@@ -143,7 +143,7 @@ pub(crate) fn quarantine(conn: &Connection, report: &DamageReport) -> rusqlite::
         conn.prepare_cached("UPDATE message SET damaged = 1 WHERE channel = ?1 AND id = ?2")?;
     for m in &report.messages {
         stmt.execute(params![m.channel.as_bytes(), m.message_id.as_bytes()])?;
-        tracing::warn!(channel = %m.channel, message = %m.message_id, kind = ?m.kind, "sqlite store: damaged message quarantined");
+        tracing::warn!(channel = %m.channel, message_id = %m.message_id, kind = ?m.kind, "sqlite store: damaged message quarantined");
     }
     Ok(())
 }

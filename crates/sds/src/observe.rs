@@ -94,7 +94,7 @@ pub(crate) fn announced(events: &[Event], transmits: &[Transmit]) {
                 ..
             } => {
                 metrics::counter!("sds_delivered_total").increment(1);
-                tracing::trace!(channel = %channel_id, message = %message_id, "delivered");
+                tracing::trace!(channel = %channel_id, message_id = %message_id, "delivered");
             }
             Event::Acknowledged { .. } => {
                 metrics::counter!("sds_acknowledged_total").increment(1);
@@ -105,7 +105,7 @@ pub(crate) fn announced(events: &[Event], transmits: &[Transmit]) {
                 missing,
             } => {
                 metrics::counter!("sds_missing_dependencies_total").increment(1);
-                tracing::debug!(channel = %channel_id, message = %message_id, missing = missing.len(), "buffered: dependencies missing");
+                tracing::debug!(channel = %channel_id, message_id = %message_id, missing = missing.len(), "buffered: dependencies missing");
             }
             Event::SendFailed {
                 channel_id,
@@ -113,11 +113,11 @@ pub(crate) fn announced(events: &[Event], transmits: &[Transmit]) {
                 reason,
             } => {
                 metrics::counter!("sds_send_failed_total").increment(1);
-                tracing::warn!(channel = %channel_id, message = %message_id, ?reason, "gave up sending");
+                tracing::warn!(channel = %channel_id, message_id = %message_id, ?reason, "gave up sending");
             }
             Event::IrretrievablyLost { channel_id, entry } => {
                 metrics::counter!("sds_irretrievably_lost_total").increment(1);
-                tracing::warn!(channel = %channel_id, message = %entry.message_id, "dependency lost for good");
+                tracing::warn!(channel = %channel_id, message_id = %entry.message_id, "dependency lost for good");
             }
             Event::RepairReady { channel_id, .. } => {
                 tracing::debug!(channel = %channel_id, "repair answered");
@@ -127,7 +127,7 @@ pub(crate) fn announced(events: &[Event], transmits: &[Transmit]) {
                 message_id,
                 error,
             } => {
-                tracing::debug!(channel = %channel_id, message = %message_id, %error, "received bloom filter ignored");
+                tracing::debug!(channel = %channel_id, message_id = %message_id, %error, "received bloom filter ignored");
             }
             _ => {}
         }
@@ -140,6 +140,6 @@ pub(crate) fn announced(events: &[Event], transmits: &[Transmit]) {
         };
         metrics::counter!("sds_transmits_total", "kind" => kind).increment(1);
         metrics::counter!("sds_bytes_out_total").increment(t.bytes.len() as u64);
-        tracing::trace!(channel = %t.channel_id, message = %t.message_id, kind, bytes = t.bytes.len(), "transmit");
+        tracing::trace!(channel = %t.channel_id, message_id = %t.message_id, kind, bytes = t.bytes.len(), "transmit");
     }
 }
