@@ -1,0 +1,778 @@
+//! The discrete-event loop: a global queue of member events and broadcasts in flight, run in
+//! windows during which groups of members proceed in parallel.
+//!
+//! No copy arrives sooner than the smallest latency after it was sent, so within a window of
+//! that length members cannot affect one another. Each window's events are handed to groups
+//! of members (one per thread), and what the groups produce is merged in an order fixed by
+//! (time, member, member's counter), never by thread: the report does not depend on the thread
+//! count.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use sds_proto::engine::{Config, Event, ReceivedKind, TransmitKind};
+use sds_proto::{Bytes, MessageId};
+
+use crate::clock::{stamp, NEVER, T0};
+use crate::member::{send_schedule, Member, Own};
+use crate::report::{Counters, MessageStats, Report, Sample, Timeline};
+use crate::scenario::Scenario;
+use crate::store::Stores;
+use crate::Error;
+
+/// An entry of the global event queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    /// An event of one member.
+    Member(usize, Own),
+    /// The next deliveries of the broadcast in this flight slot.
+    Flight(usize),
+}
+
+/// One broadcast on its way: the receivers that will get a copy, soonest first. The queue holds
+/// one entry per flight (its next delivery), not one per copy.
+struct Flight {
+    bytes: Bytes,
+    /// (arrival time, receiver), sorted.
+    arrivals: Vec<(u64, usize)>,
+    next: usize,
+    /// The message, when this is its first broadcast (a copy that finds its receiver offline
+    /// counts as missed).
+    original: Option<usize>,
+}
+
+/// The SDS-R repair requests a message we sent carries.
+fn repair_requests_in(bytes: &Bytes, config: &Config) -> u64 {
+    match sds_proto::engine::decode(bytes, config) {
+        Ok(sds_proto::engine::Received::Message(m)) => m.repair_request.len() as u64,
+        _ => 0,
+    }
+}
+
+/// Work for one member within a window.
+enum Work {
+    Deliver {
+        bytes: Bytes,
+        original: Option<usize>,
+    },
+    Own(Own),
+}
+
+struct Item {
+    at: u64,
+    key: u64,
+    member: usize,
+    work: Work,
+}
+
+/// A message sent during a window; it gets its index when the window is merged.
+struct NewMessage {
+    at: u64,
+    sender: usize,
+    /// The sender's message number.
+    number: u64,
+    id: MessageId,
+    /// Receivers whose copy of the first broadcast was lost.
+    missed: Vec<usize>,
+}
+
+/// A broadcast made during a window.
+struct NewFlight {
+    at: u64,
+    member: usize,
+    counter: u64,
+    bytes: Bytes,
+    arrivals: Vec<(u64, usize)>,
+    /// (sender, message number) when this is a message's first broadcast.
+    original: Option<(usize, u64)>,
+}
+
+enum Record {
+    Delivered(usize, usize, u64),
+    Detected(usize, usize, u64),
+    Acked(usize, u64),
+    /// An acknowledgement of a message sent in the same window (possible through a bloom
+    /// filter's false positive): (sender, message number, time).
+    AckedNew(usize, u64, u64),
+    Missed(usize, usize),
+}
+
+/// What a group of members produced during one window, applied after it.
+#[derive(Default)]
+struct Outcome {
+    /// (time, member, member counter, event) for later windows.
+    later: Vec<(u64, usize, u64, Own)>,
+    flights: Vec<NewFlight>,
+    sends: Vec<NewMessage>,
+    records: Vec<Record>,
+    counters: Counters,
+    error: Option<Error>,
+}
+
+/// Read-only during a window.
+struct Ctx<'a> {
+    scenario: &'a Scenario,
+    config: &'a Config,
+    index: &'a HashMap<MessageId, usize>,
+    stores: Option<&'a Stores>,
+    window_end: u64,
+}
+
+/// With the thread count left automatic, windows with fewer items than this run on one thread:
+/// starting threads would cost more.
+const PARALLEL_WORK: usize = 512;
+
+/// In-window events generated during the window sort after the items handed in at the same
+/// time.
+const LOCAL_KEY: u64 = 1 << 62;
+
+/// Processes one group of members (`members[i]` is member `first + i`) through a window.
+struct Part<'a, 'c> {
+    members: &'a mut [Member],
+    first: usize,
+    ctx: &'a Ctx<'c>,
+    slots: Vec<Option<Item>>,
+    heap: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    out: Outcome,
+}
+
+impl<'a, 'c> Part<'a, 'c> {
+    fn run(members: &'a mut [Member], first: usize, items: Vec<Item>, ctx: &'a Ctx<'c>) -> Outcome {
+        let heap = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| Reverse((it.at, it.key, i)))
+            .collect();
+        let mut part = Part {
+            members,
+            first,
+            ctx,
+            slots: items.into_iter().map(Some).collect(),
+            heap,
+            out: Outcome::default(),
+        };
+        while let Some(Reverse((at, _, i))) = part.heap.pop() {
+            let Some(item) = part.slots.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
+            if let Err(e) = part.step(item.member, at, item.work) {
+                part.out.error = Some(e);
+                break;
+            }
+        }
+        part.out
+    }
+
+    fn member(&mut self, p: usize) -> &mut Member {
+        &mut self.members[p - self.first]
+    }
+
+    fn schedule(&mut self, p: usize, at: u64, ev: Own) {
+        let window_end = self.ctx.window_end;
+        let m = self.member(p);
+        let counter = m.counter;
+        m.counter += 1;
+        if at < window_end {
+            self.slots.push(Some(Item {
+                at,
+                key: LOCAL_KEY + counter,
+                member: p,
+                work: Work::Own(ev),
+            }));
+            self.heap
+                .push(Reverse((at, LOCAL_KEY + counter, self.slots.len() - 1)));
+        } else {
+            self.out.later.push((at, p, counter, ev));
+        }
+    }
+
+    /// Makes sure a timer event is queued no later than the member's next deadline.
+    fn schedule_timer(&mut self, p: usize, now: u64) {
+        let m = self.member(p);
+        if let Some(t) = m.ch.poll_timeout() {
+            let t = t.max(now);
+            if m.timer_at.is_none_or(|s| t < s) {
+                m.timer_at = Some(t);
+                self.schedule(p, t, Own::Timer);
+            }
+        }
+    }
+
+    fn step(&mut self, p: usize, t: u64, work: Work) -> Result<(), Error> {
+        let scenario = self.ctx.scenario;
+        match work {
+            Work::Deliver { bytes, original } => {
+                if !self.member(p).online {
+                    if let Some(m) = original {
+                        self.out.records.push(Record::Missed(m, p));
+                    }
+                    return Ok(());
+                }
+                // Every copy on this network is well formed; one the engine refuses (for
+                // example a full incoming buffer) is simply dropped, as a real peer would.
+                let got = self.member(p).ch.unwrap(bytes, t);
+                // A copy that must wait is in the member's hands: no longer to be detected.
+                if let Ok(r) = got {
+                    if r.kind == ReceivedKind::Buffered {
+                        if let Some(&i) = self.ctx.index.get(&r.message_id) {
+                            self.out.records.push(Record::Detected(i, p, t));
+                        }
+                    }
+                }
+                self.drain(p, t)
+            }
+            Work::Own(Own::Send) => {
+                let m = self.member(p);
+                m.sends.pop();
+                let next = m.sends.last().copied();
+                if let Some(next) = next {
+                    self.schedule(p, next, Own::Send);
+                }
+                let m = self.member(p);
+                if !m.online {
+                    return Ok(());
+                }
+                let number = m.sent;
+                m.sent += 1;
+                let id = MessageId::from(format!("p{p:04}-{number}"));
+                let content = Bytes::from(format!("message {number} from p{p:04}"));
+                let bytes =
+                    m.ch.wrap(content, id.clone(), t)
+                        .map_err(|e| Error::Failed(format!("p{p:04} cannot send: {e}")))?;
+                self.out.counters.repair_requests += repair_requests_in(&bytes, self.ctx.config);
+                let missed = self.broadcast(p, &bytes, t, Some(number));
+                self.out.sends.push(NewMessage {
+                    at: t,
+                    sender: p,
+                    number,
+                    id,
+                    missed,
+                });
+                self.drain(p, t)
+            }
+            Work::Own(Own::Timer) => {
+                let m = self.member(p);
+                if m.timer_at != Some(t) {
+                    return Ok(()); // superseded by an earlier one
+                }
+                m.timer_at = None;
+                if !m.online {
+                    return Ok(());
+                }
+                if m.ch.poll_timeout().is_some_and(|d| d <= t) {
+                    m.ch.handle_timeout(t);
+                    self.drain(p, t)
+                } else {
+                    self.schedule_timer(p, t);
+                    Ok(())
+                }
+            }
+            Work::Own(Own::Offline) => {
+                let m = self.member(p);
+                m.online = false;
+                let back = (m.rng.exp(scenario.churn_offline) * 1000.0) as u64;
+                self.schedule(p, t + back.max(1), Own::Online);
+                Ok(())
+            }
+            Work::Own(Own::Online) => {
+                let m = self.member(p);
+                m.online = true;
+                m.ch.handle_timeout(t);
+                let stay = (m.rng.exp(scenario.churn_online) * 1000.0) as u64;
+                self.drain(p, t)?;
+                self.schedule(p, t + stay.max(1), Own::Offline);
+                Ok(())
+            }
+            Work::Own(Own::Restart) => {
+                self.restart(p, t)?;
+                let m = self.member(p);
+                let next = (m.rng.exp(scenario.restart_rate) * 1000.0) as u64;
+                self.schedule(p, t + next.max(1), Own::Restart);
+                Ok(())
+            }
+        }
+    }
+
+    /// Broadcasts bytes from `from` to every other member, each copy lost independently;
+    /// returns the receivers that lost it.
+    fn broadcast(
+        &mut self,
+        from: usize,
+        bytes: &Bytes,
+        now: u64,
+        original: Option<u64>,
+    ) -> Vec<usize> {
+        self.out.counters.transmissions += 1;
+        self.out.counters.bytes += bytes.len() as u64;
+        let scenario = self.ctx.scenario;
+        let m = self.member(from);
+        let (arrivals, lost) =
+            scenario
+                .network
+                .broadcast(&mut m.rng, from, scenario.participants, now);
+        let counter = m.counter;
+        m.counter += 1;
+        self.out.flights.push(NewFlight {
+            at: now,
+            member: from,
+            counter,
+            bytes: bytes.clone(),
+            arrivals,
+            original: original.map(|k| (from, k)),
+        });
+        lost
+    }
+
+    /// Drains one member's outputs after an input at `now`: its store batch is committed first.
+    fn drain(&mut self, p: usize, now: u64) -> Result<(), Error> {
+        let ctx = self.ctx;
+        let m = &mut self.members[p - self.first];
+        let ops = m.ch.take_store_ops();
+        if let Some(st) = ctx.stores {
+            if !ops.is_empty() {
+                st.apply(p, m.ch.channel_id(), &ops)?;
+            }
+        }
+        while let Some(e) = m.ch.poll_event() {
+            let record = match e {
+                Event::MessageReady { message_id, .. } => ctx
+                    .index
+                    .get(&message_id)
+                    .map(|&i| Record::Delivered(i, p, now)),
+                Event::Acknowledged { message_id, .. }
+                | Event::PossiblyAcknowledged { message_id, .. } => {
+                    match ctx.index.get(&message_id) {
+                        Some(&i) => Some(Record::Acked(i, now)),
+                        None => self
+                            .out
+                            .sends
+                            .iter()
+                            .find(|s| s.id == message_id)
+                            .map(|s| Record::AckedNew(s.sender, s.number, now)),
+                    }
+                }
+                Event::MissingDependencies { missing, .. }
+                | Event::MissingMessages { missing, .. } => {
+                    for e in missing {
+                        if let Some(&i) = ctx.index.get(&e.message_id) {
+                            self.out.records.push(Record::Detected(i, p, now));
+                        }
+                    }
+                    None
+                }
+                Event::IrretrievablyLost { .. } => {
+                    self.out.counters.irretrievably_lost += 1;
+                    None
+                }
+                _ => None,
+            };
+            self.out.records.extend(record);
+        }
+        let mut transmits = Vec::new();
+        while let Some(t) = m.ch.poll_transmit() {
+            transmits.push(t);
+        }
+        for t in transmits {
+            let c = &mut self.out.counters;
+            match t.kind {
+                TransmitKind::Resend => c.resends += 1,
+                TransmitKind::Repair => c.repairs += 1,
+                TransmitKind::Sync => {
+                    c.syncs += 1;
+                    c.repair_requests += repair_requests_in(&t.bytes, ctx.config);
+                }
+            }
+            self.broadcast(p, &t.bytes, now, None);
+        }
+        self.schedule_timer(p, now);
+        Ok(())
+    }
+
+    /// Restarts a member from its store: everything in memory is dropped and rebuilt.
+    fn restart(&mut self, p: usize, now: u64) -> Result<(), Error> {
+        let Some(st) = self.ctx.stores else {
+            return Ok(());
+        };
+        let config = self.ctx.config.clone();
+        let sync_interval = config.sync_interval;
+        let m = self.member(p);
+        let mut ch = st.restore(p, &m.ch, config, now)?;
+        ch.schedule_sync_at(Some(now + m.rng.range(0, sync_interval)));
+        m.ch = ch;
+        self.out.counters.restarts += 1;
+        self.drain(p, now)
+    }
+}
+
+/// A run in progress.
+pub(crate) struct Sim {
+    /// The scenario, its history resolved.
+    scenario: Scenario,
+    members: Vec<Member>,
+    threads: usize,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    next_event: u64,
+    flights: Vec<Option<Flight>>,
+    free_flights: Vec<usize>,
+    messages: Vec<MessageStats>,
+    index: HashMap<MessageId, usize>,
+    counters: Counters,
+    /// (virtual ms, delivered pairs, open gaps) samples for the timeline.
+    samples: Vec<(u64, u64, u64)>,
+    delivered_pairs: u64,
+    end: u64,
+    config: Config,
+    stores: Option<Stores>,
+}
+
+impl Sim {
+    pub(crate) fn new(scenario: &Scenario) -> Result<Self, Error> {
+        scenario.check()?;
+        let config = scenario.config();
+        let end_of_sends = T0 + (scenario.duration * 1000.0) as u64;
+        let end = end_of_sends + (scenario.tail * 1000.0) as u64;
+        let sends = send_schedule(
+            scenario.participants,
+            scenario.send_interval,
+            scenario.seed,
+            end_of_sends,
+            scenario.messages,
+        );
+        let mut members = Vec::with_capacity(scenario.participants);
+        for (p, sends) in sends.into_iter().enumerate() {
+            members.push(Member::new(
+                p,
+                sends,
+                &config,
+                scenario.seed,
+                scenario.repair,
+            )?);
+        }
+        let stores = match &scenario.store {
+            None => None,
+            Some(dir) => Some(Stores::open(dir, scenario.participants)?),
+        };
+        let threads = scenario.thread_count();
+        let mut scenario = scenario.clone();
+        scenario.history = scenario.resolved_history();
+        let mut sim = Sim {
+            scenario,
+            members,
+            threads,
+            queue: BinaryHeap::new(),
+            next_event: 0,
+            flights: Vec::new(),
+            free_flights: Vec::new(),
+            messages: Vec::new(),
+            index: HashMap::new(),
+            counters: Counters::default(),
+            samples: Vec::new(),
+            delivered_pairs: 0,
+            end,
+            config,
+            stores,
+        };
+        for p in 0..sim.scenario.participants {
+            if let Some(&first) = sim.members[p].sends.last() {
+                sim.push(first, Ev::Member(p, Own::Send));
+            }
+            if let Some(t) = sim.members[p].ch.poll_timeout() {
+                sim.members[p].timer_at = Some(t);
+                sim.push(t, Ev::Member(p, Own::Timer));
+            }
+            if sim.scenario.restart_rate > 0.0 {
+                let at = (sim.members[p].rng.exp(sim.scenario.restart_rate) * 1000.0) as u64;
+                sim.push(T0 + at, Ev::Member(p, Own::Restart));
+            }
+            if sim.scenario.churn_online > 0.0 {
+                let at = (sim.members[p].rng.exp(sim.scenario.churn_online) * 1000.0) as u64;
+                sim.push(T0 + at, Ev::Member(p, Own::Offline));
+            }
+        }
+        Ok(sim)
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        let id = self.next_event;
+        self.next_event += 1;
+        self.queue.push(Reverse((at, id, ev)));
+    }
+
+    fn add_flight(&mut self, flight: Flight) {
+        let Some(&(first, _)) = flight.arrivals.first() else {
+            return;
+        };
+        let slot = match self.free_flights.pop() {
+            Some(i) => {
+                self.flights[i] = Some(flight);
+                i
+            }
+            None => {
+                self.flights.push(Some(flight));
+                self.flights.len() - 1
+            }
+        };
+        self.push(first, Ev::Flight(slot));
+    }
+
+    /// Takes every event before `window_end` off the queue, as work for the member groups.
+    fn take_window(&mut self, window_end: u64, chunk: usize) -> Vec<Vec<Item>> {
+        let mut items: Vec<Vec<Item>> = (0..self.threads).map(|_| Vec::new()).collect();
+        let mut key = 0u64;
+        while let Some(&Reverse((at, _, ev))) = self.queue.peek() {
+            if at >= window_end {
+                break;
+            }
+            self.queue.pop();
+            match ev {
+                Ev::Member(p, own) => {
+                    items[p / chunk].push(Item {
+                        at,
+                        key,
+                        member: p,
+                        work: Work::Own(own),
+                    });
+                    key += 1;
+                }
+                Ev::Flight(slot) => {
+                    let Some(f) = self.flights.get_mut(slot).and_then(Option::as_mut) else {
+                        continue;
+                    };
+                    while let Some(&(t, to)) = f.arrivals.get(f.next) {
+                        if t >= window_end {
+                            break;
+                        }
+                        f.next += 1;
+                        items[to / chunk].push(Item {
+                            at: t,
+                            key,
+                            member: to,
+                            work: Work::Deliver {
+                                bytes: f.bytes.clone(),
+                                original: f.original,
+                            },
+                        });
+                        key += 1;
+                    }
+                    match f.arrivals.get(f.next) {
+                        Some(&(t, _)) => self.push(t, Ev::Flight(slot)),
+                        None => {
+                            self.flights[slot] = None;
+                            self.free_flights.push(slot);
+                        }
+                    }
+                }
+            }
+        }
+        items
+    }
+
+    /// Keeps the earliest acknowledgement of message `m`.
+    fn acked(&mut self, m: usize, at: u64) {
+        let a = &mut self.messages[m].acked_at;
+        *a = Some(a.map_or(at, |x| x.min(at)));
+    }
+
+    /// Applies what the member groups produced, in an order that does not depend on them.
+    fn merge(&mut self, outcomes: Vec<Outcome>) -> Result<(), Error> {
+        let n = self.scenario.participants;
+        let mut sends = Vec::new();
+        let mut flights = Vec::new();
+        let mut later = Vec::new();
+        let mut records = Vec::new();
+        for o in outcomes {
+            if let Some(e) = o.error {
+                return Err(e);
+            }
+            self.counters.add(&o.counters);
+            sends.extend(o.sends);
+            flights.extend(o.flights);
+            later.extend(o.later);
+            records.push(o.records);
+        }
+        sends.sort_unstable_by_key(|s| (s.at, s.sender, s.number));
+        let mut numbered: HashMap<(usize, u64), usize> = HashMap::new();
+        for s in sends {
+            let m = self.messages.len();
+            let mut delivered = vec![NEVER; n];
+            delivered[s.sender] = stamp(s.at);
+            let mut missed = vec![false; n];
+            for q in s.missed {
+                missed[q] = true;
+            }
+            self.delivered_pairs += 1;
+            self.messages.push(MessageStats {
+                sender: s.sender,
+                sent_at: s.at,
+                acked_at: None,
+                delivered,
+                missed,
+                detected: vec![NEVER; n],
+            });
+            self.index.insert(s.id, m);
+            numbered.insert((s.sender, s.number), m);
+        }
+        for r in records.into_iter().flatten() {
+            match r {
+                Record::Delivered(m, p, at) => {
+                    let stats = &mut self.messages[m];
+                    if stats.delivered[p] == NEVER {
+                        stats.delivered[p] = stamp(at);
+                        self.delivered_pairs += 1;
+                    }
+                    if stats.detected[p] == NEVER {
+                        stats.detected[p] = stamp(at);
+                    }
+                }
+                Record::Detected(m, p, at) => {
+                    let d = &mut self.messages[m].detected[p];
+                    if *d == NEVER {
+                        *d = stamp(at);
+                    }
+                }
+                Record::Acked(m, at) => self.acked(m, at),
+                Record::AckedNew(sender, number, at) => {
+                    if let Some(&m) = numbered.get(&(sender, number)) {
+                        self.acked(m, at);
+                    }
+                }
+                Record::Missed(m, p) => self.messages[m].missed[p] = true,
+            }
+        }
+        // Queue order for what comes next: by time, then member and member counter.
+        enum Next {
+            Own(Own),
+            Flight(Flight),
+        }
+        let mut next: Vec<(u64, usize, u64, Next)> = later
+            .into_iter()
+            .map(|(at, p, c, ev)| (at, p, c, Next::Own(ev)))
+            .collect();
+        for f in flights {
+            let original = f.original.and_then(|k| numbered.get(&k).copied());
+            let first = f.arrivals.first().map_or(f.at, |&(t, _)| t);
+            next.push((
+                first,
+                f.member,
+                f.counter,
+                Next::Flight(Flight {
+                    bytes: f.bytes,
+                    arrivals: f.arrivals,
+                    next: 0,
+                    original,
+                }),
+            ));
+        }
+        next.sort_unstable_by_key(|&(at, p, c, _)| (at, p, c));
+        for (at, p, _, ev) in next {
+            match ev {
+                Next::Own(own) => self.push(at, Ev::Member(p, own)),
+                Next::Flight(f) => self.add_flight(f),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs to the end, telling `progress` the virtual second reached now and then.
+    pub(crate) fn run(&mut self, progress: &mut dyn FnMut(u64)) -> Result<(), Error> {
+        let sample_every = 1_000u64.max((self.end - T0) / 400);
+        let mut next_sample = T0;
+        let mut last_progress = T0;
+        let window = self.scenario.network.latency_min.max(1);
+        let chunk = self.scenario.participants.div_ceil(self.threads);
+        while let Some(&Reverse((start, _, _))) = self.queue.peek() {
+            if start > self.end {
+                break;
+            }
+            while next_sample <= start {
+                self.sample(next_sample);
+                next_sample += sample_every;
+            }
+            if start - last_progress >= 1_000 {
+                progress((start - T0) / 1_000);
+                last_progress = start;
+            }
+            let window_end = (start + window).min(self.end + 1);
+            let mut items = self.take_window(window_end, chunk);
+            let ctx = Ctx {
+                scenario: &self.scenario,
+                config: &self.config,
+                index: &self.index,
+                stores: self.stores.as_ref(),
+                window_end,
+            };
+            let work: usize = items.iter().map(Vec::len).sum();
+            let outcomes: Vec<Outcome> = if self.threads == 1 {
+                vec![Part::run(
+                    &mut self.members,
+                    0,
+                    items.pop().unwrap_or_default(),
+                    &ctx,
+                )]
+            } else if self.scenario.threads == 0 && work < PARALLEL_WORK {
+                // Not worth a thread: the groups run one after the other (same result).
+                self.members
+                    .chunks_mut(chunk)
+                    .zip(items)
+                    .enumerate()
+                    .map(|(i, (members, items))| Part::run(members, i * chunk, items, &ctx))
+                    .collect()
+            } else {
+                std::thread::scope(|s| {
+                    let mut groups = self.members.chunks_mut(chunk).zip(items).enumerate();
+                    // The first group runs here, the others on their own threads.
+                    let here = groups.next();
+                    let handles: Vec<_> = groups
+                        .map(|(i, (members, items))| {
+                            let ctx = &ctx;
+                            s.spawn(move || Part::run(members, i * chunk, items, ctx))
+                        })
+                        .collect();
+                    let mut outcomes = Vec::with_capacity(handles.len() + 1);
+                    if let Some((_, (members, items))) = here {
+                        outcomes.push(Part::run(members, 0, items, &ctx));
+                    }
+                    for h in handles {
+                        outcomes.push(h.join().unwrap_or_else(|_| Outcome {
+                            error: Some(Error::Failed("a simulation thread failed".into())),
+                            ..Outcome::default()
+                        }));
+                    }
+                    outcomes
+                })
+            };
+            self.merge(outcomes)?;
+        }
+        self.sample(self.end);
+        Ok(())
+    }
+
+    fn sample(&mut self, at: u64) {
+        let n = self.scenario.participants as u64;
+        let open = self.messages.len() as u64 * n - self.delivered_pairs;
+        self.samples.push((at - T0, self.delivered_pairs, open));
+    }
+
+    /// The report of the finished run.
+    pub(crate) fn report(&self) -> Report {
+        let samples = self
+            .samples
+            .iter()
+            .map(|&(at_ms, delivered_pairs, open_gaps)| Sample {
+                at_ms,
+                delivered_pairs,
+                open_gaps,
+                sent_so_far: self
+                    .messages
+                    .iter()
+                    .filter(|m| m.sent_at - T0 <= at_ms)
+                    .count(),
+            })
+            .collect();
+        let timeline = Timeline {
+            span_ms: self.end - T0,
+            samples,
+        };
+        Report::new(&self.scenario, &self.messages, &self.counters, timeline)
+    }
+}
