@@ -12,8 +12,8 @@ use sds_proto::Bytes;
 use sds_sqlite::SqliteStore;
 use serde_json::json;
 
-use crate::rng::Rng;
 use crate::CmdResult;
+use sds_sim::Rng;
 
 #[derive(Subcommand)]
 pub(crate) enum BenchCommand {

@@ -14,7 +14,6 @@
 mod bench_cmd;
 mod bloom_cmd;
 mod peer_cmd;
-mod rng;
 mod sim_cmd;
 mod wire_cmd;
 
