@@ -33,7 +33,7 @@ mod store;
 pub use network::Network;
 pub use report::Report;
 pub use rng::Rng;
-pub use scenario::Scenario;
+pub use scenario::{Hostility, Role, Scenario};
 
 /// Why a run did not happen or did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::clock::{unstamp, Stamp, NEVER};
-use crate::scenario::Scenario;
+use crate::scenario::{Role, Scenario};
 
 /// Everything measured about one message.
 pub(crate) struct MessageStats {
@@ -78,9 +78,131 @@ pub struct Report {
     pub eventual_consistency: EventualConsistency,
     /// What went over the bus.
     pub wire: Wire,
+    /// The outcomes among honest members alone, when the scenario has hostile ones (absent
+    /// otherwise, also from the JSON form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub honest: Option<Honest>,
     /// Delivered and open pairs over virtual time, for a plot.
     #[serde(skip)]
     pub timeline: Timeline,
+}
+
+/// The outcomes among honest members: messages honest members sent, as received by honest
+/// members.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Honest {
+    /// Honest members.
+    pub members: usize,
+    /// What they achieved among themselves.
+    pub outcomes: Outcomes,
+}
+
+/// Delivery, acknowledgement, detection and consistency among a set of members (the fields of
+/// the same names in [`Report`], for all members).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcomes {
+    /// Messages sent by the set's members.
+    pub messages_sent: usize,
+    /// (message, receiver in the set other than its sender) pairs delivered.
+    pub deliveries: usize,
+    /// Every message sent, to every other member of the set.
+    pub expected_deliveries: usize,
+    /// `deliveries` / `expected_deliveries`.
+    pub completeness: f64,
+    /// Messages that every member of the set delivered.
+    pub messages_everywhere: usize,
+    /// When senders heard of acknowledgements.
+    pub acknowledgement: Acknowledgement,
+    /// Pairs whose first broadcast was lost or found the receiver offline.
+    pub missed_on_first_broadcast: usize,
+    /// When receivers that lost a first broadcast learned of the message.
+    pub missing_detection: MissingDetection,
+    /// When every member of the set had a message.
+    pub eventual_consistency: EventualConsistency,
+}
+
+impl Outcomes {
+    /// The outcomes among the members `p` for which `within[p]`.
+    fn new(messages: &[MessageStats], within: &[bool], s_ms: f64) -> Outcomes {
+        let members = within.iter().filter(|w| **w).count();
+        let messages: Vec<&MessageStats> = messages.iter().filter(|m| within[m.sender]).collect();
+        let sent = messages.len();
+        let pairs = sent * (members - 1);
+        let delivered: usize = messages
+            .iter()
+            .map(|m| {
+                m.delivered
+                    .iter()
+                    .enumerate()
+                    .filter(|(q, d)| *q != m.sender && within[*q] && **d != NEVER)
+                    .count()
+            })
+            .sum();
+        let mut ack: Vec<f64> = Vec::new();
+        let mut never_acked = 0usize;
+        let mut detect: Vec<f64> = Vec::new();
+        let mut missed_pairs = 0usize;
+        let mut undetected = 0usize;
+        let mut consistency: Vec<f64> = Vec::new();
+        for m in &messages {
+            match m.acked_at {
+                Some(t) => ack.push((t - m.sent_at) as f64),
+                None => never_acked += 1,
+            }
+            for (q, _) in within.iter().enumerate().filter(|(_, w)| **w) {
+                if m.missed[q] {
+                    missed_pairs += 1;
+                    match unstamp(m.detected[q]) {
+                        Some(t) => detect.push((t - m.sent_at) as f64),
+                        None => undetected += 1,
+                    }
+                }
+            }
+            let times = || {
+                m.delivered
+                    .iter()
+                    .zip(within)
+                    .filter(|(_, w)| **w)
+                    .map(|(d, _)| *d)
+            };
+            if times().all(|d| d != NEVER) {
+                let last = times().filter_map(unstamp).max().unwrap_or(m.sent_at);
+                consistency.push((last - m.sent_at) as f64);
+            }
+        }
+        // Detection counts every missed pair; an undetected one never meets the requirement.
+        let detection_within = {
+            let ok = detect.iter().filter(|x| **x <= 3.0 * s_ms).count();
+            ok as f64 / missed_pairs.max(1) as f64
+        };
+        let consistent_within = {
+            let ok = consistency.iter().filter(|x| **x <= 6.0 * s_ms).count();
+            ok as f64 / sent.max(1) as f64
+        };
+        Outcomes {
+            messages_sent: sent,
+            deliveries: delivered,
+            expected_deliveries: pairs,
+            completeness: delivered as f64 / pairs.max(1) as f64,
+            messages_everywhere: consistency.len(),
+            acknowledgement: Acknowledgement {
+                never_acknowledged: never_acked,
+                latency: latency(&mut ack, Some(1.0), s_ms),
+            },
+            missed_on_first_broadcast: missed_pairs,
+            missing_detection: MissingDetection {
+                undetected,
+                latency: latency(&mut detect, Some(3.0), s_ms),
+                fraction_detected_within_requirement: detection_within,
+            },
+            eventual_consistency: EventualConsistency {
+                latency: latency(&mut consistency, Some(6.0), s_ms),
+                fraction_consistent_within_requirement: consistent_within,
+            },
+        }
+    }
 }
 
 /// The scenario as it ran (the history resolved), in the report.
@@ -258,57 +380,15 @@ impl Report {
     ) -> Report {
         let n = scenario.participants;
         let s_ms = scenario.send_interval * 1000.0;
-        let sent = messages.len();
-        let pairs = sent * (n - 1);
-        let delivered: usize = messages
-            .iter()
-            .map(|m| {
-                m.delivered
-                    .iter()
-                    .enumerate()
-                    .filter(|(q, d)| *q != m.sender && **d != NEVER)
-                    .count()
-            })
-            .sum();
-        let mut ack: Vec<f64> = Vec::new();
-        let mut never_acked = 0usize;
-        let mut detect: Vec<f64> = Vec::new();
-        let mut missed_pairs = 0usize;
-        let mut undetected = 0usize;
-        let mut consistency: Vec<f64> = Vec::new();
-        for m in messages {
-            match m.acked_at {
-                Some(t) => ack.push((t - m.sent_at) as f64),
-                None => never_acked += 1,
+        let all = Outcomes::new(messages, &vec![true; n], s_ms);
+        let honest = (scenario.hostile_members() > 0).then(|| {
+            let within: Vec<bool> = (0..n).map(|p| scenario.role(p) == Role::Honest).collect();
+            Honest {
+                members: n - scenario.hostile_members(),
+                outcomes: Outcomes::new(messages, &within, s_ms),
             }
-            for q in 0..n {
-                if m.missed[q] {
-                    missed_pairs += 1;
-                    match unstamp(m.detected[q]) {
-                        Some(t) => detect.push((t - m.sent_at) as f64),
-                        None => undetected += 1,
-                    }
-                }
-            }
-            if m.delivered.iter().all(|d| *d != NEVER) {
-                let last = m
-                    .delivered
-                    .iter()
-                    .filter_map(|d| unstamp(*d))
-                    .max()
-                    .unwrap_or(m.sent_at);
-                consistency.push((last - m.sent_at) as f64);
-            }
-        }
-        // Detection counts every missed pair; an undetected one never meets the requirement.
-        let detection_within = {
-            let ok = detect.iter().filter(|x| **x <= 3.0 * s_ms).count();
-            ok as f64 / missed_pairs.max(1) as f64
-        };
-        let consistent_within = {
-            let ok = consistency.iter().filter(|x| **x <= 6.0 * s_ms).count();
-            ok as f64 / sent.max(1) as f64
-        };
+        });
+        let (delivered, sent) = (all.deliveries, all.messages_sent);
         let net = &scenario.network;
         Report {
             parameters: Parameters {
@@ -328,25 +408,15 @@ impl Report {
                 history: scenario.history,
                 seed: scenario.seed,
             },
-            messages_sent: sent,
-            deliveries: delivered,
-            expected_deliveries: pairs,
-            completeness: delivered as f64 / pairs.max(1) as f64,
-            messages_everywhere: consistency.len(),
-            acknowledgement: Acknowledgement {
-                never_acknowledged: never_acked,
-                latency: latency(&mut ack, Some(1.0), s_ms),
-            },
-            missed_on_first_broadcast: missed_pairs,
-            missing_detection: MissingDetection {
-                undetected,
-                latency: latency(&mut detect, Some(3.0), s_ms),
-                fraction_detected_within_requirement: detection_within,
-            },
-            eventual_consistency: EventualConsistency {
-                latency: latency(&mut consistency, Some(6.0), s_ms),
-                fraction_consistent_within_requirement: consistent_within,
-            },
+            messages_sent: all.messages_sent,
+            deliveries: all.deliveries,
+            expected_deliveries: all.expected_deliveries,
+            completeness: all.completeness,
+            messages_everywhere: all.messages_everywhere,
+            acknowledgement: all.acknowledgement,
+            missed_on_first_broadcast: all.missed_on_first_broadcast,
+            missing_detection: all.missing_detection,
+            eventual_consistency: all.eventual_consistency,
             wire: Wire {
                 transmissions: counters.transmissions,
                 bytes: counters.bytes,
@@ -357,6 +427,7 @@ impl Report {
                 repair_requests: counters.repair_requests,
                 syncs: counters.syncs,
             },
+            honest,
             timeline,
         }
     }

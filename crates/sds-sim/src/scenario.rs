@@ -9,6 +9,25 @@ use sds_proto::wire::Profile;
 use crate::network::Network;
 use crate::Error;
 
+/// What a member is in a scenario.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Follows the protocol and is measured in the report's honest section.
+    #[default]
+    Honest,
+    /// A hostile member of this kind: left out of the report's honest section.
+    Hostile(Hostility),
+}
+
+/// The kinds of hostile member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Hostility {
+    /// Behaves exactly as an honest member: hostile only in the report's accounting, a baseline
+    /// against which kinds that attack can be compared.
+    Conforming,
+}
+
 /// The parameters of one simulation run. The same scenario (seed included) gives the same
 /// [`Report`](crate::Report), whatever the thread count.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +78,8 @@ pub struct Scenario {
     /// Threads that run members in parallel (0: one per core, used for busy windows only;
     /// always 1 with a store). The report does not depend on it.
     pub threads: usize,
+    /// The role of each member by index; members past its end are honest (empty: everyone).
+    pub roles: Vec<Role>,
 }
 
 impl Default for Scenario {
@@ -83,6 +104,7 @@ impl Default for Scenario {
             store: None,
             restart_rate: 0.0,
             threads: 0,
+            roles: Vec::new(),
         }
     }
 }
@@ -91,6 +113,18 @@ impl Scenario {
     /// Virtual milliseconds the run covers: the sending period and the tail.
     pub fn span_ms(&self) -> u64 {
         (self.duration * 1000.0) as u64 + (self.tail * 1000.0) as u64
+    }
+
+    /// The role of member `p`.
+    pub fn role(&self, p: usize) -> Role {
+        self.roles.get(p).copied().unwrap_or_default()
+    }
+
+    /// Members with a hostile role.
+    pub fn hostile_members(&self) -> usize {
+        (0..self.participants)
+            .filter(|&p| self.role(p) != Role::Honest)
+            .count()
     }
 
     /// Refuses impossible settings.
@@ -117,6 +151,12 @@ impl Scenario {
         }
         if self.repair_t_min < 0.0 || self.repair_t_max < self.repair_t_min {
             return refuse("repair-t-max must be at least repair-t-min, both not negative");
+        }
+        if self.roles.len() > self.participants {
+            return refuse("more roles than participants");
+        }
+        if self.participants - self.hostile_members() < 2 {
+            return refuse("a simulation needs at least 2 honest participants");
         }
         if self.restart_rate > 0.0 && self.store.is_none() {
             return refuse("--restart-rate needs --store sqlite:DIR to restart from");
