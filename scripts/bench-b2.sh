@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 dir=${2:-$(mktemp -d)}
 cargo build --release -q -p sds-cli
+sds=${CARGO_TARGET_DIR:-target}/release/sds
 out=$(mktemp)
 # No-op runs first: a durable run leaves gigabytes of dirty pages behind, and a run right after
 # it pays for their writeback and for reclaiming page cache.
@@ -15,7 +16,7 @@ for store in noop "sqlite:$dir/b2.db"; do
   for order in in-order random; do
     for _ in $(seq "$runs"); do
       sync
-      ./target/release/sds bench pipeline --n 20000 --order "$order" --store "$store" >>"$out"
+      "$sds" bench pipeline --n 20000 --order "$order" --store "$store" >>"$out"
     done
   done
 done
