@@ -21,7 +21,10 @@ pub(crate) struct Db {
     pub(crate) wal: PathBuf,
     /// The running job's notice, given just before its commit (see [`reply`]).
     pub(crate) soon: Option<Arc<dyn reply::Soon>>,
-    /// Whether commits are quick enough for a notice (no fsync per commit).
+    /// Whether jobs give their task notice before the commit ([`Options::spin`] and no fsync
+    /// per commit).
+    ///
+    /// [`Options::spin`]: crate::Options::spin
     pub(crate) notice: bool,
     /// What loading does about damaged bytes.
     pub(crate) on_damage: OnDamage,
@@ -31,21 +34,34 @@ pub(crate) struct Db {
 
 pub(crate) type Job = Box<dyn FnOnce(&mut Db) + Send>;
 
-/// How long the connection thread keeps looking for the next job before it sleeps. Callers
-/// that run operation after operation (a busy channel) then find it awake: waking a sleeping
-/// thread costs more than an operation's own statements.
+/// With [`Options::spin`](crate::Options::spin), how long the connection thread keeps looking
+/// for the next job before it sleeps. Callers that run operation after operation (a busy
+/// channel) then find it awake: waking a sleeping thread costs more than an operation's own
+/// statements.
 pub(crate) const STAY_AWAKE: std::time::Duration = std::time::Duration::from_micros(50);
 
-/// The next job, or `None` once every handle to the store is gone.
-pub(crate) fn next_job(rx: &std_mpsc::Receiver<Job>) -> Option<Job> {
+/// Turns of the busy-wait loops (here and in [`reply`]) since the process started: a test
+/// checks that a store opened without [`Options::spin`](crate::Options::spin) has none.
+pub(crate) static SPINS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one turn of a busy-wait loop.
+pub(crate) fn spun() {
+    SPINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::hint::spin_loop();
+}
+
+/// The next job, or `None` once every handle to the store is gone. Looks for it for
+/// `stay_awake` before sleeping (zero: sleeps at once).
+pub(crate) fn next_job(
+    rx: &std_mpsc::Receiver<Job>,
+    stay_awake: std::time::Duration,
+) -> Option<Job> {
     let since = std::time::Instant::now();
     loop {
         match rx.try_recv() {
             Ok(job) => return Some(job),
             Err(std_mpsc::TryRecvError::Disconnected) => return None,
-            Err(std_mpsc::TryRecvError::Empty) if since.elapsed() < STAY_AWAKE => {
-                std::hint::spin_loop();
-            }
+            Err(std_mpsc::TryRecvError::Empty) if since.elapsed() < stay_awake => spun(),
             Err(std_mpsc::TryRecvError::Empty) => return rx.recv().ok(),
         }
     }

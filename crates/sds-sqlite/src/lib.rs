@@ -11,9 +11,9 @@
 //!   [`Durability::Full`] also survives those, at the cost of an fsync per operation.
 //! * One dedicated thread owns the connection; async callers send it work and await the result,
 //!   so SQLite never blocks a tokio worker. A second thread, with its own connection, copies
-//!   the WAL into the database (checkpoints) while operations go on. Just before a commit
-//!   (with [`Durability::Normal`]) the waiting task is woken, so its wake-up overlaps the
-//!   commit; a task woken that way waits at most 60 µs for the answer before it sleeps again.
+//!   the WAL into the database (checkpoints) while operations go on. No thread busy-waits
+//!   unless [`Options::spin`] asks for it (lower latency for back-to-back operations, at the
+//!   cost of CPU time: see there).
 //! * A message's bytes (about 19 KB at default settings) are stored once per channel, however
 //!   many places refer to them (log, outgoing buffer, incoming buffer, repair responses), and
 //!   released with the last reference. Bytes over 1 KiB are not written into the database
@@ -99,6 +99,17 @@ pub struct Options {
     /// What to do about message bytes that are missing or damaged: refuse (the default) or
     /// quarantine the messages. Nothing is deleted either way (see [`OnDamage`]).
     pub on_damage: OnDamage,
+    /// Busy-wait to shave the latency of back-to-back operations. Off by default: no thread
+    /// of the store ever spins, and an idle store uses no CPU.
+    ///
+    /// On, the connection thread keeps polling for the next job for 50 µs after each one, and
+    /// (with [`Durability::Normal`]) gives the waiting task notice just before its commit, after
+    /// which the task polls for up to 60 µs for the answer instead of sleeping. Where waking a
+    /// sleeping thread is slow (idle virtual CPUs that halt: ~22 µs a wake-up), this hides two
+    /// wake-ups per operation and raises the rate of operations issued one after another (see
+    /// `docs/BENCHMARKS.md`, B2), at the cost of up to ~110 µs of CPU burnt per operation, which
+    /// on a phone is battery.
+    pub spin: bool,
 }
 
 impl Default for Options {
@@ -107,6 +118,7 @@ impl Default for Options {
             durability: Durability::default(),
             segment_bytes: 64 << 20,
             on_damage: OnDamage::default(),
+            spin: false,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The answer of the connection thread to one job, with an early notice.
 //!
 //! Waking a task whose thread sleeps costs tens of microseconds on some machines (a virtual
-//! CPU that halts when idle) — a quarter of an operation. So the connection thread says
-//! *soon* just before it commits: the task wakes while the commit runs and, finding the
-//! answer not there yet, waits for it briefly ([`SPIN`]) before it sleeps again. The wait
-//! is bounded, and only follows the notice, so a task never spins on a long operation.
+//! CPU that halts when idle) — a quarter of an operation. So, with
+//! [`Options::spin`](crate::Options::spin), the connection thread says *soon* just before it
+//! commits: the task wakes while the commit runs and, finding the answer not there yet, waits
+//! for it busily ([`SPIN`]) before it sleeps again. The wait is bounded, and only follows the
+//! notice, so a task never spins on a long operation; without the option no notice is given
+//! and a task never spins at all.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -133,7 +135,7 @@ impl<T> Future for Reply<T> {
             if s.soon {
                 if since.elapsed() < SPIN {
                     drop(s);
-                    std::hint::spin_loop();
+                    crate::connection::spun();
                     continue;
                 }
                 // Waited once after the notice: sleep until the answer's wake-up.

@@ -11,7 +11,9 @@ use sds::persistence::{PersistenceError, PersistenceResult};
 use sds::{ChannelId, MessageId, StoreOp};
 
 use crate::bytes::release_bytes;
-use crate::connection::{checkpoint, next_job, note_wal_size, Db, Job, WalAction, WalWatch};
+use crate::connection::{
+    checkpoint, next_job, note_wal_size, Db, Job, WalAction, WalWatch, STAY_AWAKE,
+};
 use crate::damage::{self, DamageReport, OnDamage};
 use crate::identity::{self, Mismatch, Pairing};
 use crate::segments::Segments;
@@ -191,13 +193,18 @@ impl SqliteStore {
                     segments,
                     wal,
                     soon: None,
-                    notice: durability == Durability::Normal,
+                    notice: durability == Durability::Normal && options.spin,
                     on_damage: options.on_damage,
                     damage: quarantined,
                 };
                 let mut wal = WalWatch::default();
                 // Runs until every handle to the store is dropped.
-                while let Some(job) = next_job(&rx) {
+                let stay_awake = if options.spin {
+                    STAY_AWAKE
+                } else {
+                    std::time::Duration::ZERO
+                };
+                while let Some(job) = next_job(&rx, stay_awake) {
                     job(&mut db);
                     match wal.after_job() {
                         WalAction::None => {}
@@ -405,4 +412,49 @@ pub(crate) fn open_segments(
         identity::set_directory(&dir, &id).map_err(io)?;
     }
     Ok((segments, damage))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use sds::persistence::Persistence;
+
+    use super::*;
+    use crate::connection::SPINS;
+
+    /// Operations with pauses between them, as an application issues them: each finds the
+    /// connection thread idle.
+    async fn paced_operations(store: &SqliteStore) {
+        for i in 0..40 {
+            store.save_lamport(&"c".into(), i).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_thread_spins_unless_asked_to() {
+        let dir = std::env::temp_dir().join(format!("sds-spin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let before = SPINS.load(Ordering::Relaxed);
+        {
+            let store = SqliteStore::open(dir.join("quiet.db")).unwrap();
+            paced_operations(&store).await;
+        }
+        assert_eq!(
+            SPINS.load(Ordering::Relaxed),
+            before,
+            "a default store spun"
+        );
+        let options = Options {
+            spin: true,
+            ..Options::default()
+        };
+        let store = SqliteStore::open_with_options(dir.join("spin.db"), options).unwrap();
+        paced_operations(&store).await;
+        assert!(SPINS.load(Ordering::Relaxed) > before, "spin had no effect");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
