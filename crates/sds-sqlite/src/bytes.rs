@@ -20,7 +20,6 @@ pub(crate) fn compact(
     segments: &mut Segments,
     seg: u32,
 ) -> Result<(), WriteError> {
-    segments.moving(seg);
     let rows: Vec<(Vec<u8>, Vec<u8>, Loc)> = tx
         .prepare("SELECT channel, id, off, len, crc FROM message WHERE seg = ?1")?
         .query_map(params![seg], |r| {

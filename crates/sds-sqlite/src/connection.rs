@@ -2,9 +2,13 @@
 //! a time, keeps the segment files in step with each transaction, and decides when the WAL is
 //! checkpointed.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction};
 use sds::persistence::{PersistenceError, PersistenceResult};
@@ -12,13 +16,14 @@ use sds::persistence::{PersistenceError, PersistenceResult};
 use crate::bytes::compact;
 use crate::damage::{DamageReport, OnDamage};
 use crate::reply;
-use crate::segments::Segments;
+use crate::segments::{Segments, Unsynced};
 
 /// What the connection thread owns.
 pub(crate) struct Db {
     pub(crate) conn: Connection,
     pub(crate) segments: Segments,
-    pub(crate) wal: PathBuf,
+    /// Commits counted, and how many are durable.
+    pub(crate) progress: Arc<Progress>,
     /// The running job's notice, given just before its commit (see [`reply`]).
     pub(crate) soon: Option<Arc<dyn reply::Soon>>,
     /// Whether jobs give their task notice before the commit ([`Options::spin`] and no fsync
@@ -50,20 +55,100 @@ pub(crate) fn spun() {
     std::hint::spin_loop();
 }
 
-/// The next job, or `None` once every handle to the store is gone. Looks for it for
-/// `stay_awake` before sleeping (zero: sleeps at once).
+/// What the connection thread wakes up for.
+pub(crate) enum Next {
+    /// A job.
+    Job(Job),
+    /// The time it was given came with no job.
+    Due,
+    /// Every handle to the store is gone.
+    Closed,
+}
+
+/// Waits for the next job until `due` (or for ever). Looks for it for `stay_awake` before
+/// sleeping (zero: sleeps at once).
 pub(crate) fn next_job(
     rx: &std_mpsc::Receiver<Job>,
-    stay_awake: std::time::Duration,
-) -> Option<Job> {
-    let since = std::time::Instant::now();
+    stay_awake: Duration,
+    due: Option<Instant>,
+) -> Next {
+    let since = Instant::now();
     loop {
         match rx.try_recv() {
-            Ok(job) => return Some(job),
-            Err(std_mpsc::TryRecvError::Disconnected) => return None,
+            Ok(job) => return Next::Job(job),
+            Err(std_mpsc::TryRecvError::Disconnected) => return Next::Closed,
             Err(std_mpsc::TryRecvError::Empty) if since.elapsed() < stay_awake => spun(),
-            Err(std_mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+            Err(std_mpsc::TryRecvError::Empty) => break,
         }
+    }
+    let Some(due) = due else {
+        return rx.recv().map_or(Next::Closed, Next::Job);
+    };
+    match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+        Ok(job) => Next::Job(job),
+        Err(std_mpsc::RecvTimeoutError::Timeout) => Next::Due,
+        Err(std_mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+    }
+}
+
+/// How far commits have got. The connection thread counts them; a sync round, having synced
+/// everything they wrote, records how many are durable.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Commits so far.
+    pub(crate) committed: AtomicU64,
+    /// Every commit up to this number is durable.
+    pub(crate) durable: AtomicU64,
+}
+
+/// How a checkpoint treats the WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checkpoint {
+    /// Copies what it can without waiting for anybody.
+    Passive,
+    /// Copies everything, waiting for the writer if need be, and empties the WAL file: for a
+    /// store gone quiet.
+    Truncate,
+}
+
+/// Makes every commit so far durable, message bytes before rows: the segment directory and
+/// files are synced, then the WAL is checkpointed and synced. Run by the checkpoint thread on
+/// its connection, or by the connection thread.
+pub(crate) struct SyncRound {
+    pub(crate) unsynced: Arc<Unsynced>,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) wal: PathBuf,
+}
+
+impl SyncRound {
+    pub(crate) fn run(&self, conn: &Connection, mode: Checkpoint) {
+        let start = self.progress.committed.load(Ordering::Acquire);
+        if let Err(e) = self.unsynced.sync() {
+            // Checkpointing would make rows durable whose bytes may not be: the WAL waits.
+            tracing::warn!(error = %e, "sqlite store: cannot sync message files; checkpoint put off");
+            return;
+        }
+        // A failed checkpoint leaves the frames in the WAL, where they are safe once synced.
+        let sql = match mode {
+            Checkpoint::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+            Checkpoint::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+        };
+        let _ = conn.query_row(sql, [], |_| Ok(()));
+        match sync_file(&self.wal) {
+            Ok(()) => {
+                self.progress.durable.fetch_max(start, Ordering::AcqRel);
+            }
+            Err(e) => tracing::warn!(error = %e, "sqlite store: cannot sync the WAL"),
+        }
+    }
+}
+
+/// Syncs the file at `path`, if there is one.
+pub(crate) fn sync_file(path: &Path) -> io::Result<()> {
+    match File::open(path) {
+        Ok(f) => f.sync_data(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -88,11 +173,6 @@ pub(crate) fn note_wal_size(
 ) -> rusqlite::Result<()> {
     WAL_PAGES.with(|p| p.set(pages));
     Ok(())
-}
-
-/// Copies what it can of the WAL into the database without waiting for anybody.
-pub(crate) fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
 
 /// What the connection thread does about the WAL after a job.
@@ -186,10 +266,11 @@ impl Db {
             self.segments.rolled_back();
             return Err(e);
         }
+        let commit = self.progress.committed.fetch_add(1, Ordering::AcqRel) + 1;
         let empty = self.segments.committed();
-        // The operation is committed; a segment left behind is deleted on a later commit or
-        // the next open.
-        let _ = self.segments.delete(&empty, &self.wal);
+        // The operation is committed; a segment left behind is deleted later or on the next
+        // open.
+        let _ = self.segments.retire(&empty, commit);
         Ok(())
     }
 }

@@ -13,18 +13,23 @@
 //!
 //! Ordering. Bytes are appended before the transaction that refers to them commits, so a
 //! process crash never leaves a row pointing at bytes the file does not have (appended bytes
-//! whose transaction never committed are garbage, reclaimed with their segment). A compacted
-//! segment is deleted only after the WAL and the active segment are synced, so a database
-//! rolled back by power loss never refers to a deleted file for bytes it still needs. With
-//! `synchronous = NORMAL`, power loss can still lose appended bytes whose rows reached the
-//! disk, or the file of a segment emptied by deletions the rollback undid; the CRC and the
-//! missing file are detected and reported (see [`crate::damage`]), never misread.
+//! whose transaction never committed are garbage, reclaimed with their segment). Against power
+//! loss, bytes and the names of new segment files are synced before the rows referring to them
+//! can be: with `FULL` before each commit (the directory too when a segment was created or the
+//! spare renamed), with `NORMAL` before each checkpoint ([`Unsynced`], synced by every sync
+//! round of the store). A segment nothing refers to any more is deleted only once the commit
+//! that emptied it is durable (with `NORMAL`, after the next sync round), so a database rolled
+//! back by power loss never refers to a deleted file. With `NORMAL`, the kernel may still write
+//! WAL pages out before a round syncs the bytes they refer to, so power loss can leave rows of
+//! the last moments without their bytes: the CRC and the missing file are detected and reported
+//! (see [`crate::damage`]), never misread.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::damage::DamageKind;
@@ -50,10 +55,66 @@ struct Seg {
 #[derive(Debug)]
 struct Active {
     id: u32,
-    file: File,
+    file: Arc<File>,
     size: u64,
-    /// Appended since the last sync.
-    unsynced: bool,
+}
+
+/// What of the segment directory may not be on disk yet: shared by the connection thread, which
+/// appends and creates, with whoever syncs before a checkpoint.
+#[derive(Debug)]
+pub(crate) struct Unsynced {
+    dir: PathBuf,
+    state: Mutex<UnsyncedFiles>,
+}
+
+#[derive(Debug, Default)]
+struct UnsyncedFiles {
+    /// The active segment: synced every time (a sync of a file with nothing new costs next to
+    /// nothing), so appending takes no lock.
+    active: Option<Arc<File>>,
+    /// Segments closed since the last sync, maybe with bytes not yet on disk.
+    retired: Vec<Arc<File>>,
+    /// A segment file was created or renamed since the directory was last synced.
+    names: bool,
+}
+
+impl Unsynced {
+    /// Syncs the directory's new names and every segment's bytes appended so far. On failure
+    /// what was not synced stays marked.
+    pub fn sync(&self) -> io::Result<()> {
+        let (active, retired, names) = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                s.active.clone(),
+                std::mem::take(&mut s.retired),
+                std::mem::take(&mut s.names),
+            )
+        };
+        let result = (|| {
+            if names {
+                sync_dir(&self.dir)?;
+            }
+            for f in retired.iter().chain(&active) {
+                f.sync_data()?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.retired.extend(retired);
+            s.names |= names;
+        }
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, UnsyncedFiles> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Makes the entries of directory `dir` (files created, renamed or removed in it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// The segment directory of one database, owned by its connection thread.
@@ -64,11 +125,15 @@ pub(crate) struct Segments {
     sync_each_commit: bool,
     segs: BTreeMap<u32, Seg>,
     active: Option<Active>,
+    /// Bytes appended or a segment created since the last sync (with `FULL`).
+    dirty: bool,
+    unsynced: Arc<Unsynced>,
     next_id: u32,
     /// Live-byte changes of the open transaction, applied when it commits.
     pending: Vec<(u32, i64)>,
-    /// Segments whose live bytes compaction copied into the active segment.
-    moved: std::collections::BTreeSet<u32>,
+    /// Segments nothing refers to, with the commit that emptied them: deleted once that commit
+    /// is durable (with `NORMAL`; with `FULL` every commit is, and they are deleted at once).
+    doomed: Vec<(u64, u32, u64)>,
     /// Segments a compaction could not empty (unreadable bytes, I/O errors): not tried again
     /// while the store is open.
     stuck: std::collections::BTreeSet<u32>,
@@ -104,7 +169,9 @@ fn put_aside(dir: &Path, file: &Path) -> io::Result<()> {
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
     let target = aside.join(format!("{}.{stamp}", name.unwrap_or_default()));
     fs::rename(file, &target)?;
-    File::open(dir)?.sync_all()
+    // Both names: the file must not vanish from one before it is in the other.
+    sync_dir(&aside)?;
+    sync_dir(dir)
 }
 
 /// How long `open` waits for another store of the same database to close.
@@ -156,6 +223,7 @@ impl Segments {
         highest_ref: Option<u32>,
         keep_aside: bool,
     ) -> io::Result<Self> {
+        // Its name is synced with the database's (see `SqliteStore::open_with_options`).
         fs::create_dir_all(&dir)?;
         let lock = OpenOptions::new()
             .create(true)
@@ -198,15 +266,21 @@ impl Segments {
                 _ => fs::remove_file(entry.path())?,
             }
         }
+        let unsynced = Arc::new(Unsynced {
+            dir: dir.clone(),
+            state: Mutex::new(UnsyncedFiles::default()),
+        });
         Ok(Segments {
             dir,
             limit,
             sync_each_commit,
             segs,
             active: None,
+            dirty: false,
+            unsynced,
             next_id: highest.saturating_add(1),
             pending: Vec::new(),
-            moved: Default::default(),
+            doomed: Vec::new(),
             stuck: Default::default(),
             scratch: Vec::new(),
             _lock: lock,
@@ -244,7 +318,7 @@ impl Segments {
             crc: crc32fast::hash(bytes),
         };
         a.size += padded as u64;
-        a.unsynced = true;
+        self.dirty = true;
         if let Some(s) = self.segs.get_mut(&a.id) {
             s.size = a.size;
         }
@@ -252,11 +326,15 @@ impl Segments {
         Ok(loc)
     }
 
+    /// What may not be on disk yet, for syncing before a checkpoint.
+    pub fn unsynced(&self) -> Arc<Unsynced> {
+        self.unsynced.clone()
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
         if let Some(old) = self.active.take() {
-            if old.unsynced && self.sync_each_commit {
-                old.file.sync_data()?;
-            }
+            // Synced with the next sync (with `FULL`, before this transaction commits).
+            self.unsynced.lock().retired.push(old.file);
         }
         let id = self.next_id;
         // A spare (an emptied segment kept for this) is written over: its pages are likely
@@ -269,14 +347,16 @@ impl Segments {
                 .write(true)
                 .open(self.path(id))?,
         };
+        let file = Arc::new(file);
+        {
+            let mut u = self.unsynced.lock();
+            u.active = Some(file.clone());
+            u.names = true;
+        }
+        self.dirty = true;
         self.next_id = id.saturating_add(1);
         self.segs.insert(id, Seg::default());
-        self.active = Some(Active {
-            id,
-            file,
-            size: 0,
-            unsynced: false,
-        });
+        self.active = Some(Active { id, file, size: 0 });
         Ok(())
     }
 
@@ -285,20 +365,12 @@ impl Segments {
         self.pending.push((seg, -(padded(len) as i64)));
     }
 
-    /// Before a commit: with FULL durability, the bytes reach the disk before the rows do.
+    /// Before a commit: with FULL durability, the bytes, and the name of a segment file created
+    /// for them, reach the disk before the rows do.
     pub fn before_commit(&mut self) -> io::Result<()> {
-        if self.sync_each_commit {
-            self.sync_active()?;
-        }
-        Ok(())
-    }
-
-    fn sync_active(&mut self) -> io::Result<()> {
-        if let Some(a) = self.active.as_mut() {
-            if a.unsynced {
-                a.file.sync_data()?;
-                a.unsynced = false;
-            }
+        if self.sync_each_commit && self.dirty {
+            self.unsynced.sync()?;
+            self.dirty = false;
         }
         Ok(())
     }
@@ -324,38 +396,38 @@ impl Segments {
         self.pending.clear();
     }
 
-    /// Compaction is about to copy the live bytes of `seg` forward.
-    pub fn moving(&mut self, seg: u32) {
-        self.moved.insert(seg);
-    }
-
-    /// Deletes segments nothing refers to any more. One whose bytes compaction copied is
-    /// deleted only once the copies and their new locations are durable: with `NORMAL`, the
-    /// active segment and the WAL are synced first (with `FULL` every commit already is). A
-    /// segment emptied by deletions needs no sync: a database rolled back by power loss may
-    /// refer to it again, but only from rows that were deleted, and loading drops those.
-    pub fn delete(&mut self, ids: &[u32], wal: &Path) -> io::Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        if !self.sync_each_commit && ids.iter().any(|id| self.moved.contains(id)) {
-            self.sync_active()?;
-            match File::open(wal) {
-                Ok(f) => f.sync_data()?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+    /// Segments nothing refers to since commit number `commit`: deleted once that commit is
+    /// durable — at once with `FULL`, else by [`Self::delete_durable`]. Until then a database
+    /// rolled back by power loss may still need them (for rows the commit deleted, or bytes a
+    /// compaction copied).
+    pub fn retire(&mut self, ids: &[u32], commit: u64) -> io::Result<()> {
+        for id in ids {
+            if let Some(seg) = self.segs.remove(id) {
+                self.doomed.push((commit, *id, seg.size));
             }
         }
-        for id in ids {
-            self.moved.remove(id);
-            let path = self.path(*id);
+        if self.sync_each_commit {
+            self.delete_durable(commit)?;
+        }
+        Ok(())
+    }
+
+    /// Whether segments wait for their emptying commit to become durable.
+    pub fn has_doomed(&self) -> bool {
+        !self.doomed.is_empty()
+    }
+
+    /// Deletes the segments emptied by commits up to number `durable`, which are durable.
+    pub fn delete_durable(&mut self, durable: u64) -> io::Result<()> {
+        while let Some(&(commit, id, size)) = self.doomed.first() {
+            if commit > durable {
+                break;
+            }
+            let path = self.path(id);
             // The first emptied segment of a full size becomes the spare; the others go.
-            let full_size = self.segs.get(id).is_some_and(|s| s.size >= self.limit / 2);
-            if full_size
-                && !self.dir.join(SPARE).exists()
-                && fs::rename(&path, self.dir.join(SPARE)).is_ok()
-            {
-                self.segs.remove(id);
+            let spare = self.dir.join(SPARE);
+            if size >= self.limit / 2 && !spare.exists() && fs::rename(&path, &spare).is_ok() {
+                self.doomed.remove(0);
                 continue;
             }
             match fs::remove_file(path) {
@@ -363,7 +435,7 @@ impl Segments {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-            self.segs.remove(id);
+            self.doomed.remove(0);
         }
         Ok(())
     }
@@ -503,7 +575,12 @@ mod tests {
         assert!(s.committed().is_empty());
         s.released(a.seg, a.len);
         assert_eq!(s.committed(), vec![a.seg]);
-        s.delete(&[a.seg], &d.join("none-wal")).unwrap();
+        // Kept until the commit that emptied it is durable.
+        s.retire(&[a.seg], 7).unwrap();
+        assert!(s.committed().is_empty());
+        s.delete_durable(6).unwrap();
+        assert!(d.join(seg_name(a.seg)).exists());
+        s.delete_durable(7).unwrap();
         assert!(!d.join(seg_name(a.seg)).exists());
         assert!(d.join(seg_name(b.seg)).exists());
         // The emptied segment became the spare, which the next segment is written over.

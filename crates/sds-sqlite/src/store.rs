@@ -2,9 +2,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use sds::persistence::{PersistenceError, PersistenceResult};
@@ -12,11 +14,12 @@ use sds::{ChannelId, MessageId, StoreOp};
 
 use crate::bytes::release_bytes;
 use crate::connection::{
-    checkpoint, next_job, note_wal_size, Db, Job, WalAction, WalWatch, STAY_AWAKE,
+    next_job, note_wal_size, sync_file, Checkpoint, Db, Job, Next, Progress, SyncRound, WalAction,
+    WalWatch, STAY_AWAKE,
 };
 use crate::damage::{self, DamageReport, OnDamage};
 use crate::identity::{self, Mismatch, Pairing};
-use crate::segments::Segments;
+use crate::segments::{sync_dir, Segments};
 use crate::write::{apply, reference_change};
 use crate::{reply, schema, Durability, OpenError, Options};
 
@@ -76,6 +79,74 @@ fn open_cause(path: &Path) -> Option<std::io::Error> {
             None
         }
         Err(e) => Some(e),
+    }
+}
+
+/// The directory the database file is in.
+fn db_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// The connection thread's loop: runs jobs until every handle to the store is gone, and sees
+/// that sync rounds run. A round is due `interval` after the first commit no round covers yet
+/// (or while segment files wait for one before they can be deleted): on a quiet store the
+/// connection thread runs it itself and empties the WAL; on a busy one the checkpoint thread
+/// (`wake`) runs it, as it does whenever the WAL has grown by [`CHECKPOINT_PAGES`].
+///
+/// [`CHECKPOINT_PAGES`]: crate::connection::CHECKPOINT_PAGES
+fn serve(
+    db: &mut Db,
+    rx: &std_mpsc::Receiver<Job>,
+    stay_awake: Duration,
+    interval: Duration,
+    round: &SyncRound,
+    wake: impl Fn(),
+) {
+    let mut wal = WalWatch::default();
+    let mut due: Option<Instant> = None;
+    // Commits up to this number are covered by a round run or asked for.
+    let mut covered = 0;
+    loop {
+        let idle = match next_job(rx, stay_awake, due) {
+            Next::Job(job) => {
+                job(db);
+                match wal.after_job() {
+                    WalAction::None => {}
+                    WalAction::WakeCheckpointer => {
+                        covered = db.progress.committed.load(Ordering::Acquire);
+                        wake();
+                    }
+                    WalAction::CheckpointHere => {
+                        covered = db.progress.committed.load(Ordering::Acquire);
+                        round.run(&db.conn, Checkpoint::Passive);
+                    }
+                }
+                false
+            }
+            Next::Due => true,
+            Next::Closed => return,
+        };
+        let now = Instant::now();
+        if due.is_some_and(|d| d <= now) {
+            due = None;
+            covered = db.progress.committed.load(Ordering::Acquire);
+            if idle {
+                round.run(&db.conn, Checkpoint::Truncate);
+            } else {
+                wake();
+            }
+        }
+        // Segment files emptied by commits now durable.
+        let _ = db
+            .segments
+            .delete_durable(db.progress.durable.load(Ordering::Acquire));
+        let committed = db.progress.committed.load(Ordering::Acquire);
+        if due.is_none() && (committed > covered || db.segments.has_doomed()) {
+            due = Some(now + interval);
+        }
     }
 }
 
@@ -158,10 +229,23 @@ impl SqliteStore {
         // Every statement this store runs stays prepared (rusqlite keeps 16 by default).
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&conn, &path)?;
-        let (segments, damage) = open_segments(&conn, &path, &options)?;
         let wal = PathBuf::from(format!("{}-wal", path.display()));
-        // Checkpoints run on a second connection in a thread of their own, so copying the
-        // WAL into the database and syncing it stays off the path of operations.
+        let (segments, damage) = open_segments(&conn, &path, &wal, &options)?;
+        // The names of the database and its WAL (sync rounds sync the WAL's bytes, not its
+        // name), now that both exist.
+        sync_dir(db_dir(&path)).map_err(|source| OpenError::Messages {
+            path: db_dir(&path).to_path_buf(),
+            source,
+        })?;
+        let progress = Arc::new(Progress::default());
+        let round = Arc::new(SyncRound {
+            unsynced: segments.unsynced(),
+            progress: progress.clone(),
+            wal,
+        });
+        // Checkpoints run on a second connection in a thread of their own, so syncing the
+        // message files, copying the WAL into the database and syncing it stays off the path
+        // of operations.
         let checkpointer = Connection::open(&path).map_err(fail)?;
         checkpointer
             .busy_timeout(std::time::Duration::from_secs(5))
@@ -170,14 +254,13 @@ impl SqliteStore {
             .pragma_update(None, "synchronous", sync)
             .map_err(fail)?;
         let (wake_checkpointer, checkpoint_due) = std_mpsc::sync_channel::<()>(1);
+        let rounds = round.clone();
         thread::Builder::new()
             .name("sds-sqlite-ckpt".into())
             .spawn(move || {
                 // Runs until the connection thread ends.
                 while checkpoint_due.recv().is_ok() {
-                    // A failed checkpoint leaves the frames in the WAL, where they are safe;
-                    // the next one (or the connection thread's own) copies them.
-                    let _ = checkpoint(&checkpointer);
+                    rounds.run(&checkpointer, Checkpoint::Passive);
                 }
             })
             .map_err(OpenError::Thread)?;
@@ -191,32 +274,34 @@ impl SqliteStore {
                 let mut db = Db {
                     conn,
                     segments,
-                    wal,
+                    progress,
                     soon: None,
                     notice: durability == Durability::Normal && options.spin,
                     on_damage: options.on_damage,
                     damage: quarantined,
                 };
-                let mut wal = WalWatch::default();
-                // Runs until every handle to the store is dropped.
                 let stay_awake = if options.spin {
                     STAY_AWAKE
                 } else {
-                    std::time::Duration::ZERO
+                    Duration::ZERO
                 };
-                while let Some(job) = next_job(&rx, stay_awake) {
-                    job(&mut db);
-                    match wal.after_job() {
-                        WalAction::None => {}
-                        WalAction::WakeCheckpointer => {
-                            // Full means a wake-up is already pending.
-                            let _ = wake_checkpointer.try_send(());
-                        }
-                        WalAction::CheckpointHere => {
-                            let _ = checkpoint(&db.conn);
-                        }
-                    }
-                }
+                // Runs until every handle to the store is dropped.
+                serve(
+                    &mut db,
+                    &rx,
+                    stay_awake,
+                    options.sync_interval,
+                    &round,
+                    || {
+                        // Full means a wake-up is already pending.
+                        let _ = wake_checkpointer.try_send(());
+                    },
+                );
+                // Closing: everything made durable, then what waited for that deleted.
+                round.run(&db.conn, Checkpoint::Passive);
+                let _ = db
+                    .segments
+                    .delete_durable(db.progress.durable.load(Ordering::Acquire));
             })
             .map_err(OpenError::Thread)?;
         Ok(SqliteStore {
@@ -331,6 +416,7 @@ pub(crate) fn messages_dir(db: &Path) -> PathBuf {
 pub(crate) fn open_segments(
     conn: &Connection,
     path: &Path,
+    wal: &Path,
     options: &Options,
 ) -> Result<(Segments, DamageReport), OpenError> {
     let dir = messages_dir(path);
@@ -409,6 +495,11 @@ pub(crate) fn open_segments(
         // The database's first: a crash before the directory's is adopted again.
         let id = database.unwrap_or_else(identity::new_identity);
         identity::set_database(conn, &id).map_err(sql)?;
+        // Durable before the directory's (with `NORMAL` a commit is not): a database rolled
+        // back to no identity next to a directory with one would look like another's.
+        sync_file(wal)
+            .and_then(|()| sync_dir(db_dir(path)))
+            .map_err(io)?;
         identity::set_directory(&dir, &id).map_err(io)?;
     }
     Ok((segments, damage))
