@@ -152,6 +152,10 @@ pub(crate) fn sync_file(path: &Path) -> io::Result<()> {
     }
 }
 
+/// The size the WAL file is cut back to when it starts over (`PRAGMA journal_size_limit`):
+/// without it the file stays at its high-water mark (up to [`CHECKPOINT_HERE_PAGES`], 40 MB).
+pub(crate) const WAL_SIZE_LIMIT: i64 = 4 << 20;
+
 /// WAL pages after which the checkpoint thread is woken (4 MB at 4 KiB pages).
 pub(crate) const CHECKPOINT_PAGES: i32 = 1_000;
 

@@ -15,7 +15,7 @@ use sds::{ChannelId, MessageId, StoreOp};
 use crate::bytes::release_bytes;
 use crate::connection::{
     next_job, note_wal_size, sync_file, Checkpoint, Db, Job, Next, Progress, SyncRound, WalAction,
-    WalWatch, STAY_AWAKE,
+    WalWatch, STAY_AWAKE, WAL_SIZE_LIMIT,
 };
 use crate::damage::{self, DamageReport, OnDamage};
 use crate::identity::{self, Mismatch, Pairing};
@@ -226,6 +226,8 @@ impl SqliteStore {
             .map_err(fail)?;
         conn.pragma_update(None, "cache_size", -32_768)
             .map_err(fail)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(fail)?;
         // Every statement this store runs stays prepared (rusqlite keeps 16 by default).
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&conn, &path)?;
@@ -252,6 +254,9 @@ impl SqliteStore {
             .map_err(fail)?;
         checkpointer
             .pragma_update(None, "synchronous", sync)
+            .map_err(fail)?;
+        checkpointer
+            .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(fail)?;
         let (wake_checkpointer, checkpoint_due) = std_mpsc::sync_channel::<()>(1);
         let rounds = round.clone();

@@ -274,6 +274,92 @@ async fn message_bytes_go_to_segment_files_once_and_the_wal_stays_small() {
     assert!(largest_wal < 50_000_000, "WAL reached {largest_wal} bytes");
 }
 
+/// Sends and acknowledgements of ~19 KB messages, one operation each, until `until` says stop
+/// (it gets the WAL's size after each) or 6,000 operations have run.
+async fn sends_and_acks(store: &SqliteStore, wal: &Path, mut until: impl FnMut(u64) -> bool) {
+    let c: ChannelId = "c".into();
+    for i in 0..3_000 {
+        let id = MessageId::from(format!("m{i}"));
+        let entry = sds::OutgoingEntry {
+            message_id: id.clone(),
+            bytes: Bytes::from(vec![i as u8; 19_000]),
+            send_time: 0,
+            attempts: 0,
+            possible_acks: 0,
+        };
+        store.save_outgoing(&c, &entry).await.unwrap();
+        store.remove_outgoing(&c, &id).await.unwrap();
+        if until(std::fs::metadata(wal).map_or(0, |m| m.len())) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_wal_is_cut_back_when_it_starts_over() {
+    let path = temp_db("wal-limit");
+    let options = Options {
+        // No quiet-store rounds: only the WAL's own restarts can shrink it.
+        sync_interval: std::time::Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with_options(&path, options).unwrap();
+    let wal = path.with_extension("db-wal");
+    let (mut peak, mut after_peak) = (0, u64::MAX);
+    sends_and_acks(&store, &wal, |size| {
+        peak = peak.max(size);
+        if peak > 16 << 20 {
+            after_peak = after_peak.min(size);
+        }
+        after_peak <= 4 << 20
+    })
+    .await;
+    assert!(peak > 16 << 20, "the WAL never grew ({peak} bytes)");
+    assert!(
+        after_peak <= 4 << 20,
+        "the WAL stayed at {after_peak} bytes after reaching {peak}"
+    );
+}
+
+#[tokio::test]
+async fn a_quiet_store_empties_its_wal() {
+    let path = temp_db("wal-quiet");
+    let options = Options {
+        sync_interval: std::time::Duration::from_millis(50),
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with_options(&path, options).unwrap();
+    let wal = path.with_extension("db-wal");
+    let mut ops = 0;
+    sends_and_acks(&store, &wal, |_| {
+        ops += 1;
+        ops == 100
+    })
+    .await;
+    let mut size = std::fs::metadata(&wal).unwrap().len();
+    assert!(size > 1 << 20, "{size}");
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        size = std::fs::metadata(&wal).unwrap().len();
+        if size == 0 {
+            break;
+        }
+    }
+    assert_eq!(size, 0, "the WAL of a quiet store");
+    // Everything is still there, and the store goes on.
+    assert!(store
+        .load_channel(&"c".into())
+        .await
+        .unwrap()
+        .outgoing
+        .is_empty());
+    store.save_lamport(&"c".into(), 7).await.unwrap();
+    assert_eq!(
+        store.load_channel(&"c".into()).await.unwrap().lamport,
+        Some(7)
+    );
+}
+
 /// `n` messages of alice (~19 KB each), each citing her previous ones.
 fn alice_messages(n: usize) -> Vec<Bytes> {
     let t0 = 1_700_000_000_000;
