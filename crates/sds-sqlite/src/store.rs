@@ -469,10 +469,7 @@ pub(crate) fn open_segments(
         damage::quarantine(conn, &damage).map_err(sql)?;
     }
     let mut stmt = conn
-        .prepare(
-            "SELECT seg, SUM((len + 4095) / 4096 * 4096) FROM message \
-             WHERE seg IS NOT NULL GROUP BY seg",
-        )
+        .prepare("SELECT seg, SUM(len) FROM message WHERE seg IS NOT NULL GROUP BY seg")
         .map_err(sql)?;
     let live = stmt
         .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))

@@ -224,8 +224,8 @@ async fn a_buffered_message_keeps_its_stored_bytes_when_delivered() {
     assert_eq!(count(&path, "SELECT COUNT(*) FROM log"), 3);
     assert_eq!(count(&path, "SELECT COUNT(*) FROM message"), 3);
     assert_eq!(count(&path, where_a1), before);
-    let once: u64 = alice.iter().map(|b| padded(b.len() as u64)).sum();
-    assert_eq!(segment_bytes(&path), once);
+    let once: u64 = alice.iter().map(|b| b.len() as u64).sum();
+    assert_eq!(segment_bytes(&path), padded(once));
 }
 
 /// Total size of the database's segment files (and of the spare one, if any).
@@ -242,13 +242,14 @@ fn segment_bytes(db: &Path) -> u64 {
         .sum()
 }
 
-/// The space `len` bytes take in a segment: appends are padded to 4 KiB pages.
+/// The size of a segment file holding `len` bytes: messages are packed, and the last page is
+/// written whole.
 fn padded(len: u64) -> u64 {
     len.div_ceil(4096) * 4096
 }
 
-/// Space of the bytes the database refers to.
-const LIVE: &str = "SELECT SUM((len + 4095) / 4096 * 4096) FROM message";
+/// The bytes the database refers to.
+const LIVE: &str = "SELECT SUM(len) FROM message";
 
 #[tokio::test]
 async fn message_bytes_go_to_segment_files_once_and_the_wal_stays_small() {
@@ -267,7 +268,11 @@ async fn message_bytes_go_to_segment_files_once_and_the_wal_stays_small() {
     }
     let live = count(&path, LIVE) as u64;
     assert!(live > 9_000 * 18_000, "{live}");
-    assert_eq!(segment_bytes(&path), live);
+    let files = segment_bytes(&path);
+    assert!(
+        files >= live && files < live + 3 * 4096,
+        "{files} for {live}"
+    );
     assert_eq!(count(&path, "SELECT COUNT(DISTINCT seg) FROM message"), 3);
     let db = std::fs::metadata(&path).unwrap().len();
     assert!(db < 20_000_000, "database file {db} bytes");
@@ -360,6 +365,84 @@ async fn a_quiet_store_empties_its_wal() {
     );
 }
 
+/// Stores `n` messages of `min..=max` bytes (spread evenly), closes the store and returns
+/// (payload bytes, bytes on disk: database and message files as allocated, bytes the process
+/// passed to `write` meanwhile).
+async fn small_messages_on_disk(name: &str, n: usize, min: usize, max: usize) -> (u64, u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let written = || -> u64 {
+        let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+        io.lines()
+            .find_map(|l| l.strip_prefix("wchar: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let path = temp_db(name);
+    let before = written();
+    let mut payload = 0;
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        let c: ChannelId = "c".into();
+        for i in 0..n {
+            let len = min + (max - min) * i / n.max(2).saturating_sub(1);
+            payload += len as u64;
+            let entry = sds::OutgoingEntry {
+                message_id: format!("m{i}").into(),
+                bytes: Bytes::from(vec![(i % 251) as u8; len]),
+                send_time: 0,
+                attempts: 0,
+                possible_acks: 0,
+            };
+            store.save_outgoing(&c, &entry).await.unwrap();
+        }
+    }
+    let wal = path.with_extension("db-wal");
+    for _ in 0..500 {
+        if !wal.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let written = written() - before;
+    let dir = PathBuf::from(format!("{}-messages", path.display()));
+    let files = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .chain([path.clone()]);
+    let on_disk = files
+        .map(|f| std::fs::metadata(f).unwrap().blocks() * 512)
+        .sum();
+    (payload, on_disk, written)
+}
+
+#[tokio::test]
+async fn small_messages_take_about_their_size_on_disk() {
+    // Padded to a page each, 1-2 KiB messages took 2.7 times their size.
+    let (payload, on_disk, _) = small_messages_on_disk("small", 1_000, 1025, 2048).await;
+    assert!(
+        on_disk * 4 < payload * 5,
+        "{on_disk} bytes on disk for {payload} bytes of messages"
+    );
+}
+
+#[tokio::test]
+#[ignore = "a measurement: prints disk use for messages of 1-4 KiB"]
+async fn measure_disk_use_of_small_messages() {
+    for (min, max) in [(1025, 4096), (1025, 2048), (3000, 4096), (18_000, 20_000)] {
+        let (payload, on_disk, written) =
+            small_messages_on_disk(&format!("measure-{min}"), 2_000, min, max).await;
+        println!(
+            "2,000 messages of {min}-{max} bytes: payload {:.2} MB, on disk {:.2} MB ({:.2}x), \
+             written {:.2} MB ({:.2}x)",
+            payload as f64 / 1e6,
+            on_disk as f64 / 1e6,
+            on_disk as f64 / payload as f64,
+            written as f64 / 1e6,
+            written as f64 / payload as f64
+        );
+    }
+}
+
 /// `n` messages of alice (~19 KB each), each citing her previous ones.
 fn alice_messages(n: usize) -> Vec<Bytes> {
     let t0 = 1_700_000_000_000;
@@ -412,18 +495,21 @@ async fn dead_segments_are_deleted_or_compacted_and_the_live_bytes_read_back() {
         }
     }
     let live = count(&path, LIVE) as u64;
+    // Compaction keeps the segments within twice the live bytes and two segments; the spare is
+    // one more, and each file ends on a whole page.
+    let files = std::fs::read_dir(PathBuf::from(format!("{}-messages", path.display())))
+        .unwrap()
+        .count() as u64;
+    let bound = 2 * live + 3 * options.segment_bytes + files * 4096;
     let mut on_disk = segment_bytes(&path);
     for _ in 0..100 {
-        if on_disk <= 2 * live + 3 * options.segment_bytes {
+        if on_disk <= bound {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         on_disk = segment_bytes(&path);
     }
-    assert!(
-        on_disk <= 2 * live + 3 * options.segment_bytes,
-        "{on_disk} bytes on disk for {live} live"
-    );
+    assert!(on_disk <= bound, "{on_disk} bytes on disk for {live} live");
     let snap = store.load_channel(&"c".into()).await.unwrap();
     assert_eq!(snap.log.len(), 50);
     for e in &snap.log {
