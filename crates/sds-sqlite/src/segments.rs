@@ -74,6 +74,9 @@ struct Active {
 pub(crate) struct Unsynced {
     dir: PathBuf,
     state: Mutex<UnsyncedFiles>,
+    /// Held while syncing: a sync that returns has seen every earlier one finish, so what
+    /// another took from `state` is on disk too.
+    syncing: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +94,7 @@ impl Unsynced {
     /// Syncs the directory's new names and every segment's bytes appended so far. On failure
     /// what was not synced stays marked.
     pub fn sync(&self) -> io::Result<()> {
+        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
         let (active, retired, names) = {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
             (
@@ -273,6 +277,7 @@ impl Segments {
         let unsynced = Arc::new(Unsynced {
             dir: dir.clone(),
             state: Mutex::new(UnsyncedFiles::default()),
+            syncing: Mutex::new(()),
         });
         Ok(Segments {
             dir,
