@@ -15,11 +15,14 @@
 //! * with `NORMAL`, the state after some prefix of the operations (none half-applied) that
 //!   includes every operation acknowledged before the last completed sync of the WAL; messages
 //!   whose rows survived without their bytes are reported (`OpenError::Damaged`, or a failed
-//!   load), and with quarantine exactly those are left out.
+//!   load), and with quarantine exactly those are left out; and such loss is allowed only for
+//!   messages acknowledged after their segment file's last completed sync and after the last
+//!   sync round of the store gone quiet (the WAL emptied).
 //!
 //! The first state of the log is an empty directory. Crash points are taken around every fsync
 //! and acknowledgement and at random, each with the synced state alone, with everything
-//! written, and with a random mix. `power_loss_long` (ignored) checks many more.
+//! written, and with a random mix. `power_loss_long` (ignored) checks many more. A failing
+//! state can be kept for a look with `SDS_PL_KEEP=<full|normal>-<state number>`.
 
 #![cfg(target_os = "linux")]
 
@@ -864,10 +867,6 @@ struct Seen {
     damaged: usize,
 }
 
-async fn open_and_wait(db: &Path, options: Options) -> Result<SqliteStore, OpenError> {
-    SqliteStore::open_with_options(db, options)
-}
-
 async fn close(store: SqliteStore, db: &Path) {
     drop(store);
     wait_closed(db).await;
@@ -924,7 +923,7 @@ async fn check_state(
         on_damage: OnDamage::Quarantine,
         ..refuse
     };
-    let store = match open_and_wait(&db, refuse).await {
+    let store = match SqliteStore::open_with_options(&db, refuse) {
         Ok(store) => match load_all(&store).await {
             Ok(state) => {
                 close(store, &db).await;
@@ -938,14 +937,12 @@ async fn check_state(
             }
             Err(e) if e.contains("damaged") => {
                 close(store, &db).await;
-                open_and_wait(&db, quarantine)
-                    .await
+                SqliteStore::open_with_options(&db, quarantine)
                     .map_err(|e| format!("reopening with quarantine: {e}"))?
             }
             Err(e) => return Err(format!("loading: {e}")),
         },
-        Err(OpenError::Damaged { .. }) => open_and_wait(&db, quarantine)
-            .await
+        Err(OpenError::Damaged { .. }) => SqliteStore::open_with_options(&db, quarantine)
             .map_err(|e| format!("opening with quarantine: {e}"))?,
         Err(e) => return Err(format!("opening: {e}")),
     };
@@ -1016,8 +1013,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Crash points: just before each fsync starts, just after each returns or an operation is
 /// acknowledged, and at random, `count` of them spread over the log.
-fn crash_points(events: &[Ev], log: &[u8], count: usize, rng: &mut u64) -> Vec<usize> {
-    let _ = log;
+fn crash_points(events: &[Ev], count: usize, rng: &mut u64) -> Vec<usize> {
     let mut points = Vec::new();
     for (i, ev) in events.iter().enumerate() {
         match ev {
@@ -1046,10 +1042,34 @@ fn crash_points(events: &[Ev], log: &[u8], count: usize, rng: &mut u64) -> Vec<u
     points
 }
 
+/// Prints what the replay knows: each file's synced size and later writes, the name changes.
+fn describe(replay: &Replay) {
+    for (f, m) in replay.files.iter().enumerate() {
+        let pending: Vec<String> = m
+            .pending
+            .iter()
+            .map(|(at, op)| match op {
+                FileOp::Write { off, data } => format!("{at}: write {off}+{}", data.len()),
+                FileOp::Trunc(len) => format!("{at}: size {len}"),
+            })
+            .collect();
+        eprintln!(
+            "  file {f} {}: {} bytes synced, then {pending:?}",
+            replay.names[f],
+            m.durable.len()
+        );
+    }
+    for op in &replay.ns {
+        eprintln!("  {op:?}");
+    }
+}
+
 struct Summary {
     /// Segment files deleted or made the spare by the workload.
     segments_retired: usize,
     states: usize,
+    /// States without some acknowledged operations (only with `NORMAL`).
+    lost_acknowledged: usize,
     damaged_states: usize,
     lost_names: usize,
 }
@@ -1093,7 +1113,7 @@ fn run(durability: Durability, ops: usize, points: usize, seed: u64) -> Option<S
     let expected = rt.block_on(expected_states(&steps));
     let stored_by = stored_by(&steps);
     let mut rng = seed ^ 0xc0ff_ee00;
-    let points = crash_points(&events, &log, points, &mut rng);
+    let points = crash_points(&events, points, &mut rng);
     let mut replay = Replay::default();
     let mut at = 0;
     let segments_retired = events
@@ -1103,10 +1123,14 @@ fn run(durability: Durability, ops: usize, points: usize, seed: u64) -> Option<S
     let mut summary = Summary {
         segments_retired,
         states: 0,
+        lost_acknowledged: 0,
         damaged_states: 0,
         lost_names: 0,
     };
     let mut failures = Vec::new();
+    // `SDS_PL_KEEP=<full|normal>-<state>` keeps that state's directory and prints the log's
+    // files and name changes at its crash point, for looking into a failure.
+    let mut kept = false;
     for &point in &points {
         while at < point {
             replay.step(at, &events[at], &log);
@@ -1133,7 +1157,7 @@ fn run(durability: Durability, ops: usize, points: usize, seed: u64) -> Option<S
             match rt.block_on(check_state(&dir, durability, &expected, lo, hi, lost_ok)) {
                 Ok(seen) => {
                     summary.damaged_states += usize::from(seen.damaged > 0);
-                    let _ = seen.ops;
+                    summary.lost_acknowledged += usize::from(seen.ops < acked);
                 }
                 Err(e) => failures.push(format!(
                     "{name}, crash at event {point} of {} ({acked} acknowledged), {variant:?}: {e}",
@@ -1143,30 +1167,17 @@ fn run(durability: Durability, ops: usize, points: usize, seed: u64) -> Option<S
             summary.lost_names += lost_names;
             summary.states += 1;
             if std::env::var("SDS_PL_KEEP").ok() == Some(format!("{name}-{}", summary.states - 1)) {
-                eprintln!("kept {} at point {point}; files:", dir.display());
-                for (f, m) in replay.files.iter().enumerate() {
-                    eprintln!(
-                        "  {f} {} durable {} pending {:?}",
-                        replay.names[f],
-                        m.durable.len(),
-                        m.pending
-                            .iter()
-                            .map(|(a, op)| match op {
-                                FileOp::Write { off, data } => format!("{a}:W{off}+{}", data.len()),
-                                FileOp::Trunc(l) => format!("{a}:T{l}"),
-                            })
-                            .collect::<Vec<_>>()
-                    );
-                }
-                for op in &replay.ns {
-                    eprintln!("  ns {op:?}");
-                }
+                eprintln!("kept {} (crash at event {point})", dir.display());
+                describe(&replay);
+                kept = true;
                 continue;
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
-    let _ = std::fs::remove_dir_all(&work);
+    if !kept {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     assert!(
         failures.is_empty(),
         "{} of {} crash states failed:\n{}",
@@ -1184,9 +1195,10 @@ fn run(durability: Durability, ops: usize, points: usize, seed: u64) -> Option<S
 
 fn report(name: &str, s: &Summary, since: Instant) {
     println!(
-        "{name}: {} crash states checked ({} with damage reported, {} name changes lost; {} \
-         segment files retired) in {:.1} s",
+        "{name}: {} crash states checked ({} without some acknowledged operations, {} with \
+         damage reported, {} name changes lost; {} segment files retired) in {:.1} s",
         s.states,
+        s.lost_acknowledged,
         s.damaged_states,
         s.lost_names,
         s.segments_retired,
