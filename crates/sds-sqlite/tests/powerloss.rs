@@ -81,6 +81,8 @@ fn log_entry(id: &str, lamport: i64, bytes: &Bytes) -> LogEntry {
         sender_id: "alice".into(),
         retrieval_hint: Bytes::from_static(b"hint"),
         bytes: bytes.clone(),
+        // The order of arrival follows the lamport clock in this workload.
+        arrival: lamport.max(0) as u64,
     }
 }
 
