@@ -72,7 +72,7 @@ int SdsStartPeriodicTasks(void* ctx, SdsCallBack callback, void* userData);
 //   and any engine setting by its camelCase name, for example "bloomCapacity",
 //   "maxMessageHistory", "maxCausalHistory", "resendIntervalMs", "maxResendAttempts",
 //   "possibleAckThreshold", "syncIntervalMs", "lostDependencyTimeoutMs" (0: never),
-//   "repairTMinMs", "repairTMaxMs", "numResponseGroups", "maxRepairRequests",
+//   "maxClockLeadMs", "repairTMinMs", "repairTMaxMs", "numResponseGroups", "maxRepairRequests",
 //   "repairCooldownMs", "maxRepairBytes",
 //   "quietSync" (bool), "filterResendAfterMs" (0: never), "lamportUnit" ("seconds", the
 //   default, as nim-sds counts, or "milliseconds").

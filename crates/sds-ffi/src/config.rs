@@ -59,6 +59,7 @@ pub fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), St
             }
             "filterResendAfterMs" => c.filter_resend_after = Some(n()?).filter(|t| *t > 0),
             "lostDependencyTimeoutMs" => c.lost_dependency_timeout = Some(n()?).filter(|t| *t > 0),
+            "maxClockLeadMs" => c.max_clock_lead = n()?,
             "maxIncomingBuffer" => c.max_incoming_buffer = n()? as usize,
             "maxOutgoingBuffer" => c.max_outgoing_buffer = n()? as usize,
             "repairTMinMs" => c.repair_t_min = n()?,

@@ -190,7 +190,7 @@ fn lamport_02_send_is_max_of_now_and_next() {
 #[test]
 fn lamport_04_buffered_message_moves_the_clock_only_when_delivered() {
     let mut b = Node::new("bob", Config::default());
-    let far = T0_S + 1_000_000;
+    let far = T0_S + 80_000;
     b.unwrap(&bytes_of(&message("m2", far + 1, &["m1"], "alice")), T0);
     assert_eq!(b.ch.lamport(), T0_S);
     b.unwrap(&bytes_of(&message("m1", far, &[], "alice")), T0);
@@ -424,7 +424,7 @@ fn recv_01_delivery() {
 fn recv_02_own_messages_are_ignored() {
     let mut a = Node::new("alice", Config::default());
     let m1 = a.wrap("m1", T0);
-    let echo = bytes_of(&message("other", T0 as i64 + 5, &[], "alice"));
+    let echo = bytes_of(&message("other", T0_S + 5, &[], "alice"));
     let before = fingerprint(&a.ch);
     let r = a.unwrap(&echo, T0);
     assert_eq!(r.kind, ReceivedKind::Own);
@@ -480,7 +480,7 @@ fn recv_04_a_held_copy_is_recognised_by_its_bytes_not_its_id() {
     // Our own message coming back is our own, byte copy or not.
     assert_eq!(a.unwrap(&m1, T0 + 4).kind, ReceivedKind::Own);
     // A waiting message's copy still reports what it waits for.
-    let m3 = bytes_of(&message("m3", T0 as i64 + 9, &["m2"], "carol"));
+    let m3 = bytes_of(&message("m3", T0_S + 9, &["m2"], "carol"));
     b.unwrap(&m3, T0 + 5);
     let r = b.unwrap(&m3, T0 + 6);
     assert_eq!(r.kind, ReceivedKind::Duplicate);
@@ -1248,11 +1248,11 @@ fn sync_quiet_sync_still_sends_a_due_repair_request() {
     );
     a.wrap("m1", T0);
     // bob's message cites one alice never got: a repair request becomes due at T_req.
-    let b2 = bytes_of(&message("b2", T0 as i64 + 5, &["b1"], "bob"));
+    let b2 = bytes_of(&message("b2", T0_S + 5, &["b1"], "bob"));
     a.unwrap(&b2, T0 + 5);
     let t_req = a.ch.outgoing_repair()[0].t_req;
     a.ch.schedule_sync_at(Some(t_req));
-    let b3 = bytes_of(&message("b3", T0 as i64 + 6, &[], "bob"));
+    let b3 = bytes_of(&message("b3", T0_S + 6, &[], "bob"));
     a.unwrap(&b3, t_req);
     a.tick(t_req);
     assert_eq!(syncs(&a), 1, "busy, but a repair request is due");
@@ -1364,7 +1364,7 @@ fn sync_09_a_cited_sync_id_is_not_waited_for() {
     // A nim-sds peer logs the sync like any message and cites it later.
     let later = bytes_of(&message(
         "n1",
-        T0 as i64 + 9,
+        T0_S + 9,
         &["m1", &sync_id.to_string()],
         "nim",
     ));
@@ -1761,4 +1761,66 @@ fn same_inputs_give_same_outputs() {
         (a.events, a.transmits, a.batches, b.events, b.batches)
     };
     assert_eq!(format!("{:?}", run()), format!("{:?}", run()));
+}
+
+// ----- Hostile group members -------------------------------------------------------------------
+
+#[test]
+fn hostile_clock_drag_a_far_future_lamport_is_refused() {
+    let mut b = Node::new("bob", Config::default());
+    b.unwrap(&bytes_of(&message("ok", T0_S, &[], "a")), T0);
+    let before = fingerprint(&b.ch);
+    // i64::MAX, i64::MAX - k and a lamport years ahead are refused with state unchanged.
+    for (i, lamport) in [i64::MAX, i64::MAX - 5, T0_S + 3 * 365 * 86_400]
+        .into_iter()
+        .enumerate()
+    {
+        let content = bytes_of(&message(&format!("far{i}"), lamport, &["ok"], "a"));
+        let mut sync = message(&format!("farsync{i}"), lamport, &["ok"], "a");
+        sync.content = Bytes::new();
+        for bytes in [content, bytes_of(&sync)] {
+            let err = b.ch.unwrap(bytes, T0).unwrap_err();
+            assert!(
+                matches!(err, EngineError::LamportTooFarAhead { lamport: l, .. } if l == lamport),
+                "{err:?}"
+            );
+            assert_eq!(fingerprint(&b.ch), before);
+            assert!(b.ch.take_store_ops().is_empty());
+            assert!(b.ch.poll_event().is_none());
+        }
+    }
+    // Within the bound (a day by default) the clock follows, and sends still work.
+    let ahead = T0_S + 86_400;
+    assert_eq!(
+        b.unwrap(&bytes_of(&message("near", ahead, &["ok"], "a")), T0)
+            .kind,
+        ReceivedKind::Delivered
+    );
+    assert_eq!(b.ch.lamport(), ahead);
+    assert_eq!(decode(&b.wrap("b1", T0)).lamport_timestamp, ahead + 1);
+    assert!(b.ch.sync_message(T0).unwrap().is_some());
+    // The bound is a setting, in milliseconds, compared in the clock's unit.
+    let mut tight = Node::new(
+        "carol",
+        Config {
+            max_clock_lead: 10 * S,
+            ..Config::default()
+        },
+    );
+    assert!(tight
+        .ch
+        .unwrap(bytes_of(&message("x", T0_S + 11, &[], "a")), T0)
+        .is_err());
+    assert_eq!(
+        tight
+            .unwrap(&bytes_of(&message("y", T0_S + 10, &[], "a")), T0)
+            .kind,
+        ReceivedKind::Delivered
+    );
+    assert!(Config {
+        max_clock_lead: 0,
+        ..Config::default()
+    }
+    .validate()
+    .is_err());
 }

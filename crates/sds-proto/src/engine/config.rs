@@ -38,6 +38,11 @@ pub struct Config {
     /// Time after which a dependency that has not arrived is declared irretrievably lost and its
     /// dependents are delivered anyway; `None` waits forever (default 10 minutes).
     pub lost_dependency_timeout: Option<u64>,
+    /// How far ahead of our wall clock a received lamport timestamp may be, in milliseconds
+    /// (compared in the clock's unit; default one day). A message further ahead — and ahead of
+    /// our own clock — is refused with `LamportTooFarAhead`: one member must not be able to drag
+    /// everyone's clock into the future, or to the end of its range where no send fits.
+    pub max_clock_lead: u64,
     /// Most messages waiting for dependencies (default 10 000).
     pub max_incoming_buffer: usize,
     /// Most bytes of messages waiting for dependencies (default 256 MiB).
@@ -92,6 +97,7 @@ impl Default for Config {
             quiet_sync: false,
             filter_resend_after: None,
             lost_dependency_timeout: Some(600_000),
+            max_clock_lead: 86_400_000,
             max_incoming_buffer: 10_000,
             max_incoming_buffer_bytes: 256 * 1024 * 1024,
             max_outgoing_buffer: 50_000,
@@ -157,6 +163,9 @@ impl Config {
         }
         if self.lost_dependency_timeout == Some(0) {
             return fail("lost_dependency_timeout must be positive (or None)");
+        }
+        if self.max_clock_lead == 0 || self.max_clock_lead > i64::MAX as u64 {
+            return fail("max_clock_lead must be positive and fit in a signed 64-bit integer");
         }
         if self.max_incoming_buffer == 0 || self.max_outgoing_buffer == 0 {
             return fail("buffer capacities must be at least 1");

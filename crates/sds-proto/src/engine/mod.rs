@@ -93,6 +93,10 @@ struct Watched {
 /// the next sync anyway: its bloom filter is how others learn what it lacks.
 const QUIET_SYNC_MAX_SKIPS: u32 = 3;
 
+/// Lamport values at the top of the range that received messages can never move our clock into:
+/// room for this many of our own sends.
+const CLOCK_HEADROOM: i64 = 1 << 32;
+
 /// Most own messages watched at once; the oldest is dropped first.
 const MAX_WATCHED: usize = 64;
 
@@ -641,6 +645,7 @@ impl Channel {
                 got: msg.channel_id,
             });
         }
+        self.check_lamport(msg.lamport_timestamp, now)?;
         let cited = msg.causal_history.iter().chain(&msg.repair_request);
         if msg.message_id.is_empty() || cited.clone().any(|e| e.message_id.is_empty()) {
             return Err(EngineError::EmptyMessageId);
@@ -1106,6 +1111,23 @@ impl Channel {
         check_id(&self.config, id)?;
         if self.outgoing.contains(id) || self.is_duplicate(id) {
             return Err(EngineError::DuplicateMessageId(id.clone()));
+        }
+        Ok(())
+    }
+
+    /// Refuses a received lamport timestamp beyond [`Config::max_clock_lead`] ahead of the wall
+    /// clock, unless our own clock is already past it (then it cannot move the clock). The limit
+    /// never comes within [`CLOCK_HEADROOM`] of the end of the range, so a clock that follows
+    /// received messages always leaves room for our own sends.
+    fn check_lamport(&self, lamport: i64, now: u64) -> Result<(), EngineError> {
+        let unit = self.config.clock_unit();
+        let limit = unit
+            .clock(now)
+            .saturating_add(unit.duration(self.config.max_clock_lead))
+            .min(i64::MAX - CLOCK_HEADROOM)
+            .max(self.lamport);
+        if lamport > limit {
+            return Err(EngineError::LamportTooFarAhead { lamport, limit });
         }
         Ok(())
     }

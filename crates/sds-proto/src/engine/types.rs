@@ -378,6 +378,17 @@ pub enum EngineError {
     /// The lamport clock cannot advance any further.
     #[error("lamport clock would overflow")]
     ClockOverflow,
+    /// A received message's lamport timestamp is further ahead of our wall clock than
+    /// [`Config::max_clock_lead`](super::Config::max_clock_lead) allows (and ahead of our own
+    /// clock): adopting it would drag our clock into the future, possibly to the end of its
+    /// range. Nothing changed.
+    #[error("lamport timestamp {lamport} is beyond the accepted limit {limit}")]
+    LamportTooFarAhead {
+        /// The message's lamport timestamp.
+        lamport: i64,
+        /// The highest lamport timestamp accepted at the time.
+        limit: i64,
+    },
     /// Spec profile: the bytes decode but carry neither a lamport timestamp nor content.
     #[error("not an SDS message (neither lamport timestamp nor content)")]
     NotAnSdsMessage,
