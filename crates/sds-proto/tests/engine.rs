@@ -1824,3 +1824,51 @@ fn hostile_clock_drag_a_far_future_lamport_is_refused() {
     .validate()
     .is_err());
 }
+
+fn sync_of(id: &str, lamport: i64, sender: &str) -> Bytes {
+    let mut m = message(id, lamport, &[], sender);
+    m.content = Bytes::new();
+    bytes_of(&m)
+}
+
+#[test]
+fn hostile_a_sync_cannot_stand_in_for_someone_elses_message() {
+    let mut b = Node::new("bob", Config::default());
+    // Mallory sends a sync carrying the id of alice's a1, which bob has not received.
+    assert_eq!(
+        b.unwrap(&sync_of("a1", T0_S, "mallory"), T0).kind,
+        ReceivedKind::Sync
+    );
+    // a2 cites a1 as alice's: the sync does not satisfy it.
+    let mut a2 = message("a2", T0_S + 2, &[], "alice");
+    a2.causal_history = vec![HistoryEntry {
+        message_id: "a1".into(),
+        retrieval_hint: Bytes::new(),
+        sender_id: "alice".into(),
+    }];
+    assert_eq!(b.unwrap(&bytes_of(&a2), T0).kind, ReceivedKind::Buffered);
+    // The real a1 still takes its place, before a2.
+    assert_eq!(
+        b.unwrap(&bytes_of(&message("a1", T0_S + 1, &[], "alice")), T0)
+            .kind,
+        ReceivedKind::Delivered
+    );
+    assert_eq!(ready(&b.events), ["a1", "a2"]);
+    // A cited entry naming the sync's own sender is satisfied by it (SYNC-09 with a third
+    // member's sync): carol's sync, cited as carol's by a nim-sds member.
+    b.unwrap(&sync_of("sync-carol-1", T0_S + 3, "carol"), T0);
+    let mut n1 = message("n1", T0_S + 4, &[], "nim");
+    n1.causal_history = vec![HistoryEntry {
+        message_id: "sync-carol-1".into(),
+        retrieval_hint: Bytes::new(),
+        sender_id: "carol".into(),
+    }];
+    assert_eq!(b.unwrap(&bytes_of(&n1), T0).kind, ReceivedKind::Delivered);
+    // An entry with no sender is not satisfied by someone else's sync.
+    b.unwrap(&sync_of("x1", T0_S + 5, "mallory"), T0);
+    assert_eq!(
+        b.unwrap(&bytes_of(&message("x2", T0_S + 6, &["x1"], "eve")), T0)
+            .kind,
+        ReceivedKind::Buffered
+    );
+}

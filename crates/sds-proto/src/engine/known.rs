@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use super::HashMap;
 
-use crate::id::MessageId;
+use crate::id::{MessageId, ParticipantId};
 
 /// What is known about an id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +16,8 @@ pub(crate) enum Known {
     Met,
     /// Declared irretrievably lost.
     Lost,
-    /// A sync message (ours or received): never logged, but a peer may cite it.
+    /// One of our own sync messages: never logged, but a peer may cite it. (Received sync
+    /// ids are kept apart, in [`SyncIds`]: they must not push delivered ids out.)
     Sync,
 }
 
@@ -67,5 +68,46 @@ impl KnownIds {
         self.order.push_back(id.clone());
         self.status.insert(id, known);
         forgotten
+    }
+}
+
+/// Ids of received sync messages with their senders, up to `cap`, the oldest forgotten first.
+/// A sync is not content: its id satisfies a citation only when the cited entry names the
+/// sync's own (non-empty) sender, so that nobody's sync can stand in for someone else's
+/// message. Syncs cost their sender nothing to make, so they are kept apart from
+/// [`KnownIds`]: a flood of them cannot push delivered ids out.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncIds {
+    senders: HashMap<MessageId, ParticipantId>,
+    order: VecDeque<MessageId>,
+    cap: usize,
+}
+
+impl SyncIds {
+    pub(crate) fn new(cap: usize) -> Self {
+        SyncIds {
+            senders: HashMap::default(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Whether a received sync with this id and the cited sender is remembered.
+    pub(crate) fn satisfies(&self, id: &MessageId, sender: &ParticipantId) -> bool {
+        !sender.is_empty() && self.senders.get(id) == Some(sender)
+    }
+
+    /// Records a received sync (the first sender seen for an id stays).
+    pub(crate) fn insert(&mut self, id: &MessageId, sender: &ParticipantId) {
+        if sender.is_empty() || self.senders.contains_key(id) {
+            return;
+        }
+        if self.order.len() == self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.senders.remove(&old);
+            }
+        }
+        self.order.push_back(id.detached());
+        self.senders.insert(id.detached(), sender.detached());
     }
 }

@@ -49,7 +49,7 @@ pub use types::{
     Unwrapped,
 };
 
-use self::known::{Known, KnownIds};
+use self::known::{Known, KnownIds, SyncIds};
 use self::log::Log;
 pub use self::profile::{decode, ephemeral_message, EphemeralMessage, Received};
 use self::profile::{ChannelFilter, Hashes};
@@ -222,6 +222,8 @@ pub struct Channel {
     log: Log,
     bloom: ChannelFilter,
     known: KnownIds,
+    /// Received sync ids and their senders (a cited sync is not waited for: SYNC-09).
+    syncs: SyncIds,
     outgoing: Outgoing,
     incoming: Incoming,
     /// Missing id → (deadline, entry as first cited), for the lost-dependency timeout.
@@ -320,6 +322,7 @@ impl Channel {
             log: Log::new(config.max_message_history),
             bloom,
             known: KnownIds::new(config.max_known_ids),
+            syncs: SyncIds::new(config.max_known_ids),
             outgoing: Outgoing::default(),
             incoming: Incoming::default(),
             lost_deadline: HashMap::default(),
@@ -694,8 +697,8 @@ impl Channel {
                     missing: lacking.clone(),
                 });
             }
-            if self.known.get(&msg.message_id).is_none() {
-                self.remember(msg.message_id.clone(), Known::Sync);
+            if self.known.get(&msg.message_id).is_none() && !self.log.contains(&msg.message_id) {
+                self.syncs.insert(&msg.message_id, &msg.sender_id);
             }
             return Ok(result(&msg, lacking, ReceivedKind::Sync));
         }
@@ -877,7 +880,7 @@ impl Channel {
             // buffer is waiting itself (for example in a fabricated dependency cycle) and must
             // not be delivered around.
             if self.incoming.waiters.contains_key(&id)
-                && !self.satisfied(&id)
+                && !self.satisfied(&entry)
                 && !self.incoming.entries.contains_key(&id)
             {
                 self.remember(id.clone(), Known::Lost);
@@ -1196,9 +1199,13 @@ impl Channel {
         }
     }
 
-    /// Whether a dependency on `id` is met.
-    fn satisfied(&self, id: &MessageId) -> bool {
-        self.log.contains(id) || self.known.get(id).is_some()
+    /// Whether a cited dependency is met: delivered, marked met, declared lost, one of our own
+    /// syncs, or a received sync of the sender the entry names.
+    fn satisfied(&self, e: &HistoryEntry) -> bool {
+        let id = &e.message_id;
+        self.log.contains(id)
+            || self.known.get(id).is_some()
+            || self.syncs.satisfies(id, &e.sender_id)
     }
 
     /// Whether a content message with this id was already delivered or is buffered.
@@ -1212,13 +1219,11 @@ impl Channel {
     fn missing_of(&self, msg: &SdsMessage) -> Vec<HistoryEntry> {
         let mut missing: Vec<HistoryEntry> = Vec::new();
         for e in &msg.causal_history {
-            if missing.is_empty() && !self.satisfied(&e.message_id) {
+            if missing.is_empty() && !self.satisfied(e) {
                 // Reserve once: most often either nothing or everything is missing.
                 missing.reserve_exact(msg.causal_history.len());
             }
-            if !self.satisfied(&e.message_id)
-                && !missing.iter().any(|m| m.message_id == e.message_id)
-            {
+            if !self.satisfied(e) && !missing.iter().any(|m| m.message_id == e.message_id) {
                 missing.push(e.clone());
             }
         }
