@@ -42,6 +42,7 @@ pub fn kind_text(kind: &ReceivedKind) -> &'static str {
         ReceivedKind::Delivered => "delivered",
         ReceivedKind::Buffered => "buffered",
         ReceivedKind::Duplicate => "duplicate",
+        ReceivedKind::Stale => "stale",
         ReceivedKind::Own => "own",
         ReceivedKind::Sync => "sync",
         ReceivedKind::Ephemeral => "ephemeral",

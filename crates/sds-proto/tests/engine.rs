@@ -1872,3 +1872,48 @@ fn hostile_a_sync_cannot_stand_in_for_someone_elses_message() {
         ReceivedKind::Buffered
     );
 }
+
+#[test]
+fn hostile_flooding_does_not_make_a_delivered_message_new_again() {
+    let mut b = Node::new("bob", Config::default());
+    let old = bytes_of(&message("old", T0_S, &[], "alice"));
+    assert_eq!(b.unwrap(&old, T0).kind, ReceivedKind::Delivered);
+    // Another copy with other bytes (a cited entry added) is still the same message.
+    let mut old2 = message("old", T0_S, &[], "alice");
+    old2.causal_history = vec![HistoryEntry::new("zz")];
+    let old2 = bytes_of(&old2);
+    for i in 0..1_000 {
+        b.unwrap(
+            &bytes_of(&message(&format!("junk{i}"), T0_S + 1, &[], "mallory")),
+            T0,
+        );
+    }
+    for i in 0..10_000 {
+        b.unwrap(&sync_of(&format!("s{i}"), T0_S + 1, "mallory"), T0);
+    }
+    b.take_events();
+    for copy in [&old, &old2] {
+        let r = b.unwrap(copy, T0);
+        assert_eq!(r.kind, ReceivedKind::Duplicate);
+    }
+    // Even when so many content messages follow that the id itself is forgotten, a message at
+    // or below the lamport of what was forgotten is not delivered again.
+    for i in 0..10_500 {
+        b.unwrap(
+            &bytes_of(&message(&format!("more{i}"), T0_S + 2, &[], "mallory")),
+            T0,
+        );
+    }
+    b.take_events();
+    for copy in [&old, &old2] {
+        let r = b.unwrap(copy, T0);
+        assert_eq!(r.kind, ReceivedKind::Stale);
+    }
+    assert!(ready(&b.events).is_empty());
+    // Newer messages are still delivered.
+    assert_eq!(
+        b.unwrap(&bytes_of(&message("new", T0_S + 3, &[], "alice")), T0)
+            .kind,
+        ReceivedKind::Delivered
+    );
+}

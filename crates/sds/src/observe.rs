@@ -68,6 +68,7 @@ pub(crate) fn received(bytes: usize, kind: &ReceivedKind) {
         ReceivedKind::Delivered => "delivered",
         ReceivedKind::Buffered => "buffered",
         ReceivedKind::Duplicate => "duplicate",
+        ReceivedKind::Stale => "stale",
         ReceivedKind::Own => "own",
         ReceivedKind::Sync => "sync",
         ReceivedKind::Ephemeral => "ephemeral",

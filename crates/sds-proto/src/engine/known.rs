@@ -21,10 +21,11 @@ pub(crate) enum Known {
     Sync,
 }
 
-/// Up to `cap` ids with their status; the oldest insertion is forgotten first.
+/// Up to `cap` ids with their status (and, for delivered ids, their lamport timestamps); the
+/// oldest insertion is forgotten first.
 #[derive(Debug, Clone)]
 pub(crate) struct KnownIds {
-    status: HashMap<MessageId, Known>,
+    status: HashMap<MessageId, (Known, i64)>,
     order: VecDeque<MessageId>,
     cap: usize,
 }
@@ -39,34 +40,39 @@ impl KnownIds {
     }
 
     pub(crate) fn get(&self, id: &MessageId) -> Option<Known> {
-        self.status.get(id).copied()
+        self.status.get(id).map(|&(k, _)| k)
     }
 
     /// The ids with status `known`, oldest first.
     pub(crate) fn with_status(&self, known: Known) -> impl Iterator<Item = &MessageId> {
         self.order
             .iter()
-            .filter(move |id| self.status.get(*id) == Some(&known))
+            .filter(move |id| self.status.get(*id).is_some_and(|&(k, _)| k == known))
     }
 
-    /// Records or updates the status of `id`; returns the id (and its status) forgotten to make
-    /// room, if any.
-    pub(crate) fn set(&mut self, id: MessageId, known: Known) -> Option<(MessageId, Known)> {
+    /// Records or updates the status of `id` (with the message's lamport timestamp, or 0 when
+    /// there is none); returns the id, status and lamport forgotten to make room, if any.
+    pub(crate) fn set(
+        &mut self,
+        id: MessageId,
+        known: Known,
+        lamport: i64,
+    ) -> Option<(MessageId, Known, i64)> {
         if let Some(s) = self.status.get_mut(&id) {
-            *s = known;
+            *s = (known, lamport);
             return None;
         }
         let mut forgotten = None;
         if self.order.len() == self.cap {
             if let Some(old) = self.order.pop_front() {
                 let status = self.status.remove(&old);
-                forgotten = status.map(|s| (old, s));
+                forgotten = status.map(|(s, l)| (old, s, l));
             }
         }
         // Kept far longer than the message it came from: do not pin that message's buffer.
         let id = id.detached();
         self.order.push_back(id.clone());
-        self.status.insert(id, known);
+        self.status.insert(id, (known, lamport));
         forgotten
     }
 }

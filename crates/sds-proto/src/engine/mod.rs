@@ -224,6 +224,10 @@ pub struct Channel {
     known: KnownIds,
     /// Received sync ids and their senders (a cited sync is not waited for: SYNC-09).
     syncs: SyncIds,
+    /// The highest lamport timestamp of a delivered message whose id was forgotten
+    /// ([`Config::max_known_ids`]); `i64::MIN` while none was. A content message at or below it
+    /// that we do not remember may be one delivered long ago: it is not delivered again.
+    low_water: i64,
     outgoing: Outgoing,
     incoming: Incoming,
     /// Missing id → (deadline, entry as first cited), for the lost-dependency timeout.
@@ -323,6 +327,7 @@ impl Channel {
             bloom,
             known: KnownIds::new(config.max_known_ids),
             syncs: SyncIds::new(config.max_known_ids),
+            low_water: i64::MIN,
             outgoing: Outgoing::default(),
             incoming: Incoming::default(),
             lost_deadline: HashMap::default(),
@@ -391,18 +396,18 @@ impl Channel {
         });
         for entry in log {
             if entry.is_met_marker() {
-                ch.remember(entry.message_id.clone(), Known::Met);
+                ch.remember(entry.message_id.clone(), Known::Met, 0);
                 ch.filter_add(&entry.message_id);
                 continue;
             }
             if ch.log.contains(&entry.message_id) {
                 continue;
             }
-            let id = entry.message_id.clone();
+            let (id, lamport) = (entry.message_id.clone(), entry.lamport_timestamp);
             for old in ch.log.insert(entry) {
                 ch.store_ops.push(StoreOp::RemoveLogEntry(old.message_id));
             }
-            ch.remember(id, Known::Delivered);
+            ch.remember(id, Known::Delivered, lamport);
         }
         let ids: Vec<MessageId> = ch.log.iter().map(|e| e.message_id.clone()).collect();
         for id in ids {
@@ -511,7 +516,7 @@ impl Channel {
             bytes: bytes.clone(),
             arrival: 0,
         });
-        self.remember(message_id.clone(), Known::Delivered);
+        self.remember(message_id.clone(), Known::Delivered, lamport);
         self.filter_add(&message_id);
         if self.outgoing.len() >= self.config.max_outgoing_buffer {
             if let Some(&seq) = self.outgoing.slots.keys().next() {
@@ -569,7 +574,7 @@ impl Channel {
         let lamport = self.next_lamport(now)?;
         let message_id = MessageId::from(format!("sync-{}-{lamport}", self.participant_id));
         let bytes = self.compose(&message_id, lamport, Bytes::new(), now);
-        self.remember(message_id.clone(), Known::Sync);
+        self.remember(message_id.clone(), Known::Sync, lamport);
         Ok(Some((message_id, bytes)))
     }
 
@@ -715,6 +720,16 @@ impl Channel {
             return Ok(result(&msg, missing, ReceivedKind::Duplicate));
         }
 
+        if msg.lamport_timestamp <= self.low_water
+            && !matches!(
+                self.known.get(&msg.message_id),
+                Some(Known::Lost | Known::Met)
+            )
+        {
+            // Older than ids we have forgotten: it may be one of them again. Nothing changes.
+            return Ok(result(&msg, Vec::new(), ReceivedKind::Stale));
+        }
+
         let missing = self.missing_of(&msg);
         if !missing.is_empty()
             && (self.incoming.entries.len() >= self.config.max_incoming_buffer
@@ -817,7 +832,7 @@ impl Channel {
             if matches!(self.known.get(id), Some(Known::Delivered | Known::Met)) {
                 continue;
             }
-            self.remember(id.clone(), Known::Met);
+            self.remember(id.clone(), Known::Met, 0);
             self.store_ops
                 .push(StoreOp::AppendLogEntry(LogEntry::met_marker(id.detached())));
             self.filter_add(id);
@@ -883,7 +898,7 @@ impl Channel {
                 && !self.satisfied(&entry)
                 && !self.incoming.entries.contains_key(&id)
             {
-                self.remember(id.clone(), Known::Lost);
+                self.remember(id.clone(), Known::Lost, 0);
                 self.remove_outgoing_repair(&id);
                 self.events.push_back(Event::IrretrievablyLost {
                     channel_id: self.channel_id.clone(),
@@ -1272,7 +1287,7 @@ impl Channel {
             bytes: w.bytes,
             arrival: 0,
         });
-        self.remember(id.clone(), Known::Delivered);
+        self.remember(id.clone(), Known::Delivered, w.lamport);
         self.events.push_back(Event::MessageReady {
             channel_id: self.channel_id.clone(),
             message_id: id.clone(),
@@ -1283,9 +1298,13 @@ impl Channel {
 
     /// Records what is known about an id. A marked-met id is stored as a marker log entry (see
     /// [`LogEntry::is_met_marker`]); when the bounded memory forgets one, so does the store.
-    fn remember(&mut self, id: MessageId, known: Known) {
-        if let Some((old, Known::Met)) = self.known.set(id, known) {
-            self.store_ops.push(StoreOp::RemoveLogEntry(old));
+    /// A delivered id that is forgotten raises the low-water mark below which unknown content
+    /// is not delivered (it may be a replay).
+    fn remember(&mut self, id: MessageId, known: Known, lamport: i64) {
+        match self.known.set(id, known, lamport) {
+            Some((old, Known::Met, _)) => self.store_ops.push(StoreOp::RemoveLogEntry(old)),
+            Some((_, Known::Delivered, l)) => self.low_water = self.low_water.max(l),
+            _ => {}
         }
     }
 

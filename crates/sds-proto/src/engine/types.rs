@@ -305,6 +305,10 @@ pub enum ReceivedKind {
     Buffered,
     /// Already delivered or buffered; nothing changed.
     Duplicate,
+    /// A content message we do not remember whose lamport timestamp is at or below that of
+    /// messages whose ids we have forgotten ([`Config::max_known_ids`](super::Config)): it may
+    /// be one delivered long ago, replayed, so it is not delivered again. Nothing changed.
+    Stale,
     /// Sent by this participant; ignored.
     Own,
     /// A sync message: acknowledgements reviewed, nothing delivered.
