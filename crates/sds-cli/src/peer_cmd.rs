@@ -259,6 +259,13 @@ fn notification_json(n: Notification) -> Value {
             } => {
                 json!({"event": "invalidBloomFilter", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "error": error.to_string()})
             }
+            Event::MessageConflict {
+                channel_id,
+                message_id,
+                sender_id,
+            } => {
+                json!({"event": "messageConflict", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "senderId": text_or_hex(&sender_id)})
+            }
             Event::Ephemeral {
                 channel_id,
                 message_id,

@@ -42,6 +42,7 @@ pub fn kind_text(kind: &ReceivedKind) -> &'static str {
         ReceivedKind::Delivered => "delivered",
         ReceivedKind::Buffered => "buffered",
         ReceivedKind::Duplicate => "duplicate",
+        ReceivedKind::Conflict => "conflict",
         ReceivedKind::Stale => "stale",
         ReceivedKind::Own => "own",
         ReceivedKind::Sync => "sync",
@@ -123,6 +124,13 @@ pub fn event_json(e: &Event) -> Value {
             error,
         } => {
             json!({"eventType": "invalid_bloom_filter", "messageId": id_text(message_id), "channelId": id_text(channel_id), "error": error.to_string()})
+        }
+        Event::MessageConflict {
+            channel_id,
+            message_id,
+            sender_id,
+        } => {
+            json!({"eventType": "message_conflict", "messageId": id_text(message_id), "channelId": id_text(channel_id), "senderId": id_text(sender_id)})
         }
         // Only on the spec wire profile, which libsds contexts do not select (nim-sds layout).
         Event::Ephemeral {

@@ -466,9 +466,11 @@ fn recv_04_a_held_copy_is_recognised_by_its_bytes_not_its_id() {
     assert!(b.ch.unwrap(broken, T0 + 1).is_err());
     let mut other = decode(&m1);
     other.content = Bytes::from_static(b"other content");
+    // Same id, other content: a conflicting message, reported and dropped.
     let r = b.unwrap(&bytes_of(&other), T0 + 2);
-    assert_eq!(r.kind, ReceivedKind::Duplicate);
+    assert_eq!(r.kind, ReceivedKind::Conflict);
     assert_eq!(&r.content[..], b"other content");
+    b.take_events();
     // The byte-identical copy in a fresh buffer answers like a decoded one.
     let r = b.unwrap(&Bytes::copy_from_slice(&m1), T0 + 3);
     assert_eq!(r.kind, ReceivedKind::Duplicate);
@@ -652,10 +654,17 @@ fn dep_01_a_dependency_waiting_in_our_buffer_is_not_reported_missing() {
     assert_eq!(ids(&b.unwrap(&m3, T0).missing_dependencies), ["m1"]);
     // Also one whose bytes differ (decoded again).
     let copy = bytes_of(&SdsMessage {
-        content: Bytes::from_static(b"another copy"),
+        sender_id: "other copy".into(),
         ..decode(&m3)
     });
     assert_eq!(ids(&b.unwrap(&copy, T0).missing_dependencies), ["m1"]);
+    // Other content under its id is a conflict, not a copy.
+    let conflict = bytes_of(&SdsMessage {
+        content: Bytes::from_static(b"another message"),
+        ..decode(&m3)
+    });
+    assert_eq!(b.unwrap(&conflict, T0).kind, ReceivedKind::Conflict);
+    b.take_events();
     // A message that waits only for messages we hold lacks nothing: no report, but it waits.
     let r = b.unwrap(&bytes_of(&message("m4", 4, &["m3"], "a")), T0);
     assert_eq!(r.kind, ReceivedKind::Buffered);
@@ -1916,4 +1925,38 @@ fn hostile_flooding_does_not_make_a_delivered_message_new_again() {
             .kind,
         ReceivedKind::Delivered
     );
+}
+
+#[test]
+fn hostile_same_id_different_content_is_reported() {
+    let mut b = Node::new("bob", Config::default());
+    let m = message("m1", T0_S, &[], "alice");
+    b.unwrap(&bytes_of(&m), T0);
+    b.take_events();
+    let mut forged = m.clone();
+    forged.content = Bytes::from_static(b"something else");
+    let before = fingerprint(&b.ch);
+    let r = b.unwrap(&bytes_of(&forged), T0);
+    assert_eq!(r.kind, ReceivedKind::Conflict);
+    assert_eq!(
+        b.events,
+        [Event::MessageConflict {
+            channel_id: "c".into(),
+            message_id: "m1".into(),
+            sender_id: "alice".into(),
+        }]
+    );
+    assert_eq!(fingerprint(&b.ch), before);
+    // The same for a buffered message; an identical copy is still a plain duplicate.
+    let w = message("w1", T0_S, &["gone"], "alice");
+    b.unwrap(&bytes_of(&w), T0);
+    b.take_events();
+    let mut forged = w.clone();
+    forged.content = Bytes::from_static(b"other");
+    forged.causal_history.clear();
+    assert_eq!(
+        b.unwrap(&bytes_of(&forged), T0).kind,
+        ReceivedKind::Conflict
+    );
+    assert_eq!(b.unwrap(&bytes_of(&m), T0).kind, ReceivedKind::Duplicate);
 }

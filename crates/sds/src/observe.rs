@@ -68,6 +68,7 @@ pub(crate) fn received(bytes: usize, kind: &ReceivedKind) {
         ReceivedKind::Delivered => "delivered",
         ReceivedKind::Buffered => "buffered",
         ReceivedKind::Duplicate => "duplicate",
+        ReceivedKind::Conflict => "conflict",
         ReceivedKind::Stale => "stale",
         ReceivedKind::Own => "own",
         ReceivedKind::Sync => "sync",
@@ -119,6 +120,14 @@ pub(crate) fn announced(events: &[Event], transmits: &[Transmit]) {
             Event::IrretrievablyLost { channel_id, entry } => {
                 metrics::counter!("sds_irretrievably_lost_total").increment(1);
                 tracing::warn!(channel = %channel_id, message_id = %entry.message_id, "dependency lost for good");
+            }
+            Event::MessageConflict {
+                channel_id,
+                message_id,
+                sender_id,
+            } => {
+                metrics::counter!("sds_message_conflicts_total").increment(1);
+                tracing::warn!(channel = %channel_id, message = %message_id, sender = %sender_id, "another message under an id already held");
             }
             Event::RepairReady { channel_id, .. } => {
                 tracing::debug!(channel = %channel_id, "repair answered");

@@ -707,6 +707,17 @@ impl Channel {
             }
             return Ok(result(&msg, lacking, ReceivedKind::Sync));
         }
+        if let Some(held) = self.held_content(&msg.message_id) {
+            if held != msg.content {
+                // Another message under an id we hold: someone equivocates. Nothing changes.
+                self.events.push_back(Event::MessageConflict {
+                    channel_id: self.channel_id.clone(),
+                    message_id: msg.message_id.clone(),
+                    sender_id: msg.sender_id.clone(),
+                });
+                return Ok(result(&msg, Vec::new(), ReceivedKind::Conflict));
+            }
+        }
         if self.is_duplicate(&msg.message_id) {
             // Someone else's copy arrived: cancel our request and our pending response.
             self.remove_outgoing_repair(&msg.message_id);
@@ -1228,6 +1239,19 @@ impl Channel {
         self.log.contains(id)
             || self.known.get(id) == Some(Known::Delivered)
             || self.incoming.entries.contains_key(id)
+    }
+
+    /// The content of a message we hold under `id` (logged or waiting), to tell a copy from a
+    /// conflicting message with the same id.
+    fn held_content(&self, id: &MessageId) -> Option<Bytes> {
+        if let Some(e) = self.log.get(id) {
+            if e.is_met_marker() {
+                return None;
+            }
+            let (_, content) = profile::peek_id_content(self.config.profile, &e.bytes)?;
+            return Some(e.bytes.slice_ref(content));
+        }
+        self.incoming.entries.get(id).map(|w| w.content.clone())
     }
 
     /// The cited entries of `msg` that are not met, in causal-history order, once each.

@@ -99,6 +99,16 @@ pub enum Event {
         /// What was wrong.
         error: BloomError,
     },
+    /// A received message has the id of a message we hold but different content (see
+    /// [`ReceivedKind::Conflict`]): the first one stays; this one is dropped.
+    MessageConflict {
+        /// Channel.
+        channel_id: ChannelId,
+        /// The id used twice.
+        message_id: MessageId,
+        /// The sender named by the conflicting copy.
+        sender_id: ParticipantId,
+    },
     /// An ephemeral message arrived (spec profile): delivered at once, never buffered, logged,
     /// acknowledged or stored.
     Ephemeral {
@@ -305,6 +315,10 @@ pub enum ReceivedKind {
     Buffered,
     /// Already delivered or buffered; nothing changed.
     Duplicate,
+    /// Another message under the id of one we hold (logged or waiting), with different
+    /// content: the sender equivocates, or someone forges its ids. Nothing changed; a
+    /// [`Event::MessageConflict`] reports it.
+    Conflict,
     /// A content message we do not remember whose lamport timestamp is at or below that of
     /// messages whose ids we have forgotten ([`Config::max_known_ids`](super::Config)): it may
     /// be one delivered long ago, replayed, so it is not delivered again. Nothing changed.
