@@ -1693,12 +1693,20 @@ impl Channel {
             Acked,
             Possibly,
         }
+        // The causal history by index lookups: one probe per cited entry, whatever the size of
+        // the outgoing buffer.
+        let mut cited: Vec<u64> = msg
+            .causal_history
+            .iter()
+            .filter_map(|e| self.outgoing.seq_of.get(&e.message_id).copied())
+            .collect();
+        cited.sort_unstable();
+        cited.dedup();
         let mut verdicts: Vec<(u64, Verdict)> = Vec::new();
         match &view {
             Some(view) => {
                 for (&seq, slot) in &self.outgoing.slots {
-                    let id = &slot.entry.message_id;
-                    if msg.causal_history.iter().any(|e| &e.message_id == id) {
+                    if cited.binary_search(&seq).is_ok() {
                         verdicts.push((seq, Verdict::Acked));
                     } else if view.contains_hashes(slot.hashes)
                         && !slot.voters.contains(&msg.message_id)
@@ -1707,15 +1715,7 @@ impl Channel {
                     }
                 }
             }
-            None => {
-                for e in &msg.causal_history {
-                    if let Some(&seq) = self.outgoing.seq_of.get(&e.message_id) {
-                        verdicts.push((seq, Verdict::Acked));
-                    }
-                }
-                verdicts.sort_by_key(|(seq, _)| *seq);
-                verdicts.dedup_by_key(|(seq, _)| *seq);
-            }
+            None => verdicts.extend(cited.into_iter().map(|seq| (seq, Verdict::Acked))),
         }
         let threshold = self.config.possible_ack_threshold;
         for (seq, verdict) in verdicts {
