@@ -1256,13 +1256,24 @@ impl Channel {
 
     /// The cited entries of `msg` that are not met, in causal-history order, once each.
     fn missing_of(&self, msg: &SdsMessage) -> Vec<HistoryEntry> {
+        let history = &msg.causal_history;
         let mut missing: Vec<HistoryEntry> = Vec::new();
-        for e in &msg.causal_history {
-            if missing.is_empty() && !self.satisfied(e) {
-                // Reserve once: most often either nothing or everything is missing.
-                missing.reserve_exact(msg.causal_history.len());
+        // Long histories are de-duplicated through a set: linear work per cited entry.
+        let mut seen: Option<std::collections::HashSet<&MessageId, foldhash::fast::RandomState>> =
+            (history.len() > 16).then(Default::default);
+        for e in history {
+            if self.satisfied(e) {
+                continue;
             }
-            if !self.satisfied(e) && !missing.iter().any(|m| m.message_id == e.message_id) {
+            let new = match &mut seen {
+                Some(seen) => seen.insert(&e.message_id),
+                None => !missing.iter().any(|m| m.message_id == e.message_id),
+            };
+            if new {
+                if missing.is_empty() {
+                    // Reserve once: most often either nothing or everything is missing.
+                    missing.reserve_exact(history.len());
+                }
                 missing.push(e.clone());
             }
         }
@@ -1289,10 +1300,12 @@ impl Channel {
                 let deadline = now.saturating_add(timeout);
                 let seq = self.next_lost_seq;
                 self.next_lost_seq += 1;
-                self.lost_deadline
-                    .insert(e.message_id.clone(), (deadline, seq, e.clone()));
+                // Kept apart from the message that cited it: do not pin its buffer.
+                let e = detached_entry(e);
                 self.lost_timers
                     .insert((deadline, seq), e.message_id.clone());
+                self.lost_deadline
+                    .insert(e.message_id.clone(), (deadline, seq, e));
             }
         }
     }
@@ -1725,7 +1738,8 @@ impl Channel {
                     let Some(slot) = self.outgoing.slots.get_mut(&seq) else {
                         continue;
                     };
-                    slot.voters.push(msg.message_id.clone());
+                    // Kept until the message is acknowledged: do not pin the received buffer.
+                    slot.voters.push(msg.message_id.detached());
                     slot.entry.possible_acks += 1;
                     slot.entry.possible_acks >= threshold
                 }
