@@ -11,7 +11,7 @@ use sds::{
     Config, Event, ManagerConfig, MemoryPersistence, NoopPersistence, Notification, Persistence,
     ReliabilityManager, UnjoinedChannels,
 };
-use sds_proto::engine::{LamportUnit, SendFailure};
+use sds_proto::engine::{DropReason, LamportUnit, SendFailure};
 use sds_proto::wire::Profile;
 use sds_proto::{Bytes, HistoryEntry, Id, MessageId};
 use sds_sqlite::{Durability, SqliteStore};
@@ -258,6 +258,13 @@ fn notification_json(n: Notification) -> Value {
                 error,
             } => {
                 json!({"event": "invalidBloomFilter", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "error": error.to_string()})
+            }
+            Event::Dropped {
+                channel_id,
+                message_id,
+                reason,
+            } => {
+                json!({"event": "messageDropped", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "reason": match reason { DropReason::Expired => "expired", DropReason::Evicted => "evicted" }})
             }
             Event::MessageConflict {
                 channel_id,

@@ -2,6 +2,7 @@
 
 use base64::Engine as _;
 use sds_core::{Event, ManagerError, ReceivedKind, Unwrapped};
+use sds_proto::engine::DropReason;
 use sds_proto::{HistoryEntry, Id};
 use serde_json::{json, Value};
 
@@ -47,6 +48,14 @@ pub fn kind_text(kind: &ReceivedKind) -> &'static str {
         ReceivedKind::Own => "own",
         ReceivedKind::Sync => "sync",
         ReceivedKind::Ephemeral => "ephemeral",
+    }
+}
+
+/// Why a waiting message was dropped, as the `message_dropped` event's `reason`.
+pub fn drop_reason_text(reason: DropReason) -> &'static str {
+    match reason {
+        DropReason::Expired => "expired",
+        DropReason::Evicted => "evicted",
     }
 }
 
@@ -124,6 +133,13 @@ pub fn event_json(e: &Event) -> Value {
             error,
         } => {
             json!({"eventType": "invalid_bloom_filter", "messageId": id_text(message_id), "channelId": id_text(channel_id), "error": error.to_string()})
+        }
+        Event::Dropped {
+            channel_id,
+            message_id,
+            reason,
+        } => {
+            json!({"eventType": "message_dropped", "messageId": id_text(message_id), "channelId": id_text(channel_id), "reason": drop_reason_text(*reason)})
         }
         Event::MessageConflict {
             channel_id,

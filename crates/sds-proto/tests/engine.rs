@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sds_proto::bloom::BloomFilter;
 use sds_proto::engine::{
-    Channel, ChannelSnapshot, Config, EngineError, Event, LamportUnit, ReceivedKind, SendFailure,
-    StoreOp, Transmit, TransmitKind, Unwrapped,
+    Channel, ChannelSnapshot, Config, DropReason, EngineError, Event, LamportUnit, ReceivedKind,
+    SendFailure, StoreOp, Transmit, TransmitKind, Unwrapped,
 };
 use sds_proto::wire::{nim, DecodeError, LimitKind, Limits};
 use sds_proto::{HistoryEntry, MessageId, SdsMessage};
@@ -1678,14 +1678,37 @@ fn hostile_12_incoming_buffer_cap() {
         "bob",
         Config {
             max_incoming_buffer: 2,
+            max_incoming_buffer_bytes: 4_096,
             ..Config::default()
         },
     );
     b.unwrap(&bytes_of(&message("w1", 1, &["x"], "a")), T0);
     b.unwrap(&bytes_of(&message("w2", 1, &["x"], "a")), T0);
+    b.take_events();
+    // Full: the oldest message of the sender holding the most bytes gives way.
+    let r = b.unwrap(&bytes_of(&message("w3", 1, &["x"], "a")), T0);
+    assert_eq!(r.kind, ReceivedKind::Buffered);
+    assert_eq!(dropped(&b.take_events(), DropReason::Evicted), ["w1"]);
+    let r = b.unwrap(&bytes_of(&message("h1", 1, &["x"], "honest")), T0);
+    assert_eq!(r.kind, ReceivedKind::Buffered);
+    assert_eq!(dropped(&b.take_events(), DropReason::Evicted), ["w2"]);
+    let ids: Vec<String> =
+        b.ch.incoming()
+            .iter()
+            .map(|e| e.message_id.to_string())
+            .collect();
+    assert_eq!(ids, ["h1", "w3"]);
+    assert!(b
+        .batches
+        .last()
+        .unwrap()
+        .contains(&StoreOp::RemoveIncoming("w2".into())));
+    // A message larger than the whole byte bound is refused, state unchanged.
     let before = fingerprint(&b.ch);
+    let mut big = message("big", 1, &["x"], "a");
+    big.content = Bytes::from(vec![b'x'; 5_000]);
     assert_eq!(
-        b.ch.unwrap(bytes_of(&message("w3", 1, &["x"], "a")), T0),
+        b.ch.unwrap(bytes_of(&big), T0),
         Err(EngineError::IncomingBufferFull)
     );
     assert_eq!(fingerprint(&b.ch), before);
@@ -1959,4 +1982,82 @@ fn hostile_same_id_different_content_is_reported() {
         ReceivedKind::Conflict
     );
     assert_eq!(b.unwrap(&bytes_of(&m), T0).kind, ReceivedKind::Duplicate);
+}
+
+fn dropped(events: &[Event], why: DropReason) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dropped {
+                message_id, reason, ..
+            } if *reason == why => Some(message_id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_dependency_cycles_expire_and_do_not_fill_the_buffer() {
+    let config = Config {
+        max_incoming_buffer: 1_000,
+        ..lost_config()
+    };
+    let mut b = Node::new("bob", config);
+    // 500 pairs citing each other fill the buffer.
+    for i in 0..500 {
+        let (x, y) = (format!("x{i}"), format!("y{i}"));
+        b.unwrap(&bytes_of(&message(&x, T0_S, &[&y], "mallory")), T0);
+        b.unwrap(&bytes_of(&message(&y, T0_S, &[&x], "mallory")), T0);
+    }
+    assert_eq!(b.ch.incoming_len(), 1_000);
+    // An honest message with a missing dependency still gets in: mallory's oldest gives way.
+    let r = b.unwrap(&bytes_of(&message("h2", T0_S, &["h1"], "alice")), T0 + S);
+    assert_eq!(r.kind, ReceivedKind::Buffered);
+    assert_eq!(dropped(&b.events, DropReason::Evicted), ["x0"]);
+    assert_eq!(b.ch.incoming_len(), 1_000);
+    b.take_events();
+    // At the lost timeout the cycles expire: dropped, never delivered; h1 is declared lost and
+    // h2 delivered; at most 1 000 expiries per call.
+    let mut calls = 0;
+    while let Some(t) = b.ch.poll_timeout().filter(|t| *t <= T0 + 61 * S) {
+        let before = b.events.len();
+        b.tick(t.max(T0 + 61 * S));
+        assert!(b.events.len() - before <= 1_100);
+        calls += 1;
+        assert!(calls < 10);
+    }
+    // y0's dependency x0 gave way to h2 and is declared lost like any message we lack.
+    let mut delivered = ready(&b.events);
+    delivered.sort();
+    assert_eq!(delivered, ["h2", "y0"]);
+    assert_eq!(dropped(&b.events, DropReason::Expired).len(), 998);
+    assert_eq!(b.ch.incoming_len(), 0);
+    assert!(b.ch.poll_timeout().is_none_or(|t| t > T0 + 61 * S));
+}
+
+#[test]
+fn hostile_waiting_index_bytes_count_against_the_buffer() {
+    let config = Config {
+        max_incoming_buffer_bytes: 1024 * 1024,
+        ..lost_config()
+    };
+    let mut b = Node::new("bob", config);
+    // Each message cites 512 dependencies nobody has: a few KB on the wire, far more in indexes.
+    for m in 0..100 {
+        let deps: Vec<String> = (0..512).map(|d| format!("d{m}-{d}")).collect();
+        let refs: Vec<&str> = deps.iter().map(String::as_str).collect();
+        let bytes = bytes_of(&message(&format!("m{m}"), T0_S, &refs, "mallory"));
+        assert!(bytes.len() < 8 * 1024);
+        b.unwrap(&bytes, T0);
+    }
+    assert!(b.ch.incoming_len() <= 8, "{}", b.ch.incoming_len());
+    // The lost-dependency timers of dropped messages went with them.
+    b.take_events();
+    b.tick(T0 + 60 * S);
+    let lost = b
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::IrretrievablyLost { .. }))
+        .count();
+    assert!(lost <= 1_000, "{lost}");
 }

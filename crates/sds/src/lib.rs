@@ -37,9 +37,9 @@ pub use persistence::{
     Call, MemoryPersistence, NoopPersistence, Persistence, PersistenceError, PersistenceResult,
 };
 pub use sds_proto::engine::{
-    ChannelSnapshot, Config, Event, IncomingEntry, IncomingRepairEntry, LamportUnit, LogEntry,
-    OutgoingEntry, OutgoingRepairEntry, ReceivedKind, SendFailure, StoreOp, Transmit, TransmitKind,
-    Unwrapped,
+    ChannelSnapshot, Config, DropReason, Event, IncomingEntry, IncomingRepairEntry, LamportUnit,
+    LogEntry, OutgoingEntry, OutgoingRepairEntry, ReceivedKind, SendFailure, StoreOp, Transmit,
+    TransmitKind, Unwrapped,
 };
 pub use sds_proto::{Bytes, ChannelId, HistoryEntry, Id, MessageId, ParticipantId};
 

@@ -121,6 +121,14 @@ pub(crate) fn announced(events: &[Event], transmits: &[Transmit]) {
                 metrics::counter!("sds_irretrievably_lost_total").increment(1);
                 tracing::warn!(channel = %channel_id, message_id = %entry.message_id, "dependency lost for good");
             }
+            Event::Dropped {
+                channel_id,
+                message_id,
+                reason,
+            } => {
+                metrics::counter!("sds_dropped_total").increment(1);
+                tracing::debug!(channel = %channel_id, message = %message_id, ?reason, "waiting message dropped");
+            }
             Event::MessageConflict {
                 channel_id,
                 message_id,

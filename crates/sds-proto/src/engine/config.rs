@@ -43,9 +43,12 @@ pub struct Config {
     /// our own clock — is refused with `LamportTooFarAhead`: one member must not be able to drag
     /// everyone's clock into the future, or to the end of its range where no send fits.
     pub max_clock_lead: u64,
-    /// Most messages waiting for dependencies (default 10 000).
+    /// Most messages waiting for dependencies (default 10 000). When the buffer is full, the
+    /// oldest message of the sender holding the most bytes gives way to a newcomer.
     pub max_incoming_buffer: usize,
-    /// Most bytes of messages waiting for dependencies (default 256 MiB).
+    /// Most bytes of messages waiting for dependencies (default 256 MiB), counting each
+    /// message's bytes plus 256 bytes per dependency it waits for (the indexes and timers it
+    /// makes us keep). Eviction as for `max_incoming_buffer`.
     pub max_incoming_buffer_bytes: usize,
     /// Most unacknowledged own messages; the oldest is given up when a send would exceed it
     /// (default 50 000).

@@ -27,6 +27,7 @@
 
 mod clock;
 mod config;
+mod incoming;
 mod known;
 mod log;
 mod profile;
@@ -44,11 +45,12 @@ use bytes::Bytes;
 pub use clock::LamportUnit;
 pub use config::{Config, ConfigError};
 pub use types::{
-    ChannelSnapshot, EngineError, Event, IncomingEntry, IncomingRepairEntry, LogEntry,
+    ChannelSnapshot, DropReason, EngineError, Event, IncomingEntry, IncomingRepairEntry, LogEntry,
     OutgoingEntry, OutgoingRepairEntry, ReceivedKind, SendFailure, StoreOp, Transmit, TransmitKind,
     Unwrapped,
 };
 
+use self::incoming::{Incoming, Waiting};
 use self::known::{Known, KnownIds, SyncIds};
 use self::log::Log;
 pub use self::profile::{decode, ephemeral_message, EphemeralMessage, Received};
@@ -97,6 +99,14 @@ const QUIET_SYNC_MAX_SKIPS: u32 = 3;
 /// room for this many of our own sends.
 const CLOCK_HEADROOM: i64 = 1 << 32;
 
+/// Most lost-dependency declarations and expiries of waiting messages in one call of
+/// [`Channel::handle_timeout`]; the rest are due at once ([`Channel::poll_timeout`]), in the
+/// next call. Each call's events and store batch stay bounded however much is due.
+const MAX_EXPIRIES_PER_TIMEOUT: usize = 1_000;
+
+/// Times a waiting message's expiry is put off for a message it waits for that expires later.
+const MAX_EXPIRY_POSTPONEMENTS: u32 = 4;
+
 /// Most own messages watched at once; the oldest is dropped first.
 const MAX_WATCHED: usize = 64;
 
@@ -139,70 +149,6 @@ impl Outgoing {
             slot.due = due;
             self.timers.insert((due, seq));
         }
-    }
-}
-
-/// A received message waiting for dependencies: what its delivery needs, not the whole decoded
-/// message (its causal history is not needed again).
-#[derive(Debug, Clone)]
-struct Waiting {
-    message_id: MessageId,
-    lamport: i64,
-    sender_id: ParticipantId,
-    content: Bytes,
-    bytes: Bytes,
-    missing: Vec<HistoryEntry>,
-    received_at: u64,
-}
-
-impl Waiting {
-    fn new(msg: SdsMessage, bytes: Bytes, missing: Vec<HistoryEntry>, received_at: u64) -> Self {
-        Waiting {
-            message_id: msg.message_id,
-            lamport: msg.lamport_timestamp,
-            sender_id: msg.sender_id,
-            content: msg.content,
-            bytes,
-            missing,
-            received_at,
-        }
-    }
-
-    fn to_entry(&self) -> IncomingEntry {
-        IncomingEntry {
-            message_id: self.message_id.clone(),
-            bytes: self.bytes.clone(),
-            missing: self.missing.clone(),
-            received_at: self.received_at,
-        }
-    }
-}
-
-/// Messages waiting for dependencies, indexed by what they wait for.
-#[derive(Debug, Clone, Default)]
-struct Incoming {
-    entries: HashMap<MessageId, Waiting>,
-    /// Missing id → the messages waiting for it, in arrival order.
-    waiters: HashMap<MessageId, Vec<MessageId>>,
-    bytes: usize,
-}
-
-impl Incoming {
-    fn insert(&mut self, w: Waiting) {
-        for dep in &w.missing {
-            self.waiters
-                .entry(dep.message_id.clone())
-                .or_default()
-                .push(w.message_id.clone());
-        }
-        self.bytes += w.bytes.len();
-        self.entries.insert(w.message_id.clone(), w);
-    }
-
-    fn remove(&mut self, id: &MessageId) -> Option<Waiting> {
-        let w = self.entries.remove(id)?;
-        self.bytes -= w.bytes.len();
-        Some(w)
     }
 }
 
@@ -451,8 +397,14 @@ impl Channel {
             let lamport = msg.lamport_timestamp;
             let id = msg.message_id.clone();
             ch.track_lost(&missing, entry.received_at);
-            ch.incoming
-                .insert(Waiting::new(msg, entry.bytes, missing, entry.received_at));
+            let expires = ch.expiry_of(entry.received_at);
+            ch.incoming.insert(Waiting::new(
+                msg,
+                entry.bytes,
+                missing,
+                entry.received_at,
+                expires,
+            ));
             if ch
                 .incoming
                 .entries
@@ -742,11 +694,13 @@ impl Channel {
         }
 
         let missing = self.missing_of(&msg);
-        if !missing.is_empty()
-            && (self.incoming.entries.len() >= self.config.max_incoming_buffer
-                || self.incoming.bytes + bytes.len() > self.config.max_incoming_buffer_bytes)
-        {
+        let charge = incoming::charge(bytes.len(), missing.len());
+        if !missing.is_empty() && charge > self.config.max_incoming_buffer_bytes {
+            // Larger than the whole buffer: nothing can make room for it.
             return Err(EngineError::IncomingBufferFull);
+        }
+        if !missing.is_empty() {
+            self.make_room(charge);
         }
 
         self.review_acks(&msg);
@@ -761,7 +715,7 @@ impl Channel {
         if missing.is_empty() {
             let out = result(&msg, Vec::new(), ReceivedKind::Delivered);
             let mut ready = ReadyQueue::new();
-            self.deliver(Waiting::new(msg, bytes, Vec::new(), now), &mut ready);
+            self.deliver(Waiting::new(msg, bytes, Vec::new(), now, None), &mut ready);
             self.deliver_ready(ready);
             Ok(out)
         } else {
@@ -777,7 +731,7 @@ impl Channel {
                     missing: lacking,
                 });
             }
-            let waiting = Waiting::new(msg, bytes, missing, now);
+            let waiting = Waiting::new(msg, bytes, missing, now, self.expiry_of(now));
             self.store_ops
                 .push(StoreOp::SaveIncoming(waiting.to_entry()));
             self.incoming.insert(waiting);
@@ -859,6 +813,7 @@ impl Channel {
         [
             self.outgoing.timers.first().map(|&(due, _)| due),
             self.lost_timers.first_key_value().map(|(&(due, _), _)| due),
+            self.incoming.expiry.first().map(|&(due, _)| due),
             self.next_sync,
             self.incoming_repair.first().map(|(t, _)| t),
             self.outgoing_repair
@@ -891,11 +846,13 @@ impl Channel {
             self.resend_or_give_up(seq, now);
         }
 
+        let mut budget = MAX_EXPIRIES_PER_TIMEOUT;
         let mut ready = ReadyQueue::new();
         while let Some((&(deadline, seq), _)) = self.lost_timers.first_key_value() {
-            if deadline > now {
+            if deadline > now || budget == 0 {
                 break;
             }
+            budget -= 1;
             let Some(id) = self.lost_timers.remove(&(deadline, seq)) else {
                 break;
             };
@@ -904,21 +861,16 @@ impl Channel {
             };
             // Only an id we do not have at all is lost. One that sits in our own incoming
             // buffer is waiting itself (for example in a fabricated dependency cycle) and must
-            // not be delivered around.
+            // not be delivered around: the waiting messages' own expiry deals with it.
             if self.incoming.waiters.contains_key(&id)
                 && !self.satisfied(&entry)
                 && !self.incoming.entries.contains_key(&id)
             {
-                self.remember(id.clone(), Known::Lost, 0);
-                self.remove_outgoing_repair(&id);
-                self.events.push_back(Event::IrretrievablyLost {
-                    channel_id: self.channel_id.clone(),
-                    entry,
-                });
-                self.release(&id, &mut ready);
+                self.declare_lost(entry, &mut ready);
             }
         }
         self.deliver_ready(ready);
+        self.expire_waiting(now, &mut budget);
 
         while let Some((t_resp, id)) = self.incoming_repair.first() {
             if t_resp > now {
@@ -1307,6 +1259,128 @@ impl Channel {
                 self.lost_deadline
                     .insert(e.message_id.clone(), (deadline, seq, e));
             }
+        }
+    }
+
+    /// When a message buffered at `received_at` has waited the lost-dependency timeout.
+    fn expiry_of(&self, received_at: u64) -> Option<u64> {
+        self.config
+            .lost_dependency_timeout
+            .map(|t| received_at.saturating_add(t))
+    }
+
+    /// Declares a missing dependency irretrievably lost: what waits for it no longer does.
+    fn declare_lost(&mut self, entry: HistoryEntry, ready: &mut ReadyQueue) {
+        let id = entry.message_id.clone();
+        self.remember(id.clone(), Known::Lost, 0);
+        self.remove_outgoing_repair(&id);
+        self.events.push_back(Event::IrretrievablyLost {
+            channel_id: self.channel_id.clone(),
+            entry,
+        });
+        self.release(&id, ready);
+    }
+
+    /// Makes room in the incoming buffer for a message charged `charge` bytes (which fits in
+    /// an empty buffer): the oldest messages of the sender holding the most bytes give way, so
+    /// a member flooding the buffer displaces its own messages rather than everyone else's.
+    fn make_room(&mut self, charge: usize) {
+        while self.incoming.entries.len() >= self.config.max_incoming_buffer
+            || self.incoming.bytes.saturating_add(charge) > self.config.max_incoming_buffer_bytes
+        {
+            let Some(id) = self.incoming.eviction_candidate() else {
+                break;
+            };
+            self.drop_waiting(&id, DropReason::Evicted);
+        }
+    }
+
+    /// Removes a waiting message without delivering it, with its store op and a `Dropped`
+    /// event; the dependencies only it waited for are no longer tracked. Returns the messages
+    /// that waited for it.
+    fn drop_waiting(&mut self, id: &MessageId, reason: DropReason) -> Vec<MessageId> {
+        let Some(w) = self.incoming.remove(id) else {
+            return Vec::new();
+        };
+        self.incoming.unlink(&w);
+        for dep in &w.missing {
+            if !self.incoming.waiters.contains_key(&dep.message_id) {
+                if let Some((deadline, seq, _)) = self.lost_deadline.remove(&dep.message_id) {
+                    self.lost_timers.remove(&(deadline, seq));
+                }
+            }
+        }
+        self.store_ops.push(StoreOp::RemoveIncoming(id.clone()));
+        self.events.push_back(Event::Dropped {
+            channel_id: self.channel_id.clone(),
+            message_id: id.clone(),
+            reason,
+        });
+        self.incoming.waiters.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Deals with waiting messages that have waited the lost-dependency timeout, at most
+    /// `budget` of them. A dependency we lack is declared lost (the lost-dependency rule; its
+    /// timer may have been skipped while it waited in our own buffer); one we hold that expires
+    /// later puts the expiry off (a few times at most); otherwise the message cannot complete
+    /// — it waits for messages that wait themselves, as in a fabricated cycle — and is dropped,
+    /// and so, at once, is whatever waits for it.
+    fn expire_waiting(&mut self, now: u64, budget: &mut usize) {
+        let mut ready = ReadyQueue::new();
+        while let Some(&(t, ref id)) = self.incoming.expiry.first() {
+            if t > now || *budget == 0 {
+                break;
+            }
+            *budget -= 1;
+            let id = id.clone();
+            let Some(w) = self.incoming.entries.get(&id) else {
+                self.incoming.expiry.remove(&(t, id));
+                continue;
+            };
+            let (lacking, held): (Vec<HistoryEntry>, Vec<HistoryEntry>) = w
+                .missing
+                .iter()
+                .cloned()
+                .partition(|e| !self.incoming.entries.contains_key(&e.message_id));
+            let (postponed, doomed) = (w.postponed, w.doomed);
+            if doomed {
+                self.drop_expired(&id, now);
+                continue;
+            }
+            for e in lacking {
+                self.declare_lost(e, &mut ready);
+            }
+            if held.is_empty() {
+                // Released: delivered below.
+                self.incoming.expiry.remove(&(t, id));
+                continue;
+            }
+            let later = held
+                .iter()
+                .filter_map(|e| self.incoming.entries.get(&e.message_id)?.expires)
+                .filter(|&x| x > now)
+                .max();
+            match later {
+                Some(later) if postponed < MAX_EXPIRY_POSTPONEMENTS => {
+                    self.incoming.set_expiry(&id, later);
+                    if let Some(w) = self.incoming.entries.get_mut(&id) {
+                        w.postponed += 1;
+                    }
+                }
+                _ => self.drop_expired(&id, now),
+            }
+        }
+        self.deliver_ready(ready);
+    }
+
+    /// Drops a waiting message that cannot complete; what waits for it cannot either and is
+    /// due to be dropped at once.
+    fn drop_expired(&mut self, id: &MessageId, now: u64) {
+        for waiter in self.drop_waiting(id, DropReason::Expired) {
+            if let Some(w) = self.incoming.entries.get_mut(&waiter) {
+                w.doomed = true;
+            }
+            self.incoming.set_expiry(&waiter, now);
         }
     }
 

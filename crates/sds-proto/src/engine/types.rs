@@ -99,6 +99,16 @@ pub enum Event {
         /// What was wrong.
         error: BloomError,
     },
+    /// A waiting message was dropped from the incoming buffer without being delivered. It is
+    /// not remembered: if it arrives again it is handled as new.
+    Dropped {
+        /// Channel.
+        channel_id: ChannelId,
+        /// The dropped message.
+        message_id: MessageId,
+        /// Why.
+        reason: DropReason,
+    },
     /// A received message has the id of a message we hold but different content (see
     /// [`ReceivedKind::Conflict`]): the first one stays; this one is dropped.
     MessageConflict {
@@ -121,6 +131,18 @@ pub enum Event {
         /// The content.
         content: Bytes,
     },
+}
+
+/// Why a waiting message was dropped from the incoming buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// It waited the lost-dependency timeout for messages that wait themselves (a dependency
+    /// cycle, or a message that waits for such), or for a message dropped so: it could never
+    /// be delivered in causal order.
+    Expired,
+    /// The buffer was full: the oldest message of the sender holding the most bytes gave way
+    /// to a newer one.
+    Evicted,
 }
 
 /// Why a message was given up.
@@ -390,7 +412,8 @@ pub enum EngineError {
     /// The id was already used for a message in this channel.
     #[error("message id {0} is already in use in this channel")]
     DuplicateMessageId(MessageId),
-    /// Buffering the message would exceed the incoming buffer's bounds.
+    /// The message must wait for dependencies but is larger than the incoming buffer's byte
+    /// bound (with what it is charged for its dependencies) even when empty.
     #[error("incoming buffer is full")]
     IncomingBufferFull,
     /// The lamport clock cannot advance any further.
