@@ -47,7 +47,7 @@ pub struct Config {
     /// oldest message of the sender holding the most bytes gives way to a newcomer.
     pub max_incoming_buffer: usize,
     /// Most bytes of messages waiting for dependencies (default 256 MiB), counting each
-    /// message's bytes plus 256 bytes per dependency it waits for (the indexes and timers it
+    /// message's bytes plus 1 KiB per dependency it waits for (the indexes and timers it
     /// makes us keep). Eviction as for `max_incoming_buffer`.
     pub max_incoming_buffer_bytes: usize,
     /// Most unacknowledged own messages; the oldest is given up when a send would exceed it
