@@ -97,8 +97,9 @@ pub(crate) struct Incoming {
     senders: HashMap<ParticipantId, Share>,
     /// (charged bytes, sender): the heaviest sender last.
     heaviest: BTreeSet<(usize, ParticipantId)>,
-    /// (expiry, id) of waiting messages.
-    pub(crate) expiry: BTreeSet<(u64, MessageId)>,
+    /// (expiry, arrival number) → id of waiting messages (integer keys keep the ordered set
+    /// cheap when many messages arrive at the same time).
+    pub(crate) expiry: BTreeMap<(u64, u64), MessageId>,
     next_seq: u64,
 }
 
@@ -119,7 +120,7 @@ impl Incoming {
         share.queue.insert(w.seq, w.message_id.clone());
         self.heaviest.insert((share.charged, w.sender_id.clone()));
         if let Some(t) = w.expires {
-            self.expiry.insert((t, w.message_id.clone()));
+            self.expiry.insert((t, w.seq), w.message_id.clone());
         }
         self.entries.insert(w.message_id.clone(), w);
     }
@@ -140,7 +141,7 @@ impl Incoming {
             }
         }
         if let Some(t) = w.expires {
-            self.expiry.remove(&(t, id.clone()));
+            self.expiry.remove(&(t, w.seq));
         }
         Some(w)
     }
@@ -168,10 +169,10 @@ impl Incoming {
     pub(crate) fn set_expiry(&mut self, id: &MessageId, t: u64) {
         if let Some(w) = self.entries.get_mut(id) {
             if let Some(old) = w.expires {
-                self.expiry.remove(&(old, id.clone()));
+                self.expiry.remove(&(old, w.seq));
             }
             w.expires = Some(t);
-            self.expiry.insert((t, id.clone()));
+            self.expiry.insert((t, w.seq), id.clone());
         }
     }
 }

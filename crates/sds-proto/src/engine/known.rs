@@ -100,7 +100,7 @@ impl SyncIds {
 
     /// Whether a received sync with this id and the cited sender is remembered.
     pub(crate) fn satisfies(&self, id: &MessageId, sender: &ParticipantId) -> bool {
-        !sender.is_empty() && self.senders.get(id) == Some(sender)
+        !self.senders.is_empty() && !sender.is_empty() && self.senders.get(id) == Some(sender)
     }
 
     /// Records a received sync (the first sender seen for an id stays).

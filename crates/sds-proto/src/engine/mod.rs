@@ -813,7 +813,10 @@ impl Channel {
         [
             self.outgoing.timers.first().map(|&(due, _)| due),
             self.lost_timers.first_key_value().map(|(&(due, _), _)| due),
-            self.incoming.expiry.first().map(|&(due, _)| due),
+            self.incoming
+                .expiry
+                .first_key_value()
+                .map(|(&(due, _), _)| due),
             self.next_sync,
             self.incoming_repair.first().map(|(t, _)| t),
             self.outgoing_repair
@@ -1327,14 +1330,14 @@ impl Channel {
     /// and so, at once, is whatever waits for it.
     fn expire_waiting(&mut self, now: u64, budget: &mut usize) {
         let mut ready = ReadyQueue::new();
-        while let Some(&(t, ref id)) = self.incoming.expiry.first() {
+        while let Some((&(t, seq), id)) = self.incoming.expiry.first_key_value() {
             if t > now || *budget == 0 {
                 break;
             }
             *budget -= 1;
             let id = id.clone();
             let Some(w) = self.incoming.entries.get(&id) else {
-                self.incoming.expiry.remove(&(t, id));
+                self.incoming.expiry.remove(&(t, seq));
                 continue;
             };
             let (lacking, held): (Vec<HistoryEntry>, Vec<HistoryEntry>) = w
@@ -1352,7 +1355,7 @@ impl Channel {
             }
             if held.is_empty() {
                 // Released: delivered below.
-                self.incoming.expiry.remove(&(t, id));
+                self.incoming.expiry.remove(&(t, seq));
                 continue;
             }
             let later = held
