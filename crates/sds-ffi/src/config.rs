@@ -98,6 +98,8 @@ mod tests {
         assert_eq!(c.sync_interval, 5_000);
         assert!(c.quiet_sync);
         assert_eq!(c.filter_resend_after, Some(2_000));
+        let lead: Value = serde_json::from_str(r#"{"maxClockLeadMs":60000}"#).unwrap();
+        assert_eq!(engine_config(&lead).unwrap().2.max_clock_lead, 60_000);
         let off: Value = serde_json::from_str(r#"{"filterResendAfterMs":0}"#).unwrap();
         assert_eq!(engine_config(&off).unwrap().2.filter_resend_after, None);
         let wrong: Value = serde_json::from_str(r#"{"quietSync":1}"#).unwrap();
