@@ -105,6 +105,10 @@ pub(crate) struct Incoming {
 
 impl Incoming {
     pub(crate) fn insert(&mut self, mut w: Waiting) {
+        // One entry per id: a replaced one leaves every index.
+        if let Some(old) = self.remove(&w.message_id) {
+            self.unlink(&old);
+        }
         w.seq = self.next_seq;
         self.next_seq += 1;
         for dep in &w.missing {

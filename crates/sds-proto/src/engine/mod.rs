@@ -1294,6 +1294,10 @@ impl Channel {
             let Some(id) = self.incoming.eviction_candidate() else {
                 break;
             };
+            if !self.incoming.entries.contains_key(&id) {
+                // Cannot happen (the indexes follow the entries); never loop on it.
+                break;
+            }
             self.drop_waiting(&id, DropReason::Evicted);
         }
     }
