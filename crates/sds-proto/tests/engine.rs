@@ -2061,3 +2061,21 @@ fn hostile_waiting_index_bytes_count_against_the_buffer() {
         .count();
     assert!(lost <= 1_000, "{lost}");
 }
+
+#[test]
+fn hostile_expiry_waits_for_a_held_dependency_that_can_still_complete() {
+    let mut b = Node::new("bob", lost_config());
+    // d cites h; h arrives later and waits for l, which is declared lost 60 s after h arrived.
+    b.unwrap(&bytes_of(&message("d", T0_S + 3, &["h"], "alice")), T0);
+    b.unwrap(
+        &bytes_of(&message("h", T0_S + 2, &["l"], "alice")),
+        T0 + 30 * S,
+    );
+    b.tick(T0 + 60 * S);
+    assert!(ready(&b.events).is_empty());
+    assert!(dropped(&b.events, DropReason::Expired).is_empty());
+    b.tick(T0 + 90 * S);
+    assert_eq!(ready(&b.events), ["h", "d"]);
+    assert!(dropped(&b.events, DropReason::Expired).is_empty());
+    assert_eq!(b.ch.incoming_len(), 0);
+}
