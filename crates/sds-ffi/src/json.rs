@@ -1,7 +1,7 @@
 //! The JSON texts of results and events, in nim-sds's field names.
 
 use base64::Engine as _;
-use sds_core::{Event, ManagerError, ReceivedKind, Unwrapped};
+use sds_core::{Event, ManagerError, Unwrapped};
 use sds_proto::engine::DropReason;
 use sds_proto::{HistoryEntry, Id};
 use serde_json::{json, Value};
@@ -37,20 +37,6 @@ fn missing_json(entries: &[HistoryEntry]) -> Value {
     )
 }
 
-/// What happened to a received message, as the result's `kind`.
-pub fn kind_text(kind: &ReceivedKind) -> &'static str {
-    match kind {
-        ReceivedKind::Delivered => "delivered",
-        ReceivedKind::Buffered => "buffered",
-        ReceivedKind::Duplicate => "duplicate",
-        ReceivedKind::Conflict => "conflict",
-        ReceivedKind::Stale => "stale",
-        ReceivedKind::Own => "own",
-        ReceivedKind::Sync => "sync",
-        ReceivedKind::Ephemeral => "ephemeral",
-    }
-}
-
 /// Why a waiting message was dropped, as the `message_dropped` event's `reason`.
 pub fn drop_reason_text(reason: DropReason) -> &'static str {
     match reason {
@@ -67,7 +53,7 @@ pub fn unwrapped_json(r: &Unwrapped) -> String {
         "channelId": id_text(&r.channel_id),
         "missingDeps": missing_json(&r.missing_dependencies),
         "messageId": id_text(&r.message_id),
-        "kind": kind_text(&r.kind),
+        "kind": r.kind.as_str(),
     })
     .to_string()
 }

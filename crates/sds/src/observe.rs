@@ -64,16 +64,7 @@ pub(crate) fn sent(bytes: usize) {
 
 /// A message unwrapped.
 pub(crate) fn received(bytes: usize, kind: &ReceivedKind) {
-    let kind = match kind {
-        ReceivedKind::Delivered => "delivered",
-        ReceivedKind::Buffered => "buffered",
-        ReceivedKind::Duplicate => "duplicate",
-        ReceivedKind::Conflict => "conflict",
-        ReceivedKind::Stale => "stale",
-        ReceivedKind::Own => "own",
-        ReceivedKind::Sync => "sync",
-        ReceivedKind::Ephemeral => "ephemeral",
-    };
+    let kind = kind.as_str();
     metrics::counter!("sds_received_total", "kind" => kind).increment(1);
     metrics::counter!("sds_bytes_in_total").increment(bytes as u64);
 }

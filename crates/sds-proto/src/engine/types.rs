@@ -353,6 +353,23 @@ pub enum ReceivedKind {
     Ephemeral,
 }
 
+impl ReceivedKind {
+    /// The kind's name in lower case (`delivered`, `buffered`, …), as the C ABI's results and
+    /// the metrics' labels spell it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReceivedKind::Delivered => "delivered",
+            ReceivedKind::Buffered => "buffered",
+            ReceivedKind::Duplicate => "duplicate",
+            ReceivedKind::Conflict => "conflict",
+            ReceivedKind::Stale => "stale",
+            ReceivedKind::Own => "own",
+            ReceivedKind::Sync => "sync",
+            ReceivedKind::Ephemeral => "ephemeral",
+        }
+    }
+}
+
 /// The result of receiving a message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unwrapped {
