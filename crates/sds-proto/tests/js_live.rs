@@ -158,12 +158,18 @@ fn live_codec_interop_with_waku_sds() {
         profile: Profile::Spec,
         ..Config::default()
     };
-    let mut bob = Channel::new("live-channel".into(), "bob".into(), config, 1).unwrap();
+    // Wall-clock time, as a running member has: @waku/sds stamps its messages with its clock,
+    // and a lamport far beyond ours is refused as a dragged clock.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut bob = Channel::new("live-channel".into(), "bob".into(), config, now).unwrap();
     let real = &theirs[random..];
     let mut sent_ids = Vec::new();
     for item in real {
         let bytes = Bytes::from(hex::decode(item["hex"].as_str().unwrap()).unwrap());
-        bob.unwrap(bytes, 2)
+        bob.unwrap(bytes, now + 1)
             .expect("our engine takes @waku/sds's message");
         sent_ids.push(item["decoded"]["messageId"].as_str().unwrap().to_string());
     }
@@ -175,7 +181,7 @@ fn live_codec_interop_with_waku_sds() {
         .collect();
     assert_eq!(delivered, sent_ids);
     let reply = bob
-        .wrap(Bytes::from_static(b"reply"), "bob-1".into(), 3)
+        .wrap(Bytes::from_static(b"reply"), "bob-1".into(), now + 2)
         .unwrap();
     let answer = ask_node(&dir, &[json!({"op": "decode", "hex": hex::encode(&reply)})]);
     let decoded = &answer[0]["decoded"];
