@@ -7,6 +7,7 @@
 //! * `sds wire decode` / `sds wire encode`: convert between wire bytes (hex) and the JSON
 //!   message object of the golden vectors; `sds wire repair-timing`: SDS-R timing.
 //! * `sds bloom`: build a bloom filter and print its parameters and serialization.
+//! * `sds store check|repair PATH`: an SQLite store's rows against their message bytes.
 //!
 //! Output to a closed pipe (`sds … | head`) ends the process quietly: see
 //! `restore_default_sigpipe`.
@@ -15,6 +16,7 @@ mod bench_cmd;
 mod bloom_cmd;
 mod peer_cmd;
 mod sim_cmd;
+mod store_cmd;
 mod wire_cmd;
 
 use std::process::ExitCode;
@@ -73,6 +75,9 @@ enum Command {
     Wire(wire_cmd::WireCommand),
     /// Build a bloom filter (nim-sds or spec profile) and print it as JSON.
     Bloom(bloom_cmd::BloomArgs),
+    /// Check an SQLite store's rows against their message bytes, or quarantine the damaged.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
 }
 
 /// Restores the default action of SIGPIPE, which the Rust runtime sets to "ignore" before `main`.
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
         Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Peer(args) => peer_cmd::run(args),
+        Command::Store(cmd) => store_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -475,3 +475,58 @@ fn help_names_what_the_command_does() {
         );
     }
 }
+
+/// `sds store check` reports a store's damage without changing it; `repair` quarantines the
+/// damaged messages and deletes nothing.
+#[test]
+fn store_check_reports_damage_and_repair_quarantines_it() {
+    let dir = std::env::temp_dir().join(format!("sds-store-cmd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("peer.db");
+    let store = format!("sqlite:{}", db.display());
+    let out = sds(
+        &["peer", "--participant", "alice", "--store", &store],
+        Some("wrap chat m1 6869\nwrap chat m2 6869\nquit\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = db.to_str().unwrap();
+    let clean = sds(&["store", "check", path], None);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+    assert_eq!(stdout_json(&clean)["messages"], 2);
+
+    // One byte of m1's bytes flipped in its segment file.
+    let segment = std::fs::read_dir(dir.join("peer.db-messages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let damaged = sds(&["store", "check", path], None);
+    assert_eq!(damaged.status.code(), Some(1));
+    let report = stdout_json(&damaged);
+    assert_eq!(report["damaged"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["damaged"][0]["problem"], "Checksum");
+    let repaired = sds(&["store", "repair", path], None);
+    assert!(
+        repaired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&repaired.stderr)
+    );
+    let after = sds(&["store", "check", path], None);
+    assert!(after.status.success());
+    assert_eq!(stdout_json(&after)["quarantined"], 1);
+    assert_eq!(stdout_json(&after)["messages"], 2, "nothing deleted");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
