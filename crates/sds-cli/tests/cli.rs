@@ -7,10 +7,15 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 fn sds(args: &[&str], stdin: Option<&str>) -> Output {
+    sds_with_stdout(args, stdin, Stdio::piped())
+}
+
+/// Runs `sds args`, feeding it `stdin`, with its standard output going to `stdout`.
+fn sds_with_stdout(args: &[&str], stdin: Option<&str>, stdout: Stdio) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sds"))
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sds");
@@ -371,20 +376,7 @@ fn spec_profile_bloom_matches_the_js_vectors() {
 fn sds_into_a_closed_pipe(args: &[&str], stdin: Option<&str>) -> Output {
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sds"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(writer)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sds");
-    {
-        let mut pipe = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            pipe.write_all(text.as_bytes()).expect("write stdin");
-        }
-    }
-    child.wait_with_output().expect("wait for sds")
+    sds_with_stdout(args, stdin, writer.into())
 }
 
 // `sds … | head`: every subcommand, however it writes stdout, ends quietly when the reader has
