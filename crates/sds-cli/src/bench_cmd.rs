@@ -235,7 +235,8 @@ fn run_manager(w: Workload, store: &StoreArg) -> Result<Outcome, String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let mut events = bob.subscribe();
+        // Room for every delivery of the run: one unwrap may deliver all that waited.
+        let mut events = bob.subscribe_with_capacity(w.n + 1_024);
         bob.join_channel("bench")
             .await
             .map_err(|e| format!("join: {e}"))?;

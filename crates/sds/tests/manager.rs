@@ -1096,3 +1096,27 @@ async fn a_shared_store_is_a_store() {
     m.wrap_outgoing_message(&b"x"[..], "m1", "c").await.unwrap();
     assert_eq!(shared.stored(&"c".into()).unwrap().outgoing.len(), 1);
 }
+
+/// At the default settings, a subscriber that reads after each operation sees every
+/// notification, even when one received message delivers thousands that waited for it.
+#[tokio::test]
+async fn the_default_subscription_holds_the_largest_burst_of_one_operation() {
+    let store = MemoryPersistence::new();
+    let m = manager("bob", &store);
+    let mut rx = m.subscribe();
+    for i in 1..=5_000 {
+        m.unwrap_received_message(msg(&format!("w{i}"), 2, &["m0"], "a", "c"))
+            .await
+            .unwrap();
+    }
+    drain(&mut rx);
+    m.unwrap_received_message(msg("m0", 1, &[], "a", "c"))
+        .await
+        .unwrap();
+    let got = drain(&mut rx);
+    assert!(
+        !got.iter().any(|n| matches!(n, Notification::Lagged { .. })),
+        "lagged"
+    );
+    assert_eq!(ready(&got).len(), 5_001);
+}
