@@ -6,14 +6,13 @@
 //! it prints a `SKIP` line saying why, past the test harness's capture, and passes without
 //! testing.
 
-use std::io::Write;
 use std::process::Command;
 
 use serde_json::Value;
 
 #[path = "../../sds-proto/tests/support/interop.rs"]
 mod interop;
-use interop::node_package;
+use interop::{node_package, report_skip};
 
 fn strings(v: &Value) -> Vec<&str> {
     v.as_array()
@@ -21,22 +20,6 @@ fn strings(v: &Value) -> Vec<&str> {
         .iter()
         .map(|x| x.as_str().unwrap())
         .collect()
-}
-
-/// Says on the terminal that `test` did not run, and why. The reason `node_package` gives goes
-/// through `eprintln!`, which the test harness captures and shows only for failing tests, so a
-/// skipped test looked like one that passed in no time; a write to the stderr handle itself is
-/// not captured.
-fn report_skip(test: &str) {
-    let reason = if std::env::var("SDS_INTEROP").as_deref() != Ok("1") {
-        "SDS_INTEROP is not 1 (SDS_INTEROP=1 runs it; .ci/run sets it)"
-    } else {
-        "`node` is not installed"
-    };
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIP {test}: live @waku/sds interop: {reason}"
-    );
 }
 
 #[test]

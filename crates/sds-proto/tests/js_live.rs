@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 #[path = "support/interop.rs"]
 mod interop;
-use interop::node_package;
+use interop::{node_package, report_skip};
 
 /// Sends `requests` to `codec.mjs` and returns its answer lines.
 fn ask_node(dir: &PathBuf, requests: &[Value]) -> Vec<Value> {
@@ -109,22 +109,6 @@ impl Rng {
             content: self.maybe(|r| r.bytes(32)),
         }
     }
-}
-
-/// Says on the terminal that `test` did not run, and why. The reason `node_package` gives goes
-/// through `eprintln!`, which the test harness captures and shows only for failing tests, so a
-/// skipped test looked like one that passed in no time; a write to the stderr handle itself is
-/// not captured.
-fn report_skip(test: &str) {
-    let reason = if std::env::var("SDS_INTEROP").as_deref() != Ok("1") {
-        "SDS_INTEROP is not 1 (SDS_INTEROP=1 runs it; .ci/run sets it)"
-    } else {
-        "`node` is not installed"
-    };
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIP {test}: live @waku/sds interop: {reason}"
-    );
 }
 
 #[test]

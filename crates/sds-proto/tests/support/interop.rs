@@ -1,5 +1,6 @@
 //! Set-up shared by the live @waku/sds tests (included by path from more than one crate).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -25,4 +26,20 @@ pub fn node_package() -> Option<PathBuf> {
         .expect("run scripts/interop/setup.sh");
     assert!(status.success(), "installing @waku/sds failed");
     Some(dir)
+}
+
+/// Says on the terminal that `test` did not run, and why. The reason `node_package` gives goes
+/// through `eprintln!`, which the test harness captures and shows only for failing tests, so a
+/// skipped test looked like one that passed in no time; a write to the stderr handle itself is
+/// not captured.
+pub fn report_skip(test: &str) {
+    let reason = if std::env::var("SDS_INTEROP").as_deref() != Ok("1") {
+        "SDS_INTEROP is not 1 (SDS_INTEROP=1 runs it; .ci/run sets it)"
+    } else {
+        "`node` is not installed"
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: live @waku/sds interop: {reason}"
+    );
 }
