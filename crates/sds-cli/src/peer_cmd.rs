@@ -13,7 +13,7 @@ use sds::{
 };
 use sds_proto::engine::{DropReason, LamportUnit, SendFailure};
 use sds_proto::wire::Profile;
-use sds_proto::{Bytes, HistoryEntry, Id, MessageId};
+use sds_proto::{Bytes, ChannelId, HistoryEntry, MessageId};
 use sds_sqlite::{Durability, SqliteStore};
 use serde_json::{json, Map, Value};
 
@@ -180,8 +180,9 @@ impl ConfigArgs {
     }
 }
 
-fn text_or_hex(id: &Id) -> Value {
-    match id.as_str() {
+fn text_or_hex(id: impl AsRef<[u8]>) -> Value {
+    let id = id.as_ref();
+    match std::str::from_utf8(id).ok() {
         Some(s) => Value::String(s.to_string()),
         None => Value::String(format!("hex:{}", hex::encode(id))),
     }
@@ -311,8 +312,8 @@ fn arg_bytes(s: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-fn arg_id(s: &str) -> Result<Id, String> {
-    arg_bytes(s).map(Id::from)
+fn arg_id<T: From<Vec<u8>>>(s: &str) -> Result<T, String> {
+    arg_bytes(s).map(T::from)
 }
 
 fn hex_arg(s: &str) -> Result<Vec<u8>, String> {
@@ -358,7 +359,11 @@ impl Peer {
             Some("wrap") => {
                 need(3)?;
                 let bytes = m
-                    .wrap_outgoing_message(hex_arg(words[3])?, arg_id(words[2])?, arg_id(words[1])?)
+                    .wrap_outgoing_message(
+                        hex_arg(words[3])?,
+                        arg_id::<MessageId>(words[2])?,
+                        arg_id::<ChannelId>(words[1])?,
+                    )
                     .await
                     .map_err(err)?;
                 out.insert("bytes".into(), json!(hex::encode(&bytes)));
@@ -368,8 +373,8 @@ impl Peer {
                 let bytes = m
                     .wrap_ephemeral_message(
                         hex_arg(words[3])?,
-                        arg_id(words[2])?,
-                        arg_id(words[1])?,
+                        arg_id::<MessageId>(words[2])?,
+                        arg_id::<ChannelId>(words[1])?,
                     )
                     .map_err(err)?;
                 out.insert("bytes".into(), json!(hex::encode(&bytes)));
@@ -395,13 +400,16 @@ impl Peer {
                     .split(',')
                     .map(arg_id)
                     .collect::<Result<Vec<_>, _>>()?;
-                m.mark_dependencies_met(&ids, arg_id(words[1])?)
+                m.mark_dependencies_met(&ids, arg_id::<ChannelId>(words[1])?)
                     .await
                     .map_err(err)?;
             }
             Some("history") => {
                 need(1)?;
-                let log = m.get_log(arg_id(words[1])?).await.map_err(err)?;
+                let log = m
+                    .get_log(arg_id::<ChannelId>(words[1])?)
+                    .await
+                    .map_err(err)?;
                 out.insert(
                     "history".into(),
                     Value::Array(log.iter().map(|e| text_or_hex(&e.message_id)).collect()),
@@ -409,7 +417,10 @@ impl Peer {
             }
             Some("state") => {
                 need(1)?;
-                let s = m.snapshot(arg_id(words[1])?).await.map_err(err)?;
+                let s = m
+                    .snapshot(arg_id::<ChannelId>(words[1])?)
+                    .await
+                    .map_err(err)?;
                 out.insert("lamport".into(), json!(s.lamport));
                 out.insert(
                     "history".into(),
@@ -454,11 +465,15 @@ impl Peer {
             }
             Some("ensure") => {
                 need(1)?;
-                m.ensure_channel(arg_id(words[1])?).await.map_err(err)?;
+                m.ensure_channel(arg_id::<ChannelId>(words[1])?)
+                    .await
+                    .map_err(err)?;
             }
             Some("remove") => {
                 need(1)?;
-                m.remove_channel(arg_id(words[1])?).await.map_err(err)?;
+                m.remove_channel(arg_id::<ChannelId>(words[1])?)
+                    .await
+                    .map_err(err)?;
             }
             Some("reset") => {
                 need(0)?;
@@ -478,7 +493,10 @@ impl Peer {
             }
             Some("sync") => {
                 need(1)?;
-                let bytes = m.sync_message(arg_id(words[1])?).await.map_err(err)?;
+                let bytes = m
+                    .sync_message(arg_id::<ChannelId>(words[1])?)
+                    .await
+                    .map_err(err)?;
                 out.insert(
                     "bytes".into(),
                     bytes.map(|b| json!(hex::encode(&b))).unwrap_or(Value::Null),

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use sds_core::{Event, ManagerError, Unwrapped};
 use sds_proto::engine::DropReason;
-use sds_proto::{HistoryEntry, Id};
+use sds_proto::HistoryEntry;
 use serde_json::{json, Value};
 
 /// A manager error as "`<nim-sds error name>`: `<reason>`".
@@ -19,7 +19,7 @@ pub fn error_text(e: &ManagerError) -> String {
 }
 
 /// An id as text (lossy for bytes that are not UTF-8).
-pub fn id_text(id: &Id) -> String {
+pub fn id_text(id: &impl std::fmt::Display) -> String {
     id.to_string()
 }
 

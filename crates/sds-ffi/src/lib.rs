@@ -35,7 +35,7 @@ use config::engine_config;
 use json::error_text;
 use retained::{Retained, WITHOUT_CONTEXT};
 use sds_core::{ManagerConfig, NoopPersistence, Persistence, ReliabilityManager, UnjoinedChannels};
-use sds_proto::Id;
+use sds_proto::{ChannelId, MessageId};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use worker::{Request, Worker};
@@ -174,9 +174,9 @@ fn copy_in(ptr: *const c_void, len: usize, limit: usize, call: &Call) -> Result<
     Ok(bytes)
 }
 
-fn channel_arg(channel_id: *const c_char, call: &Call) -> Result<Id, c_int> {
+fn channel_arg(channel_id: *const c_char, call: &Call) -> Result<ChannelId, c_int> {
     match cstr(channel_id) {
-        Some(c) if !c.is_empty() => Ok(Id::from(c)),
+        Some(c) if !c.is_empty() => Ok(ChannelId::from(c)),
         _ => Err(call.reply.refuse("channel id is NULL or empty")),
     }
 }
@@ -350,7 +350,7 @@ pub extern "C" fn SdsWrapOutgoingMessage(
             Ok(c) => c,
             Err(ret) => return ret,
         };
-        let request = Request::Wrap(content, Id::from(id), channel, call.reply.clone());
+        let request = Request::Wrap(content, MessageId::from(id), channel, call.reply.clone());
         submit(ctx, &call.reply, request)
     })
 }
@@ -406,7 +406,7 @@ pub extern "C" fn SdsMarkDependenciesMet(
             // SAFETY: `count` readable pointers (header contract).
             let p = unsafe { *message_ids.add(i) };
             match cstr(p) {
-                Some(id) => ids.push(Id::from(id)),
+                Some(id) => ids.push(MessageId::from(id)),
                 None => return call.reply.refuse("a message id in the array is NULL"),
             }
         }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sds_core::{MessageId, Notification, ReliabilityManager, TransmitKind};
-use sds_proto::Id;
+use sds_proto::ChannelId;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -21,11 +21,11 @@ use crate::retained::Retained;
 /// What a context asks its worker to do; each carries the reply to call once.
 pub enum Request {
     /// Wrap content as message id on channel.
-    Wrap(Vec<u8>, Id, Id, Reply),
+    Wrap(Vec<u8>, MessageId, ChannelId, Reply),
     /// Process received bytes.
     Unwrap(Vec<u8>, Reply),
     /// Mark ids as met on a channel.
-    Mark(Vec<Id>, Id, Reply),
+    Mark(Vec<MessageId>, ChannelId, Reply),
     /// Delete every channel.
     Reset(Reply),
     /// Start periodic work.

@@ -16,7 +16,6 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::id::Id;
 use crate::message::{HistoryEntry, SdsMessage};
 use crate::wire::spec::{MessageKind, SpecHistoryEntry, SpecMessage};
 use crate::wire::DecodeError;
@@ -39,8 +38,9 @@ fn err(path: &str, problem: impl Into<String>) -> JsonError {
     }
 }
 
-fn put_id(obj: &mut Map<String, Value>, key: &str, id: &Id) {
-    match id.as_str() {
+fn put_id(obj: &mut Map<String, Value>, key: &str, id: impl AsRef<[u8]>) {
+    let id = id.as_ref();
+    match std::str::from_utf8(id).ok() {
         Some(s) => {
             obj.insert(key.to_string(), Value::String(s.to_string()));
         }
@@ -85,12 +85,12 @@ pub fn message_to_json(msg: &SdsMessage) -> Value {
     Value::Object(obj)
 }
 
-fn get_id(
+fn get_id<T: From<Vec<u8>> + From<String> + Default>(
     obj: &Map<String, Value>,
     key: &str,
     path: &str,
     optional: bool,
-) -> Result<Id, JsonError> {
+) -> Result<T, JsonError> {
     let at = |k: &str| {
         if path.is_empty() {
             k.to_string()
@@ -99,13 +99,13 @@ fn get_id(
         }
     };
     match obj.get(key) {
-        Some(Value::String(s)) => Ok(Id::from(s.as_str())),
+        Some(Value::String(s)) => Ok(T::from(s.clone())),
         Some(Value::Null) | None => match obj.get(&format!("{key}Hex")) {
             Some(Value::String(h)) => hex::decode(h)
-                .map(Id::from)
+                .map(T::from)
                 .map_err(|e| err(&at(&format!("{key}Hex")), format!("not hex: {e}"))),
             Some(_) => Err(err(&at(&format!("{key}Hex")), "must be a hex string")),
-            None if optional => Ok(Id::default()),
+            None if optional => Ok(T::default()),
             None => Err(err(&at(key), "missing (a string is required)")),
         },
         Some(_) => Err(err(&at(key), "must be a string")),
@@ -250,7 +250,11 @@ fn get_opt_hex(
     }
 }
 
-fn get_opt_id(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<Id>, JsonError> {
+fn get_opt_id<T: From<Vec<u8>> + From<String> + Default>(
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<T>, JsonError> {
     if obj.contains_key(key) || obj.contains_key(&format!("{key}Hex")) {
         get_id(obj, key, path, false).map(Some)
     } else {
@@ -335,7 +339,7 @@ pub fn channel_result_to_json(r: Result<&[u8], DecodeError>) -> Value {
     match r {
         Ok(channel) => {
             let mut obj = Map::new();
-            put_id(&mut obj, "ok", &Id::from(channel));
+            put_id(&mut obj, "ok", channel);
             Value::Object(obj)
         }
         Err(_) => json!({"err": "reDeserializationError"}),
@@ -345,18 +349,19 @@ pub fn channel_result_to_json(r: Result<&[u8], DecodeError>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::{MessageId, ParticipantId};
 
     #[test]
     fn spec_messages_round_trip_with_presence() {
         let msg = SpecMessage {
-            sender_id: Id::from(vec![0xc3]),
+            sender_id: ParticipantId::from(vec![0xc3]),
             message_id: "m".into(),
             lamport_timestamp: Some(u64::MAX),
             causal_history: vec![
                 SpecHistoryEntry {
                     message_id: "a".into(),
                     retrieval_hint: Some(Bytes::new()),
-                    sender_id: Some(Id::default()),
+                    sender_id: Some(ParticipantId::default()),
                 },
                 SpecHistoryEntry::new("b"),
             ],
@@ -384,12 +389,12 @@ mod tests {
     #[test]
     fn non_utf8_ids_round_trip_through_hex_keys() {
         let msg = SdsMessage {
-            message_id: Id::from(vec![0xff, 0xfe]),
+            message_id: MessageId::from(vec![0xff, 0xfe]),
             lamport_timestamp: -5,
             causal_history: vec![HistoryEntry {
                 message_id: "a".into(),
                 retrieval_hint: Bytes::from_static(&[1, 2]),
-                sender_id: Id::from(vec![0x80]),
+                sender_id: ParticipantId::from(vec![0x80]),
             }],
             channel_id: "ch".into(),
             ..SdsMessage::default()

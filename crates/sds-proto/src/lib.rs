@@ -33,5 +33,5 @@ pub mod repair;
 pub mod wire;
 
 pub use bytes::Bytes;
-pub use id::{ChannelId, Id, MessageId, ParticipantId};
+pub use id::{ChannelId, MessageId, ParticipantId};
 pub use message::{HistoryEntry, SdsMessage};

@@ -5,7 +5,7 @@ use sds_proto::engine::{Channel, Config, EngineError, Event, ReceivedKind};
 use sds_proto::repair::spec::t_req_offset;
 use sds_proto::wire::spec::{self, MessageKind, SpecMessage};
 use sds_proto::wire::{nim, Limits, Profile};
-use sds_proto::Id;
+use sds_proto::{ChannelId, MessageId, ParticipantId};
 
 #[path = "support/events.rs"]
 mod events_support;
@@ -41,8 +41,8 @@ fn sends_use_the_spec_layout() {
     let m1 = a.wrap(Bytes::from_static(b"hi"), "m1".into(), T0).unwrap();
     let msg = decode(&m1);
     assert_eq!(msg.kind(), Some(MessageKind::Content));
-    assert_eq!(msg.sender_id, Id::from("alice"));
-    assert_eq!(msg.channel_id, Id::from("chan"));
+    assert_eq!(msg.sender_id, ParticipantId::from("alice"));
+    assert_eq!(msg.channel_id, ChannelId::from("chan"));
     assert_eq!(msg.content.as_deref(), Some(&b"hi"[..]));
     // Default filter: 10,000 ids at 0.001 = 2,344 big-endian words, as @waku/sds sends.
     assert_eq!(msg.bloom_filter.as_ref().map(Bytes::len), Some(18_752));
@@ -53,8 +53,11 @@ fn sends_use_the_spec_layout() {
     assert_eq!(msg.kind(), Some(MessageKind::Sync));
     assert_eq!(msg.content, None, "a sync leaves field 20 out");
     assert_eq!(msg.causal_history.len(), 1);
-    assert_eq!(msg.causal_history[0].message_id, Id::from("m1"));
-    assert_eq!(msg.causal_history[0].sender_id, Some(Id::from("alice")));
+    assert_eq!(msg.causal_history[0].message_id, MessageId::from("m1"));
+    assert_eq!(
+        msg.causal_history[0].sender_id,
+        Some(ParticipantId::from("alice"))
+    );
 }
 
 /// Alice and bob; alice has sent m1 ("one") at T0 and m2 ("two", citing m1) at T0 + S.
@@ -75,7 +78,7 @@ fn out_of_order_delivery_and_acknowledgement() {
     let r = b.unwrap(m2, T0 + 2 * S).unwrap();
     assert_eq!(r.kind, ReceivedKind::Buffered);
     assert_eq!(r.missing_dependencies.len(), 1);
-    assert_eq!(r.missing_dependencies[0].message_id, Id::from("m1"));
+    assert_eq!(r.missing_dependencies[0].message_id, MessageId::from("m1"));
     assert!(ready(&events(&mut b)).is_empty());
     b.unwrap(m1, T0 + 3 * S).unwrap();
     assert_eq!(ready(&events(&mut b)), ["m1", "m2"]);
@@ -105,7 +108,10 @@ fn copies_of_held_messages_on_the_spec_layout() {
     let waiting = b.unwrap(Bytes::copy_from_slice(&m2), T0 + 3 * S).unwrap();
     assert_eq!(waiting.kind, ReceivedKind::Duplicate);
     assert_eq!(&waiting.content[..], b"two");
-    assert_eq!(waiting.missing_dependencies[0].message_id, Id::from("m1"));
+    assert_eq!(
+        waiting.missing_dependencies[0].message_id,
+        MessageId::from("m1")
+    );
     b.unwrap(m1.clone(), T0 + 4 * S).unwrap();
     events(&mut b);
     let logged = b.unwrap(Bytes::copy_from_slice(&m1), T0 + 5 * S).unwrap();

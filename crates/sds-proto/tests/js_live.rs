@@ -18,7 +18,6 @@ use sds_proto::engine::{Channel, Config, Event};
 use sds_proto::json::spec_message_to_json;
 use sds_proto::wire::spec::{self, MessageKind, SpecHistoryEntry, SpecMessage};
 use sds_proto::wire::{Limits, Profile};
-use sds_proto::Id;
 use serde_json::{json, Value};
 
 #[path = "support/interop.rs"]
@@ -70,13 +69,13 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn text(&mut self, max: u64) -> Id {
+    fn text<T: From<String>>(&mut self, max: u64) -> T {
         const ALPHABET: [&str; 8] = ["a", "q", "9", "_", "ß", "✓", "語", " "];
         let n = self.below(max + 1);
         let s: String = (0..n)
             .map(|_| ALPHABET[self.below(ALPHABET.len() as u64) as usize])
             .collect();
-        Id::from(s)
+        T::from(s)
     }
     fn bytes(&mut self, max: u64) -> Bytes {
         let n = self.below(max + 1);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use sds_proto::bloom::spec::{SpecBloomFilter, SpecIdHashes};
 use sds_proto::bloom::BloomParams;
-use sds_proto::id::Id;
+use sds_proto::id::ParticipantId;
 use sds_proto::json::{spec_class_name, spec_message_from_json, spec_message_to_json};
 use sds_proto::repair::spec;
 use sds_proto::wire::spec::{MessageKind, SpecHistoryEntry, SpecMessage};
@@ -174,7 +174,10 @@ fn spec_entry(v: &Value) -> SpecHistoryEntry {
             .get("retrievalHint")
             .and_then(Value::as_str)
             .map(|h| Bytes::from(hex::decode(h).unwrap())),
-        sender_id: v.get("senderId").and_then(Value::as_str).map(Id::from),
+        sender_id: v
+            .get("senderId")
+            .and_then(Value::as_str)
+            .map(ParticipantId::from),
     }
 }
 

@@ -11,7 +11,7 @@ use sds_proto::json::{
 use sds_proto::nim_hash::{nim_hash, nim_hash_concat};
 use sds_proto::repair::{in_response_group, t_req_offset, t_resp_offset};
 use sds_proto::wire::{nim, Limits};
-use sds_proto::Id;
+use sds_proto::MessageId;
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -297,7 +297,7 @@ fn rolling_filter_cases_match_nim_sds() {
         let mut lens = Vec::new();
         let mut cleaned = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            if r.add(Id::from(id.as_str())) {
+            if r.add(MessageId::from(id.as_str())) {
                 cleaned.push(Value::from(i));
             }
             lens.push(Value::from(r.len()));

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use sds_proto::bloom::{BloomFilter, FilterView};
 use sds_proto::wire::spec::{self, SpecHistoryEntry, SpecMessage};
 use sds_proto::wire::{nim, DecodeError, Limits};
-use sds_proto::{HistoryEntry, Id, SdsMessage};
+use sds_proto::{HistoryEntry, SdsMessage};
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -16,8 +16,8 @@ fn cases() -> u32 {
         .unwrap_or(10_000)
 }
 
-fn id(max: usize) -> impl Strategy<Value = Id> {
-    prop::collection::vec(any::<u8>(), 0..max).prop_map(Id::from)
+fn id<T: From<Vec<u8>> + std::fmt::Debug>(max: usize) -> impl Strategy<Value = T> {
+    prop::collection::vec(any::<u8>(), 0..max).prop_map(T::from)
 }
 
 fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
@@ -180,7 +180,7 @@ proptest! {
     }
 
     #[test]
-    fn filter_parse_never_panics(b in filter_bytes(), probe in id(24)) {
+    fn filter_parse_never_panics(b in filter_bytes(), probe in id::<sds_proto::MessageId>(24)) {
         if let Ok(view) = FilterView::parse(&b) {
             // Lookups on any accepted header stay in bounds and agree with the owned copy.
             prop_assert_eq!(view.contains(probe.as_bytes()), view.to_filter().contains(probe.as_bytes()));

@@ -1,7 +1,7 @@
 //! Storage encoding of a list of history entries (an incoming message's missing set):
 //! for each entry, three length-prefixed fields (id, hint, sender), lengths as u32 little-endian.
 
-use sds::{Bytes, HistoryEntry, MessageId};
+use sds::{Bytes, HistoryEntry, MessageId, ParticipantId};
 
 pub(crate) fn encode_entries(entries: &[HistoryEntry]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -34,7 +34,7 @@ pub(crate) fn decode_entries(mut bytes: &[u8]) -> Option<Vec<HistoryEntry>> {
         entries.push(HistoryEntry {
             message_id: MessageId::from(id),
             retrieval_hint: Bytes::from(hint),
-            sender_id: MessageId::from(sender),
+            sender_id: ParticipantId::from(sender),
         });
     }
     // Every byte must have been consumed by whole entries.

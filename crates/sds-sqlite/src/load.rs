@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sds::persistence::{PersistenceError, PersistenceResult};
 use sds::{
     Bytes, ChannelId, ChannelSnapshot, HistoryEntry, IncomingEntry, IncomingRepairEntry, LogEntry,
-    MessageId, OutgoingEntry, OutgoingRepairEntry,
+    MessageId, OutgoingEntry, OutgoingRepairEntry, ParticipantId,
 };
 
 use crate::bytes::{blob, stored_at, Stored, MESSAGE_COLUMNS};
@@ -146,7 +146,7 @@ pub(crate) fn read_channel(
                 LogEntry {
                     message_id: MessageId::from(r.get::<_, Vec<u8>>(0)?),
                     lamport_timestamp: r.get(1)?,
-                    sender_id: MessageId::from(r.get::<_, Vec<u8>>(2)?),
+                    sender_id: ParticipantId::from(r.get::<_, Vec<u8>>(2)?),
                     retrieval_hint: blob(r.get(3)?),
                     bytes: Bytes::new(),
                     arrival: r.get::<_, i64>(5)?.max(0) as u64,
@@ -227,7 +227,7 @@ pub(crate) fn read_channel(
                 entry: HistoryEntry {
                     message_id: MessageId::from(r.get::<_, Vec<u8>>(0)?),
                     retrieval_hint: blob(r.get(1)?),
-                    sender_id: MessageId::from(r.get::<_, Vec<u8>>(2)?),
+                    sender_id: ParticipantId::from(r.get::<_, Vec<u8>>(2)?),
                 },
                 t_req: r.get::<_, i64>(3)?.max(0) as u64,
                 // Out-of-range values read as the most retries (the longest wait).
@@ -250,7 +250,7 @@ pub(crate) fn read_channel(
                     entry: HistoryEntry {
                         message_id: MessageId::from(r.get::<_, Vec<u8>>(0)?),
                         retrieval_hint: blob(r.get(1)?),
-                        sender_id: MessageId::from(r.get::<_, Vec<u8>>(2)?),
+                        sender_id: ParticipantId::from(r.get::<_, Vec<u8>>(2)?),
                     },
                     t_resp: r.get::<_, i64>(3)?.max(0) as u64,
                     bytes: Bytes::new(),

@@ -41,7 +41,7 @@ pub use sds_proto::engine::{
     LogEntry, OutgoingEntry, OutgoingRepairEntry, ReceivedKind, SendFailure, StoreOp, Transmit,
     TransmitKind, Unwrapped,
 };
-pub use sds_proto::{Bytes, ChannelId, HistoryEntry, Id, MessageId, ParticipantId};
+pub use sds_proto::{Bytes, ChannelId, HistoryEntry, MessageId, ParticipantId};
 
 /// The channel id a received message names, read without decoding the rest (nim-sds wire
 /// format), for filtering before [`ReliabilityManager::unwrap_received_message`].

@@ -431,6 +431,23 @@ impl ReliabilityManager {
 
     /// Wraps `content` as message `message_id` on `channel` and returns the bytes to
     /// broadcast. The message is stored as unacknowledged before this returns.
+    ///
+    /// Message, channel and participant ids are distinct types: string literals convert into
+    /// any of them, but an id of one kind is never taken for another.
+    ///
+    /// ```
+    /// # async fn f(m: &sds::ReliabilityManager) {
+    /// let (id, channel) = (sds::MessageId::from("m1"), sds::ChannelId::from("lobby"));
+    /// let _ = m.wrap_outgoing_message(&b"hi"[..], id, channel).await;
+    /// # }
+    /// ```
+    ///
+    /// ```compile_fail
+    /// # async fn f(m: &sds::ReliabilityManager) {
+    /// let (id, channel) = (sds::MessageId::from("m1"), sds::ChannelId::from("lobby"));
+    /// let _ = m.wrap_outgoing_message(&b"hi"[..], channel, id).await; // swapped: refused
+    /// # }
+    /// ```
     pub async fn wrap_outgoing_message(
         &self,
         content: impl Into<Bytes>,

@@ -65,7 +65,7 @@ fn ready(ns: &[Notification]) -> Vec<String> {
         .collect()
 }
 
-fn ids<T>(v: &[T], id: impl Fn(&T) -> &MessageId) -> Vec<String> {
+fn ids<T, I: std::fmt::Display>(v: &[T], id: impl Fn(&T) -> &I) -> Vec<String> {
     v.iter().map(|e| id(e).to_string()).collect()
 }
 

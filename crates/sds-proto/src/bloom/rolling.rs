@@ -5,7 +5,7 @@ use std::fmt::Debug;
 
 use super::spec::{SpecBloomFilter, SpecIdHashes};
 use super::{BloomError, BloomFilter, BloomParams, IdHashes};
-use crate::id::Id;
+use crate::id::MessageId;
 
 /// The filter family a [`Rolling`] filter is made of.
 pub trait RollingKind: Debug + Clone {
@@ -104,7 +104,7 @@ pub struct Rolling<K: RollingKind> {
     min_capacity: usize,
     max_capacity: usize,
     rebuild: BloomParams,
-    ids: VecDeque<(Id, K::Hashes)>,
+    ids: VecDeque<(MessageId, K::Hashes)>,
 }
 
 impl<K: RollingKind> Rolling<K> {
@@ -138,13 +138,13 @@ impl<K: RollingKind> Rolling<K> {
     }
 
     /// Adds an id; returns whether the add triggered a rebuild.
-    pub fn add(&mut self, id: Id) -> bool {
+    pub fn add(&mut self, id: MessageId) -> bool {
         let hashes = K::hashes(id.as_bytes());
         self.add_hashed(id, hashes)
     }
 
     /// [`add`](Self::add) with the id's hashes already computed.
-    pub fn add_hashed(&mut self, id: Id, hashes: K::Hashes) -> bool {
+    pub fn add_hashed(&mut self, id: MessageId, hashes: K::Hashes) -> bool {
         K::insert(&mut self.filter, hashes);
         self.ids.push_back((id, hashes));
         if self.ids.len() > self.max_capacity {
@@ -206,7 +206,7 @@ impl<K: RollingKind> Rolling<K> {
     }
 
     /// The ids currently in the filter, oldest first.
-    pub fn ids(&self) -> impl ExactSizeIterator<Item = &Id> {
+    pub fn ids(&self) -> impl ExactSizeIterator<Item = &MessageId> {
         self.ids.iter().map(|(id, _)| id)
     }
 
@@ -247,8 +247,8 @@ mod tests {
     #[test]
     fn capacity_one_forgets_everything_on_rebuild() {
         let mut r = RollingBloomFilter::new(1, 0.001).unwrap();
-        assert!(!r.add(Id::from("a")));
-        assert!(r.add(Id::from("b")));
+        assert!(!r.add(MessageId::from("a")));
+        assert!(r.add(MessageId::from("b")));
         assert_eq!(r.len(), 0);
         assert_eq!(r.filter().capacity(), 1);
     }
@@ -259,7 +259,9 @@ mod tests {
         let mut spec = SpecRollingBloomFilter::new(100, 0.01).unwrap();
         let (nim_bits, spec_bits) = (nim.filter().m_bits(), spec.filter().m_bits());
         assert_eq!(nim_bits, spec_bits);
-        let ids: Vec<Id> = (0..121).map(|i| Id::from(format!("m-{i}"))).collect();
+        let ids: Vec<MessageId> = (0..121)
+            .map(|i| MessageId::from(format!("m-{i}")))
+            .collect();
         for id in &ids[..120] {
             assert!(!nim.add(id.clone()));
             assert!(!spec.add(id.clone()));

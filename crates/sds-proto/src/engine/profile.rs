@@ -9,7 +9,7 @@ use crate::bloom::spec::{SpecFilterView, SpecIdHashes};
 use crate::bloom::{
     BloomError, BloomFilter, FilterView, IdHashes, RollingBloomFilter, SpecRollingBloomFilter,
 };
-use crate::id::{ChannelId, Id, MessageId, ParticipantId};
+use crate::id::{ChannelId, MessageId, ParticipantId};
 use crate::message::{HistoryEntry, SdsMessage};
 use crate::wire::spec::{MessageKind, SpecHistoryEntry, SpecMessage};
 use crate::wire::{nim, spec, DecodeError, Profile};
@@ -64,7 +64,7 @@ impl ChannelFilter {
         }
     }
 
-    pub(super) fn add(&mut self, id: Id) {
+    pub(super) fn add(&mut self, id: MessageId) {
         match self {
             ChannelFilter::Nim(r) => {
                 r.add(id);

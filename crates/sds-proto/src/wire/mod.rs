@@ -16,8 +16,6 @@ pub use pb::ProtoError;
 
 use bytes::Bytes;
 
-use crate::id::Id;
-
 /// Bounds applied while decoding untrusted bytes. Every bound is checked before the work or the
 /// allocation it guards.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,11 +185,15 @@ pub(crate) fn check_len(kind: LimitKind, actual: usize, limit: usize) -> Result<
 }
 
 /// An id read from `bytes`, a slice of `buf`, within the id length limit.
-pub(crate) fn id(buf: &Bytes, bytes: &[u8], limits: &Limits) -> Result<Id, DecodeError> {
+pub(crate) fn id<T: From<Bytes>>(
+    buf: &Bytes,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<T, DecodeError> {
     check_len(LimitKind::IdLength, bytes.len(), limits.max_id_len)?;
     // Zero-copy like everything else: an id keeps the message buffer alive, so whoever keeps an
-    // id longer than its message should `Id::detached` it.
-    Ok(Id::from(buf.slice_ref(bytes)))
+    // id longer than its message should `detached` it.
+    Ok(T::from(buf.slice_ref(bytes)))
 }
 
 /// The wire layouts this crate can speak.

@@ -196,7 +196,7 @@ fn decode_entry(buf: &Bytes, raw: &[u8], limits: &Limits) -> Result<HistoryEntry
 /// accepts and rejects (within `limits`), without panicking on any input.
 ///
 /// Every id, the content, the bloom filter and the retrieval hints are zero-copy slices of
-/// `buf` (see [`Id::detached`](crate::id::Id::detached) for keeping an id beyond the message).
+/// `buf` (see [`MessageId::detached`](crate::id::MessageId::detached) for keeping an id beyond the message).
 pub fn decode(buf: &Bytes, limits: &Limits) -> Result<SdsMessage, DecodeError> {
     check_len(LimitKind::MessageSize, buf.len(), limits.max_message_size)?;
     let mut msg_id = None;

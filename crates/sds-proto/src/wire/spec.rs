@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use super::pb::{self, Fields, Value};
 use super::{check_len, id, DecodeError, LimitKind, Limits};
-use crate::id::{ChannelId, Id, MessageId, ParticipantId};
+use crate::id::{ChannelId, MessageId, ParticipantId};
 
 const F_SENDER: u64 = 1;
 const F_ID: u64 = 2;
@@ -154,7 +154,7 @@ fn put_entry(out: &mut Vec<u8>, field: u64, e: &SpecHistoryEntry) {
 
 /// The exact size of `encode(msg)`.
 pub fn encoded_len(msg: &SpecMessage) -> usize {
-    let string = |field: u64, id: &Id| {
+    let string = |field: u64, id: &[u8]| {
         if id.is_empty() {
             0
         } else {
@@ -166,9 +166,9 @@ pub fn encoded_len(msg: &SpecMessage) -> usize {
             .map(|e| pb::bytes_field_len(field as u32, entry_len(e)))
             .sum()
     };
-    string(F_SENDER, &msg.sender_id)
-        + string(F_ID, &msg.message_id)
-        + string(F_CHANNEL, &msg.channel_id)
+    string(F_SENDER, msg.sender_id.as_bytes())
+        + string(F_ID, msg.message_id.as_bytes())
+        + string(F_CHANNEL, msg.channel_id.as_bytes())
         + msg
             .lamport_timestamp
             .map_or(0, |l| pb::varint_field_len(F_LAMPORT as u32, l))
@@ -195,12 +195,12 @@ pub fn encode(msg: &SpecMessage) -> Vec<u8> {
 pub fn encode_into(msg: &SpecMessage, out: &mut Vec<u8>) {
     out.reserve(encoded_len(msg));
     for (field, id) in [
-        (F_SENDER, &msg.sender_id),
-        (F_ID, &msg.message_id),
-        (F_CHANNEL, &msg.channel_id),
+        (F_SENDER, msg.sender_id.as_bytes()),
+        (F_ID, msg.message_id.as_bytes()),
+        (F_CHANNEL, msg.channel_id.as_bytes()),
     ] {
         if !id.is_empty() {
-            pb::put_bytes_field(out, field as u32, id.as_bytes());
+            pb::put_bytes_field(out, field as u32, id);
         }
     }
     if let Some(l) = msg.lamport_timestamp {
