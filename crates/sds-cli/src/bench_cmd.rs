@@ -125,12 +125,10 @@ impl Workload {
         let n = args.n;
         // B1's configuration is the default one; the receiver's buffer bounds are raised to N
         // so that the reverse and random orders, which buffer almost everything, can complete.
-        let config = Config {
-            max_incoming_buffer: n.max(1),
-            max_incoming_buffer_bytes: usize::MAX,
-            max_outgoing_buffer: n.max(1),
-            ..Config::default()
-        };
+        let config = Config::default()
+            .with_max_incoming_buffer(n.max(1))
+            .with_max_incoming_buffer_bytes(usize::MAX)
+            .with_max_outgoing_buffer(n.max(1));
         let payloads = (0..n)
             .map(|i| Bytes::from((0..64).map(|j| ((i + j) % 256) as u8).collect::<Vec<u8>>()))
             .collect();
@@ -222,10 +220,7 @@ fn run_manager(w: Workload, store: &StoreArg) -> Result<Outcome, String> {
             _ => Arc::new(NoopPersistence),
         })
     };
-    let config = ManagerConfig {
-        engine: w.config.clone(),
-        ..ManagerConfig::default()
-    };
+    let config = ManagerConfig::default().with_engine(w.config.clone());
     let alice = ReliabilityManager::new("alice", config.clone(), persistence("alice")?)
         .map_err(|e| e.to_string())?;
     let bob =

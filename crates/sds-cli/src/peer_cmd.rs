@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Args;
 use sds::{
@@ -145,22 +146,31 @@ impl ConfigArgs {
                 }
             )*};
         }
+        macro_rules! set_ms {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field {
+                    c.$field = Duration::from_millis(v);
+                }
+            )*};
+        }
+        set_ms!(
+            resend_interval,
+            possibly_acked_resend_interval,
+            sync_interval,
+            repair_t_min,
+            repair_t_max
+        );
         set!(
             bloom_capacity,
             bloom_error_rate,
             max_message_history,
             max_causal_history,
-            resend_interval,
-            possibly_acked_resend_interval,
             max_resend_attempts,
             possible_ack_threshold,
-            sync_interval,
             max_incoming_buffer,
             max_incoming_buffer_bytes,
             max_outgoing_buffer,
             max_known_ids,
-            repair_t_min,
-            repair_t_max,
             num_response_groups,
             max_repair_requests,
             max_repair_buffer
@@ -171,10 +181,10 @@ impl ConfigArgs {
         c.lamport_unit = self.lamport_unit;
         c.quiet_sync = self.quiet_sync;
         if let Some(t) = self.filter_resend_after {
-            c.filter_resend_after = (t > 0).then_some(t);
+            c.filter_resend_after = (t > 0).then(|| Duration::from_millis(t));
         }
         if let Some(t) = self.lost_dependency_timeout {
-            c.lost_dependency_timeout = (t > 0).then_some(t);
+            c.lost_dependency_timeout = (t > 0).then(|| Duration::from_millis(t));
         }
         c
     }
@@ -202,9 +212,10 @@ fn notification_json(n: Notification) -> Value {
             Event::MessageReady {
                 channel_id,
                 message_id,
+                sequence,
                 ..
             } => {
-                json!({"event": "messageReady", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id)})
+                json!({"event": "messageReady", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "sequence": sequence})
             }
             Event::Acknowledged {
                 channel_id,
@@ -415,6 +426,32 @@ impl Peer {
                     Value::Array(log.iter().map(|e| text_or_hex(&e.message_id)).collect()),
                 );
             }
+            Some("log") => {
+                if words.len() != 4 {
+                    need(2)?;
+                }
+                let after: u64 = words[2]
+                    .parse()
+                    .map_err(|_| format!("not a sequence number: {}", words[2]))?;
+                let limit = match words.get(3) {
+                    Some(w) => w.parse().map_err(|_| format!("not a count: {w}"))?,
+                    None => 1_000,
+                };
+                let log = m
+                    .read_log(arg_id::<ChannelId>(words[1])?, after, limit)
+                    .await
+                    .map_err(err)?;
+                let messages = log.iter().map(|e| {
+                    json!({
+                        "sequence": e.sequence,
+                        "messageId": text_or_hex(&e.message_id),
+                        "senderId": text_or_hex(&e.sender_id),
+                        "lamport": e.lamport_timestamp,
+                        "content": hex::encode(&e.content),
+                    })
+                });
+                out.insert("messages".into(), Value::Array(messages.collect()));
+            }
             Some("state") => {
                 need(1)?;
                 let s = m
@@ -611,13 +648,11 @@ pub(crate) fn run(args: PeerArgs) -> CmdResult {
             }
         },
     };
-    let config = ManagerConfig {
-        engine: args.config.to_config(),
+    let config = ManagerConfig::default()
+        .with_engine(args.config.to_config())
         // A driver may feed any channel: received messages open channels, bounded apart from
         // the ones this peer sends on.
-        unjoined_channels: UnjoinedChannels::Accept { max: 256 },
-        ..ManagerConfig::default()
-    };
+        .with_unjoined_channels(UnjoinedChannels::Accept { max: 256 });
     let manager = ReliabilityManager::new(args.participant.as_str(), config, persistence)
         .map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -76,7 +76,7 @@ fn events(v: &Value, kind: &str) -> Vec<String> {
 #[test]
 fn two_peers_exchange_out_of_order_and_acknowledge() {
     let mut alice = Peer::start("alice");
-    let mut bob = Peer::start("bob");
+    let mut bob = Peer::start_with("bob", &["--store", "memory"]);
     alice.ok("hint m1 hex:aa55");
     let m1 = alice.ok("wrap chat m1 6f6e65")["bytes"]
         .as_str()
@@ -101,6 +101,21 @@ fn two_peers_exchange_out_of_order_and_acknowledge() {
         bob.ok("history chat")["history"],
         serde_json::json!(["m1", "m2"])
     );
+    // The store reads them back after the first delivery's sequence.
+    let first = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "messageReady")
+        .unwrap()["sequence"]
+        .as_u64()
+        .unwrap();
+    let log = bob.ok(&format!("log chat {first}"));
+    assert_eq!(log["messages"][0]["messageId"], "m2");
+    assert_eq!(log["messages"][0]["content"], "74776f");
+    assert_eq!(log["messages"][0]["senderId"], "alice");
+    assert_eq!(bob.ok("log chat 0 1")["messages"][0]["messageId"], "m1");
+    assert_eq!(bob.send("log chat x")["ok"], false);
 
     // bob's reply cites both: alice hears they were received.
     let empty = bob.send("wrap chat b1 -");

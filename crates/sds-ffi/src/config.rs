@@ -1,5 +1,7 @@
 //! The JSON configuration of `SdsNewReliabilityManagerWithConfig`.
 
+use std::time::Duration;
+
 use sds_core::Config;
 use serde_json::Value;
 
@@ -39,6 +41,7 @@ pub fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), St
                 .as_u64()
                 .ok_or(format!("{key} must be a non-negative integer"))
         };
+        let ms = || n().map(Duration::from_millis);
         match key.as_str() {
             "participantId" | "databasePath" | "databaseDurability" => {}
             "bloomCapacity" => {
@@ -49,24 +52,26 @@ pub fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), St
             }
             "maxMessageHistory" => c.max_message_history = n()? as usize,
             "maxCausalHistory" => c.max_causal_history = n()? as usize,
-            "resendIntervalMs" => c.resend_interval = n()?,
-            "possiblyAckedResendIntervalMs" => c.possibly_acked_resend_interval = n()?,
+            "resendIntervalMs" => c.resend_interval = ms()?,
+            "possiblyAckedResendIntervalMs" => c.possibly_acked_resend_interval = ms()?,
             "maxResendAttempts" => c.max_resend_attempts = n()? as u32,
             "possibleAckThreshold" => c.possible_ack_threshold = n()? as u32,
-            "syncIntervalMs" => c.sync_interval = n()?,
+            "syncIntervalMs" => c.sync_interval = ms()?,
             "quietSync" => {
                 c.quiet_sync = value.as_bool().ok_or("quietSync must be true or false")?
             }
-            "filterResendAfterMs" => c.filter_resend_after = Some(n()?).filter(|t| *t > 0),
-            "lostDependencyTimeoutMs" => c.lost_dependency_timeout = Some(n()?).filter(|t| *t > 0),
-            "maxClockLeadMs" => c.max_clock_lead = n()?,
+            "filterResendAfterMs" => c.filter_resend_after = Some(ms()?).filter(|t| !t.is_zero()),
+            "lostDependencyTimeoutMs" => {
+                c.lost_dependency_timeout = Some(ms()?).filter(|t| !t.is_zero())
+            }
+            "maxClockLeadMs" => c.max_clock_lead = ms()?,
             "maxIncomingBuffer" => c.max_incoming_buffer = n()? as usize,
             "maxOutgoingBuffer" => c.max_outgoing_buffer = n()? as usize,
-            "repairTMinMs" => c.repair_t_min = n()?,
-            "repairTMaxMs" => c.repair_t_max = n()?,
+            "repairTMinMs" => c.repair_t_min = ms()?,
+            "repairTMaxMs" => c.repair_t_max = ms()?,
             "numResponseGroups" => c.num_response_groups = n()? as u32,
             "maxRepairRequests" => c.max_repair_requests = n()? as usize,
-            "repairCooldownMs" => c.repair_cooldown = Some(n()?),
+            "repairCooldownMs" => c.repair_cooldown = Some(ms()?),
             "maxRepairBytes" => c.max_repair_bytes = n()?,
             "lamportUnit" => {
                 c.lamport_unit = Some(
@@ -95,11 +100,14 @@ mod tests {
         let (participant, database, c) = engine_config(&v).unwrap();
         assert_eq!(participant, "alice");
         assert_eq!(database, None);
-        assert_eq!(c.sync_interval, 5_000);
+        assert_eq!(c.sync_interval, Duration::from_secs(5));
         assert!(c.quiet_sync);
-        assert_eq!(c.filter_resend_after, Some(2_000));
+        assert_eq!(c.filter_resend_after, Some(Duration::from_secs(2)));
         let lead: Value = serde_json::from_str(r#"{"maxClockLeadMs":60000}"#).unwrap();
-        assert_eq!(engine_config(&lead).unwrap().2.max_clock_lead, 60_000);
+        assert_eq!(
+            engine_config(&lead).unwrap().2.max_clock_lead,
+            Duration::from_secs(60)
+        );
         let off: Value = serde_json::from_str(r#"{"filterResendAfterMs":0}"#).unwrap();
         assert_eq!(engine_config(&off).unwrap().2.filter_resend_after, None);
         let wrong: Value = serde_json::from_str(r#"{"quietSync":1}"#).unwrap();

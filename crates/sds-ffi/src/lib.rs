@@ -191,16 +191,14 @@ fn create(config: Value, created: Callback) -> *mut c_void {
         Err(e) => return refuse(&format!("invalid configuration: {e}")),
     };
     let max_message_size = engine.limits.max_message_size;
-    let sync_interval = Duration::from_millis(engine.sync_interval.max(1));
-    let manager_config = ManagerConfig {
-        engine,
+    let sync_interval = engine.sync_interval.max(Duration::from_millis(1));
+    let manager_config = ManagerConfig::default()
+        .with_engine(engine)
         // libsds has no join: as with nim-sds, a received message opens its channel. Those
         // channels are bounded apart from the ones the application sends on.
-        unjoined_channels: UnjoinedChannels::Accept {
+        .with_unjoined_channels(UnjoinedChannels::Accept {
             max: REMOTE_CHANNELS,
-        },
-        ..ManagerConfig::default()
-    };
+        });
     // Checked before a database is opened or created.
     if let Err(e) = manager_config.engine.validate() {
         return refuse(&format!("reInvalidArgument: {e}"));

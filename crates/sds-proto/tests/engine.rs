@@ -2,6 +2,7 @@
 //! names). Times are milliseconds; T0 = 1 700 000 000 000.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sds_proto::bloom::BloomFilter;
@@ -127,10 +128,7 @@ fn fingerprint(ch: &Channel) -> (i64, ChannelSnapshot, Vec<u8>) {
 /// The default configuration with a clock counting milliseconds, as on the spec profile: the
 /// millisecond examples of LAMPORT-01/02 apply to it as written.
 fn ms_clock() -> Config {
-    Config {
-        lamport_unit: Some(LamportUnit::Milliseconds),
-        ..Config::default()
-    }
+    Config::default().with_lamport_unit(Some(LamportUnit::Milliseconds))
 }
 
 #[test]
@@ -309,10 +307,7 @@ fn send_03_04_wrapped_message_fields_and_state_after() {
 
 #[test]
 fn send_03_causal_history_setting_zero_and_empty_sender() {
-    let config = Config {
-        max_causal_history: 0,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_causal_history(0);
     let mut a = Node {
         ch: Channel::new("c".into(), "".into(), config, T0).unwrap(),
         events: vec![],
@@ -496,10 +491,7 @@ fn recv_04_a_held_copy_is_recognised_by_its_bytes_not_its_id() {
 
 #[test]
 fn recv_04_duplicates_of_evicted_messages_are_still_caught() {
-    let config = Config {
-        max_message_history: 3,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_message_history(3);
     let mut a = Node::new("alice", config.clone());
     let mut b = Node::new("bob", config);
     let wires: Vec<Bytes> = (0..6).map(|i| a.wrap(&format!("m{i}"), T0)).collect();
@@ -724,11 +716,9 @@ fn dep_05_log_is_ordered_by_lamport_then_id() {
 
 #[test]
 fn dep_07_long_chain_in_reverse_is_delivered_in_order() {
-    let config = Config {
-        max_message_history: 2_000,
-        max_known_ids: 4_000,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_max_message_history(2_000)
+        .with_max_known_ids(4_000);
     let mut a = Node::new("alice", config.clone());
     let wires: Vec<Bytes> = (0..2000).map(|i| a.wrap(&format!("m{i}"), T0)).collect();
     let mut b = Node::new("bob", config);
@@ -807,10 +797,7 @@ fn ack_02_03_bloom_hits_count_up_to_the_threshold() {
 #[test]
 fn ack_04_threshold_is_configurable() {
     for (threshold, acks_after) in [(1u32, 1usize), (3, 3)] {
-        let config = Config {
-            possible_ack_threshold: threshold,
-            ..Config::default()
-        };
+        let config = Config::default().with_possible_ack_threshold(threshold);
         let mut a = Node::new("alice", config);
         a.wrap("msg1", T0);
         for i in 0..acks_after {
@@ -934,12 +921,10 @@ fn resend_01_02_schedule_and_send_failed() {
 
 #[test]
 fn resend_03_nim_scenario_spec_correct() {
-    let config = Config {
-        resend_interval: 100,
-        max_resend_attempts: 3,
-        bloom_capacity: 2,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_resend_interval(Duration::from_millis(100))
+        .with_max_resend_attempts(3)
+        .with_bloom_capacity(2);
     let mut a = Node::new("alice", config);
     a.wrap("msg1", T0);
     for t in (0..=500).step_by(50) {
@@ -962,11 +947,9 @@ fn resend_03_nim_scenario_spec_correct() {
 
 #[test]
 fn resend_04_possibly_acknowledged_use_their_own_interval_and_go_second() {
-    let config = Config {
-        resend_interval: 60 * S,
-        possibly_acked_resend_interval: 60 * S,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_resend_interval(Duration::from_millis(60 * S))
+        .with_possibly_acked_resend_interval(Duration::from_millis(60 * S));
     let mut a = Node::new("alice", config);
     a.wrap("p", T0);
     a.wrap("u", T0);
@@ -1009,13 +992,7 @@ fn resend_05_06_ack_stops_resends_and_resends_change_no_state() {
     a.tick(T0 + 500 * S);
     assert_eq!(a.transmits.len(), 1);
     // An ack after the give-up: no event.
-    let mut a = Node::new(
-        "alice",
-        Config {
-            max_resend_attempts: 0,
-            ..Config::default()
-        },
-    );
+    let mut a = Node::new("alice", Config::default().with_max_resend_attempts(0));
     a.wrap("m1", T0);
     a.tick(T0 + 60 * S);
     a.take_events();
@@ -1025,13 +1002,7 @@ fn resend_05_06_ack_stops_resends_and_resends_change_no_state() {
 
 #[test]
 fn resend_08_zero_attempts_fail_at_first_due_time() {
-    let mut a = Node::new(
-        "alice",
-        Config {
-            max_resend_attempts: 0,
-            ..Config::default()
-        },
-    );
+    let mut a = Node::new("alice", Config::default().with_max_resend_attempts(0));
     a.wrap("m1", T0);
     a.tick(T0 + 60 * S);
     assert!(a.transmits.is_empty());
@@ -1160,10 +1131,7 @@ fn sync_06_what_a_received_sync_cites_and_we_lack_is_reported() {
 fn sync_08_periodic_sync_timer() {
     let mut a = Node::new(
         "alice",
-        Config {
-            sync_interval: 250,
-            ..Config::default()
-        },
+        Config::default().with_sync_interval(Duration::from_millis(250)),
     );
     a.wrap("m1", T0);
     a.ch.set_sync_timer(Some(T0));
@@ -1198,11 +1166,9 @@ fn syncs(n: &Node) -> usize {
 
 #[test]
 fn sync_quiet_sync_waits_for_a_quiet_interval() {
-    let config = Config {
-        sync_interval: 250,
-        quiet_sync: true,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_sync_interval(Duration::from_millis(250))
+        .with_quiet_sync(true);
     let mut a = Node::new("alice", config.clone());
     let mut b = Node::new("bob", config);
     a.wrap("m1", T0);
@@ -1231,10 +1197,7 @@ fn sync_quiet_sync_waits_for_a_quiet_interval() {
     // Without the option every sync goes out however busy the channel is.
     let mut c = Node::new(
         "carol",
-        Config {
-            sync_interval: 250,
-            ..Config::default()
-        },
+        Config::default().with_sync_interval(Duration::from_millis(250)),
     );
     c.wrap("c1", T0);
     c.ch.set_sync_timer(Some(T0 - 250));
@@ -1247,13 +1210,11 @@ fn sync_quiet_sync_waits_for_a_quiet_interval() {
 fn sync_quiet_sync_still_sends_a_due_repair_request() {
     let mut a = Node::new(
         "alice",
-        Config {
-            sync_interval: 250,
-            quiet_sync: true,
-            repair_t_min: 1,
-            repair_t_max: 1_000,
-            ..Config::default()
-        },
+        Config::default()
+            .with_sync_interval(Duration::from_millis(250))
+            .with_quiet_sync(true)
+            .with_repair_t_min(Duration::from_millis(1))
+            .with_repair_t_max(Duration::from_millis(1_000)),
     );
     a.wrap("m1", T0);
     // bob's message cites one alice never got: a repair request becomes due at T_req.
@@ -1292,11 +1253,9 @@ fn resends_of(n: &Node, id: &str) -> Vec<Bytes> {
 
 #[test]
 fn filter_resend_reaches_a_member_whose_filter_lacks_a_message() {
-    let config = Config {
-        filter_resend_after: Some(1_000),
-        max_resend_attempts: 2,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_filter_resend_after(Some(Duration::from_millis(1_000)))
+        .with_max_resend_attempts(2);
     let mut a = Node::new("alice", config.clone());
     let mut b = Node::new("bob", config.clone());
     let mut c = Node::new("carol", config);
@@ -1347,12 +1306,10 @@ fn filter_resend_is_off_by_default_and_forgets_old_messages() {
     assert!(a.transmits.is_empty());
 
     // Watched for the longer of T_max and five quiet-sync gaps (4 sync intervals each).
-    let config = Config {
-        filter_resend_after: Some(1_000),
-        repair_t_max: 10_000,
-        sync_interval: 250,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_filter_resend_after(Some(Duration::from_millis(1_000)))
+        .with_repair_t_max(Duration::from_millis(10_000))
+        .with_sync_interval(Duration::from_millis(250));
     let mut a = Node::new("alice", config.clone());
     let mut b = Node::new("bob", config);
     a.wrap("m1", T0);
@@ -1384,10 +1341,7 @@ fn sync_09_a_cited_sync_id_is_not_waited_for() {
 // ----- LOST ------------------------------------------------------------------------------------
 
 fn lost_config() -> Config {
-    Config {
-        lost_dependency_timeout: Some(60 * S),
-        ..Config::default()
-    }
+    Config::default().with_lost_dependency_timeout(Some(Duration::from_millis(60 * S)))
 }
 
 #[test]
@@ -1439,13 +1393,7 @@ fn lost_05_a_lost_message_arriving_later_is_delivered_once() {
 
 #[test]
 fn lost_06_without_timeout_nothing_is_lost() {
-    let mut b = Node::new(
-        "bob",
-        Config {
-            lost_dependency_timeout: None,
-            ..Config::default()
-        },
-    );
+    let mut b = Node::new("bob", Config::default().with_lost_dependency_timeout(None));
     b.unwrap(&bytes_of(&message("m2", 20, &["m1"], "a")), T0);
     b.tick(T0 + 1_000_000 * S);
     assert!(ready(&b.events).is_empty());
@@ -1537,10 +1485,7 @@ fn mdm_02_marked_ids_join_only_their_channel() {
 
 #[test]
 fn persist_03_05_06_restore_rebuilds_state() {
-    let config = Config {
-        max_message_history: 3,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_message_history(3);
     let mut b = Node::new("bob", config.clone());
     for (i, id) in ["m1", "m2", "m3", "m4", "m5"].iter().enumerate() {
         b.unwrap(&bytes_of(&message(id, i as i64 + 1, &[], "a")), T0);
@@ -1676,11 +1621,9 @@ fn hostile_10_dependency_cycle_is_never_delivered_and_never_loops() {
 fn hostile_12_incoming_buffer_cap() {
     let mut b = Node::new(
         "bob",
-        Config {
-            max_incoming_buffer: 2,
-            max_incoming_buffer_bytes: 4_096,
-            ..Config::default()
-        },
+        Config::default()
+            .with_max_incoming_buffer(2)
+            .with_max_incoming_buffer_bytes(4_096),
     );
     b.unwrap(&bytes_of(&message("w1", 1, &["x"], "a")), T0);
     b.unwrap(&bytes_of(&message("w2", 1, &["x"], "a")), T0);
@@ -1721,13 +1664,7 @@ fn hostile_12_incoming_buffer_cap() {
 
 #[test]
 fn outgoing_buffer_cap_gives_up_the_oldest() {
-    let mut a = Node::new(
-        "alice",
-        Config {
-            max_outgoing_buffer: 2,
-            ..Config::default()
-        },
-    );
+    let mut a = Node::new("alice", Config::default().with_max_outgoing_buffer(2));
     for id in ["m1", "m2", "m3"] {
         a.wrap(id, T0);
     }
@@ -1745,31 +1682,13 @@ fn outgoing_buffer_cap_gives_up_the_oldest() {
 #[test]
 fn multi_09_invalid_config_is_refused() {
     let bad = [
-        Config {
-            bloom_capacity: 0,
-            ..Config::default()
-        },
-        Config {
-            bloom_error_rate: 1.0,
-            ..Config::default()
-        },
-        Config {
-            resend_interval: 0,
-            ..Config::default()
-        },
-        Config {
-            sync_interval: 0,
-            ..Config::default()
-        },
-        Config {
-            max_message_history: 0,
-            ..Config::default()
-        },
+        Config::default().with_bloom_capacity(0),
+        Config::default().with_bloom_error_rate(1.0),
+        Config::default().with_resend_interval(Duration::from_millis(0)),
+        Config::default().with_sync_interval(Duration::from_millis(0)),
+        Config::default().with_max_message_history(0),
         // A filter that cannot be built: refused by validate, not at every channel's creation.
-        Config {
-            bloom_capacity: i64::MAX,
-            ..Config::default()
-        },
+        Config::default().with_bloom_capacity(i64::MAX),
     ];
     for config in bad {
         assert!(config.validate().is_err(), "{config:?}");
@@ -1834,10 +1753,7 @@ fn hostile_clock_drag_a_far_future_lamport_is_refused() {
     // The bound is a setting, in milliseconds, compared in the clock's unit.
     let mut tight = Node::new(
         "carol",
-        Config {
-            max_clock_lead: 10 * S,
-            ..Config::default()
-        },
+        Config::default().with_max_clock_lead(Duration::from_millis(10 * S)),
     );
     assert!(tight
         .ch
@@ -1849,12 +1765,10 @@ fn hostile_clock_drag_a_far_future_lamport_is_refused() {
             .kind,
         ReceivedKind::Delivered
     );
-    assert!(Config {
-        max_clock_lead: 0,
-        ..Config::default()
-    }
-    .validate()
-    .is_err());
+    assert!(Config::default()
+        .with_max_clock_lead(Duration::from_millis(0))
+        .validate()
+        .is_err());
 }
 
 fn sync_of(id: &str, lamport: i64, sender: &str) -> Bytes {
@@ -1998,10 +1912,7 @@ fn dropped(events: &[Event], why: DropReason) -> Vec<String> {
 
 #[test]
 fn hostile_dependency_cycles_expire_and_do_not_fill_the_buffer() {
-    let config = Config {
-        max_incoming_buffer: 1_000,
-        ..lost_config()
-    };
+    let config = lost_config().with_max_incoming_buffer(1_000);
     let mut b = Node::new("bob", config);
     // 500 pairs citing each other fill the buffer.
     for i in 0..500 {
@@ -2037,10 +1948,7 @@ fn hostile_dependency_cycles_expire_and_do_not_fill_the_buffer() {
 
 #[test]
 fn hostile_waiting_index_bytes_count_against_the_buffer() {
-    let config = Config {
-        max_incoming_buffer_bytes: 1024 * 1024,
-        ..lost_config()
-    };
+    let config = lost_config().with_max_incoming_buffer_bytes(1024 * 1024);
     let mut b = Node::new("bob", config);
     // Each message cites 512 dependencies nobody has: a few KB on the wire, far more in indexes.
     for m in 0..100 {

@@ -60,10 +60,7 @@ fn wire(g: &Graph) -> Vec<Bytes> {
 /// Feeds `order` (indices, possibly repeated) to a fresh receiver and checks the invariants on
 /// the way; returns the final log.
 fn receive(g: &Graph, bytes: &[Bytes], order: &[usize]) -> Result<Vec<String>, TestCaseError> {
-    let config = Config {
-        lost_dependency_timeout: None,
-        ..Config::default()
-    };
+    let config = Config::default().with_lost_dependency_timeout(None);
     let mut ch = Channel::new("c".into(), "receiver".into(), config, T0).unwrap();
     let mut delivered: Vec<usize> = Vec::new();
     let mut seen: HashSet<usize> = HashSet::new();

@@ -15,10 +15,7 @@ const T0: u64 = 1_700_000_000_000;
 const S: u64 = 1_000;
 
 fn config() -> Config {
-    Config {
-        profile: Profile::Spec,
-        ..Config::default()
-    }
+    Config::default().with_profile(Profile::Spec)
 }
 
 fn channel(name: &str) -> Channel {
@@ -126,11 +123,9 @@ fn copies_of_held_messages_on_the_spec_layout() {
 // BLOOM-12: acknowledgement through the murmur3 filter alone.
 #[test]
 fn possible_acks_come_from_the_spec_filter() {
-    let config = Config {
-        max_causal_history: 1,
-        possible_ack_threshold: 2,
-        ..config()
-    };
+    let config = config()
+        .with_max_causal_history(1)
+        .with_possible_ack_threshold(2);
     let mut a = Channel::new("chan".into(), "alice".into(), config.clone(), T0).unwrap();
     let mut b = Channel::new("chan".into(), "bob".into(), config.clone(), T0).unwrap();
     let mut c = Channel::new("chan".into(), "carol".into(), config, T0).unwrap();
@@ -332,13 +327,20 @@ fn repair_requests_use_the_spec_arithmetic() {
     let requests = b.outgoing_repair();
     assert_eq!(requests.len(), 1);
     let c = config();
-    let expected = T0 + S + t_req_offset(b"bob", b"m1", c.repair_t_min, c.repair_t_max);
+    let expected = T0
+        + S
+        + t_req_offset(
+            b"bob",
+            b"m1",
+            c.repair_t_min.as_millis() as u64,
+            c.repair_t_max.as_millis() as u64,
+        );
     assert_eq!(requests[0].t_req, expected);
     let nim_offset = sds_proto::repair::t_req_offset(
         b"bob",
         b"m1",
-        c.repair_t_min as i64,
-        c.repair_t_max as i64,
+        c.repair_t_min.as_millis() as i64,
+        c.repair_t_max.as_millis() as i64,
     );
     assert_ne!(
         expected,
@@ -354,10 +356,7 @@ fn restoring_state_of_the_other_profile_is_refused() {
         (Profile::NimSds, Profile::Spec),
         (Profile::Spec, Profile::NimSds),
     ] {
-        let with = |profile| Config {
-            profile,
-            ..Config::default()
-        };
+        let with = |profile| Config::default().with_profile(profile);
         let mut a = Channel::new("chan".into(), "alice".into(), with(written), T0).unwrap();
         let mut b = Channel::new("chan".into(), "bob".into(), with(written), T0).unwrap();
         a.wrap(Bytes::from_static(b"1"), "m1".into(), T0).unwrap();

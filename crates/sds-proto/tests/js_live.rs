@@ -137,10 +137,7 @@ fn live_codec_interop_with_waku_sds() {
     }
     // The real channel's messages, received by our engine on the spec profile: all delivered in
     // order; our reply cites the newest of them and @waku/sds reads it.
-    let config = Config {
-        profile: Profile::Spec,
-        ..Config::default()
-    };
+    let config = Config::default().with_profile(Profile::Spec);
     // Wall-clock time, as a running member has: @waku/sds stamps its messages with its clock,
     // and a lamport far beyond ours is refused as a dragged clock.
     let now = std::time::SystemTime::now()

@@ -60,16 +60,10 @@ fn wrap(ch: &mut Channel, id: &str, now: u64) -> Bytes {
 fn lamport_07_the_nim_sds_profile_counts_seconds_and_the_spec_profile_milliseconds() {
     assert_eq!(Config::default().profile, Profile::NimSds);
     assert_eq!(Config::default().clock_unit(), LamportUnit::Seconds);
-    let spec = Config {
-        profile: Profile::Spec,
-        ..Config::default()
-    };
+    let spec = Config::default().with_profile(Profile::Spec);
     assert_eq!(spec.clock_unit(), LamportUnit::Milliseconds);
     // An explicit unit wins over the profile's.
-    let nim_in_ms = Config {
-        lamport_unit: Some(LamportUnit::Milliseconds),
-        ..Config::default()
-    };
+    let nim_in_ms = Config::default().with_lamport_unit(Some(LamportUnit::Milliseconds));
     assert_eq!(nim_in_ms.clock_unit(), LamportUnit::Milliseconds);
 
     let mut rob = Channel::new("c".into(), "rob".into(), Config::default(), T0 + 999).unwrap();
@@ -131,13 +125,11 @@ fn lamport_07_a_reply_to_a_nim_sds_member_cites_what_she_has() {
 /// repair request for n0.
 #[test]
 fn lamport_07_a_delivered_message_is_not_evicted_for_its_low_lamport() {
-    let config = Config {
-        max_message_history: 20,
-        // The worst case: rob's own entries at millisecond scale (say, a store written by an
-        // older version), nina's at second scale.
-        lamport_unit: Some(LamportUnit::Milliseconds),
-        ..Config::default()
-    };
+    // The worst case: rob's own entries at millisecond scale (say, a store written by an older
+    // version), nina's at second scale.
+    let config = Config::default()
+        .with_max_message_history(20)
+        .with_lamport_unit(Some(LamportUnit::Milliseconds));
     let mut rob = Channel::new("c".into(), "rob".into(), config.clone(), T0).unwrap();
     for i in 0..20 {
         wrap(&mut rob, &format!("r{i}"), T0);
@@ -202,11 +194,9 @@ fn lamport_07_a_delivered_message_is_not_evicted_for_its_low_lamport() {
 /// Eviction by arrival survives a restart: the snapshot carries the arrival order.
 #[test]
 fn lamport_07_a_restored_channel_evicts_by_arrival_too() {
-    let config = Config {
-        max_message_history: 4,
-        lamport_unit: Some(LamportUnit::Milliseconds),
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_max_message_history(4)
+        .with_lamport_unit(Some(LamportUnit::Milliseconds));
     let mut rob = Channel::new("c".into(), "rob".into(), config.clone(), T0).unwrap();
     for i in 0..3 {
         wrap(&mut rob, &format!("r{i}"), T0);
@@ -233,10 +223,7 @@ fn lamport_07_a_restored_channel_evicts_by_arrival_too() {
 /// seconds: the clock only has to keep growing.
 #[test]
 fn lamport_07_a_millisecond_store_restored_into_a_seconds_channel_keeps_working() {
-    let ms = Config {
-        lamport_unit: Some(LamportUnit::Milliseconds),
-        ..Config::default()
-    };
+    let ms = Config::default().with_lamport_unit(Some(LamportUnit::Milliseconds));
     let mut old = Channel::new("c".into(), "rob".into(), ms, T0).unwrap();
     let r0 = wrap(&mut old, "r0", T0);
     assert_eq!(decode(&r0).lamport_timestamp, T0 as i64 + 1);

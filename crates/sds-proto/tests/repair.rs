@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sds_proto::engine::{
@@ -94,10 +95,8 @@ fn repair_06_empty_participant_makes_sds_r_inert() {
 
 #[test]
 fn repair_07_entries_leave_on_arrival_request_mark_and_loss() {
-    let config = Config {
-        lost_dependency_timeout: Some(60 * S),
-        ..Config::default()
-    };
+    let config =
+        Config::default().with_lost_dependency_timeout(Some(Duration::from_millis(60 * S)));
     let mut bob = Channel::new("c".into(), "bob".into(), config, T0).unwrap();
     bob.unwrap(enc(&msg("w", &["a", "b", "c", "d"], "alice")), T0)
         .unwrap();
@@ -371,10 +370,7 @@ fn sync_05_eligible_repairs_alone_produce_a_sync() {
 
 #[test]
 fn hostile_13_repair_buffers_are_bounded() {
-    let config = Config {
-        max_repair_buffer: 3,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_repair_buffer(3);
     let mut bob = Channel::new("c".into(), "bob".into(), config, T0).unwrap();
     let deps: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
     let refs: Vec<&str> = deps.iter().map(String::as_str).collect();
@@ -484,11 +480,11 @@ fn simulate(
 ) -> SimResult {
     let mut rng = seed;
     let sds_r = repair != Repair::Off;
-    let config = Config {
-        lost_dependency_timeout: None,
-        filter_resend_after: (repair == Repair::SdsRAndFilterResend).then_some(S),
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_lost_dependency_timeout(None)
+        .with_filter_resend_after(
+            ((repair == Repair::SdsRAndFilterResend).then_some(S)).map(Duration::from_millis),
+        );
     let names: Vec<String> = (0..participants).map(|i| format!("p{i:02}")).collect();
     let mut nodes: Vec<Channel> = names
         .iter()
@@ -621,10 +617,7 @@ fn twenty_participants_with_30_percent_loss_converge_with_sds_r() {
 // one twice the one before, up to T_max.
 #[test]
 fn repair_requests_for_a_gap_that_stays_back_off() {
-    let config = Config {
-        lost_dependency_timeout: None,
-        ..Config::default()
-    };
+    let config = Config::default().with_lost_dependency_timeout(None);
     let mut bob = Channel::new("c".into(), "bob".into(), config, T0).unwrap();
     let gaps = ["g0", "g1", "g2", "g3", "g4"];
     bob.unwrap(enc(&msg("w", &gaps, "alice")), T0).unwrap();
@@ -673,11 +666,9 @@ fn repair_requests_for_a_gap_that_stays_back_off() {
 /// the message's own is ignored. Measured as bytes rebroadcast per hostile byte.
 #[test]
 fn repair_requests_cannot_amplify_a_hostile_members_bytes() {
-    let config = Config {
-        repair_t_min: S,
-        repair_t_max: 10 * S,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_repair_t_min(Duration::from_millis(S))
+        .with_repair_t_max(Duration::from_millis(10 * S));
     let mut bob = Channel::new("c".into(), "bob".into(), config, T0).unwrap();
     let big = |i: usize| SdsMessage {
         content: Bytes::from(vec![b'x'; 100_000]),

@@ -52,7 +52,9 @@ impl Member {
             .map_err(|e| Error::Failed(e.to_string()))?;
         let mut rng = member_rng(seed, p, 1);
         // Stagger the periodic syncs.
-        ch.schedule_sync_at(Some(T0 + rng.range(0, config.sync_interval)));
+        ch.schedule_sync_at(Some(
+            T0 + rng.range(0, config.sync_interval.as_millis() as u64),
+        ));
         sends.sort_unstable_by(|a, b| b.cmp(a));
         Ok(Member {
             ch,

@@ -394,7 +394,7 @@ impl<'a, 'c> Part<'a, 'c> {
             return Ok(());
         };
         let config = self.ctx.config.clone();
-        let sync_interval = config.sync_interval;
+        let sync_interval = config.sync_interval.as_millis() as u64;
         let m = self.member(p);
         let mut ch = st.restore(p, &m.ch, config, now)?;
         ch.schedule_sync_at(Some(now + m.rng.range(0, sync_interval)));

@@ -2,6 +2,7 @@
 //! plain struct whose defaults are those of `sds sim`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use sds_proto::engine::Config;
 use sds_proto::wire::Profile;
@@ -179,24 +180,24 @@ impl Scenario {
     /// The engine configuration of every member.
     pub(crate) fn config(&self) -> Config {
         let history = self.resolved_history();
-        Config {
+        let ms = |s: f64| Duration::from_millis((s * 1000.0) as u64);
+        Config::default()
             // Members never give up on a gap here: the report shows what repair achieves.
-            lost_dependency_timeout: None,
-            max_message_history: history,
-            max_known_ids: history.max(10_000),
-            repair_t_min: (self.repair_t_min * 1000.0) as u64,
-            repair_t_max: (self.repair_t_max * 1000.0) as u64,
+            .with_lost_dependency_timeout(None)
+            .with_max_message_history(history)
+            .with_max_known_ids(history.max(10_000))
+            .with_repair_t_min(ms(self.repair_t_min))
+            .with_repair_t_max(ms(self.repair_t_max))
             // The spec's recommendation: one response group per 128 participants.
-            num_response_groups: (self.participants / 128 + 1) as u32,
-            quiet_sync: !self.all_syncs,
+            .with_num_response_groups((self.participants / 128 + 1) as u32)
+            .with_quiet_sync(!self.all_syncs)
             // Long enough for the message to have reached a member before its next message.
-            filter_resend_after: (self.filter_resend && self.repair)
-                .then_some((2 * self.network.latency_max).max(1_000)),
+            .with_filter_resend_after((self.filter_resend && self.repair).then_some(
+                Duration::from_millis((2 * self.network.latency_max).max(1_000)),
+            ))
             // In a large group nearly every rebroadcast misses someone: allow a few more rounds.
-            max_resend_attempts: 10,
-            profile: self.profile,
-            ..Config::default()
-        }
+            .with_max_resend_attempts(10)
+            .with_profile(self.profile)
     }
 
     /// Threads for the run's parallel windows.

@@ -105,6 +105,7 @@ pub(crate) fn release_bytes(
     let mut stmt = tx.prepare_cached(
         "DELETE FROM message WHERE channel = ?1 AND id = ?2 \
          AND NOT EXISTS (SELECT 1 FROM log WHERE channel = ?1 AND id = ?2) \
+         AND NOT EXISTS (SELECT 1 FROM history WHERE channel = ?1 AND id = ?2) \
          AND NOT EXISTS (SELECT 1 FROM outgoing WHERE channel = ?1 AND id = ?2) \
          AND NOT EXISTS (SELECT 1 FROM incoming WHERE channel = ?1 AND id = ?2) \
          AND NOT EXISTS (SELECT 1 FROM incoming_repair WHERE channel = ?1 AND id = ?2) \

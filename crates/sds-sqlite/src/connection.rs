@@ -35,6 +35,10 @@ pub(crate) struct Db {
     pub(crate) on_damage: OnDamage,
     /// The messages quarantined since the store was opened.
     pub(crate) damage: Arc<Mutex<DamageReport>>,
+    /// Whether entries the log evicts move to the history table ([`Options::keep_history`]).
+    ///
+    /// [`Options::keep_history`]: crate::Options::keep_history
+    pub(crate) keep_history: bool,
 }
 
 pub(crate) type Job = Box<dyn FnOnce(&mut Db) + Send>;

@@ -132,6 +132,12 @@ pub struct Options {
     /// [the crate docs](crate). Default 1 s. On a quiet store the round also folds the WAL into
     /// the database and empties it.
     pub sync_interval: std::time::Duration,
+    /// Keep the messages the bounded log evicts (after `max_message_history` later ones), with
+    /// their bytes, so that [`read_log`](sds::persistence::Persistence::read_log) — and the
+    /// manager's `read_log` — return a channel's whole history. Off by default: the store then
+    /// holds what the protocol needs and no more. Evicted entries are never loaded into the
+    /// engine; `remove_channel` deletes them with the rest of the channel.
+    pub keep_history: bool,
 }
 
 impl Default for Options {
@@ -142,6 +148,7 @@ impl Default for Options {
             on_damage: OnDamage::default(),
             spin: false,
             sync_interval: std::time::Duration::from_secs(1),
+            keep_history: false,
         }
     }
 }

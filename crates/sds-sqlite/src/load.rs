@@ -62,56 +62,142 @@ pub(crate) fn fill_bytes<E: WithBytes>(
     Ok(())
 }
 
-/// Reads a channel. Entries whose message is marked damaged are left out. Bytes found lost or
-/// damaged now fail the load ([`OnDamage::Refuse`]) or mark their message damaged and leave
-/// its entries out ([`OnDamage::Quarantine`]); nothing is deleted either way.
-pub(crate) fn load(db: &mut Db, c: &ChannelId) -> PersistenceResult<ChannelSnapshot> {
-    let (mut snap, stored) = read_channel(&mut db.conn, c).map_err(sql_err)?;
-    let mut files = HashMap::new();
-    let mut found = DamageReport::default();
-    let on_damage = db.on_damage;
-    let mut resolve = |id: &MessageId, s: Stored| -> PersistenceResult<Option<Bytes>> {
+/// Reads message bytes back for one channel, as [`Options::on_damage`] says: bytes found lost or
+/// damaged fail the read ([`OnDamage::Refuse`]) or are collected to be quarantined
+/// ([`OnDamage::Quarantine`], see [`Reader::finish`]); messages already marked damaged read as
+/// none. Nothing is deleted either way.
+///
+/// [`Options::on_damage`]: crate::Options::on_damage
+struct Reader<'a> {
+    db: &'a mut Db,
+    channel: &'a ChannelId,
+    files: HashMap<u32, std::fs::File>,
+    found: DamageReport,
+}
+
+impl<'a> Reader<'a> {
+    fn new(db: &'a mut Db, channel: &'a ChannelId) -> Self {
+        Reader {
+            db,
+            channel,
+            files: HashMap::new(),
+            found: DamageReport::default(),
+        }
+    }
+
+    fn bytes(&mut self, id: &MessageId, s: Stored) -> PersistenceResult<Option<Bytes>> {
         if s.damaged {
             return Ok(None);
         }
         match s.loc {
             None => Ok(Some(blob(s.inline.unwrap_or_default()))),
-            Some(loc) => match db.segments.read(loc, &mut files) {
+            Some(loc) => match self.db.segments.read(loc, &mut self.files) {
                 Ok(b) => Ok(Some(blob(b))),
                 Err(ReadError::Lost { seg, kind, .. }) => {
                     let damaged = DamagedMessage {
-                        channel: c.clone(),
+                        channel: self.channel.clone(),
                         message_id: id.clone(),
                         segment: seg,
                         kind,
                     };
-                    if on_damage == OnDamage::Refuse {
+                    if self.db.on_damage == OnDamage::Refuse {
                         return Err(PersistenceError::new(format!(
                             "damaged store: {damaged}; nothing was changed (reopen the store \
                              with OnDamage::Quarantine to go on without it, or restore the file)"
                         )));
                     }
-                    if !found.messages.contains(&damaged) {
-                        found.messages.push(damaged);
+                    if !self.found.messages.contains(&damaged) {
+                        self.found.messages.push(damaged);
                     }
                     Ok(None)
                 }
                 Err(e) => Err(PersistenceError::with_source(e.to_string(), e)),
             },
         }
-    };
+    }
+
+    /// Marks the damaged messages found, and adds them to the store's report.
+    fn finish(self) -> PersistenceResult<()> {
+        if !self.found.is_empty() {
+            quarantine(&self.db.conn, &self.found).map_err(sql_err)?;
+            let mut all = self.db.damage.lock().unwrap_or_else(|e| e.into_inner());
+            all.messages.extend(self.found.messages);
+        }
+        Ok(())
+    }
+}
+
+/// Reads a channel. Entries whose message is marked damaged are left out. Bytes found lost or
+/// damaged now fail the load ([`OnDamage::Refuse`]) or mark their message damaged and leave
+/// its entries out ([`OnDamage::Quarantine`]); nothing is deleted either way.
+pub(crate) fn load(db: &mut Db, c: &ChannelId) -> PersistenceResult<ChannelSnapshot> {
+    let (mut snap, stored) = read_channel(&mut db.conn, c).map_err(sql_err)?;
+    let mut reader = Reader::new(db, c);
+    let mut resolve = |id: &MessageId, s: Stored| reader.bytes(id, s);
     let [log, outgoing, incoming, incoming_repair] = stored;
     // Marked-met markers have no bytes and read as empty ones.
     fill_bytes(&mut snap.log, log, &mut resolve)?;
     fill_bytes(&mut snap.outgoing, outgoing, &mut resolve)?;
     fill_bytes(&mut snap.incoming, incoming, &mut resolve)?;
     fill_bytes(&mut snap.incoming_repair, incoming_repair, &mut resolve)?;
-    if !found.is_empty() {
-        quarantine(&db.conn, &found).map_err(sql_err)?;
-        let mut all = db.damage.lock().unwrap_or_else(|e| e.into_inner());
-        all.messages.extend(found.messages);
-    }
+    reader.finish()?;
     Ok(snap)
+}
+
+/// Up to `limit` entries of the channel's log and history (see `Options::keep_history`) whose
+/// arrival is above `after`, in arrival order, with their bytes; damage as for [`load`].
+pub(crate) fn read_log(
+    db: &mut Db,
+    c: &ChannelId,
+    after: u64,
+    limit: usize,
+) -> PersistenceResult<Vec<LogEntry>> {
+    let (mut entries, stored) = read_log_rows(&db.conn, c, after, limit).map_err(sql_err)?;
+    let mut reader = Reader::new(db, c);
+    fill_bytes(&mut entries, stored, &mut |id, s| reader.bytes(id, s))?;
+    reader.finish()?;
+    Ok(entries)
+}
+
+fn read_log_rows(
+    conn: &Connection,
+    c: &ChannelId,
+    after: u64,
+    limit: usize,
+) -> rusqlite::Result<(Vec<LogEntry>, Vec<Stored>)> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT e.id, e.lamport, e.sender, e.hint, e.arrival, {MESSAGE_COLUMNS} FROM ( \
+             SELECT channel, id, lamport, sender, hint, arrival FROM log \
+             WHERE channel = ?1 AND met = 0 AND arrival > ?2 \
+             UNION ALL \
+             SELECT channel, id, lamport, sender, x'', arrival FROM history \
+             WHERE channel = ?1 AND arrival > ?2 \
+         ) e JOIN message m ON m.channel = e.channel AND m.id = e.id \
+         ORDER BY e.arrival LIMIT ?3"
+    ))?;
+    // Stored as SQLite's signed integers.
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![ch(c), after, limit], |r| {
+        Ok((
+            LogEntry {
+                message_id: MessageId::from(r.get::<_, Vec<u8>>(0)?),
+                lamport_timestamp: r.get(1)?,
+                sender_id: ParticipantId::from(r.get::<_, Vec<u8>>(2)?),
+                retrieval_hint: blob(r.get(3)?),
+                bytes: Bytes::new(),
+                arrival: r.get::<_, i64>(4)?.max(0) as u64,
+            },
+            stored_at(r, 5)?,
+        ))
+    })?;
+    let (mut entries, mut stored) = (Vec::new(), Vec::new());
+    for row in rows {
+        let (e, s) = row?;
+        entries.push(e);
+        stored.push(s);
+    }
+    Ok((entries, stored))
 }
 
 /// The channel's rows, with the stored form of the bytes of log, outgoing, incoming and

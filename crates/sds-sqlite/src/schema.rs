@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::OpenError;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Migrations by the version they produce; migration `i` turns version `i` into `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -115,6 +115,19 @@ const MIGRATIONS: &[&str] = &[
     // wait that doubles with each retry, so it keeps its retry count.
     "
     ALTER TABLE outgoing_repair ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ",
+    // 6 → 7: with `Options::keep_history`, entries the log evicts move here, their bytes kept,
+    // for reading a channel's whole history in arrival order.
+    "
+    CREATE TABLE history (
+        channel BLOB NOT NULL,
+        id BLOB NOT NULL,
+        lamport INTEGER NOT NULL,
+        sender BLOB NOT NULL,
+        arrival INTEGER NOT NULL,
+        PRIMARY KEY (channel, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX history_by_arrival ON history (channel, arrival);
     ",
 ];
 

@@ -284,6 +284,7 @@ impl SqliteStore {
                     notice: durability == Durability::Normal && options.spin,
                     on_damage: options.on_damage,
                     damage: quarantined,
+                    keep_history: options.keep_history,
                 };
                 let stay_awake = if options.spin {
                     STAY_AWAKE
@@ -365,10 +366,11 @@ impl SqliteStore {
     ) -> PersistenceResult<()> {
         let channel = channel.clone();
         self.run(move |db| {
+            let keep_history = db.keep_history;
             db.write(|tx, segments| {
                 let mut unreferenced = Vec::new();
                 for op in &ops {
-                    apply(tx, segments, &channel, op, &mut unreferenced)?;
+                    apply(tx, segments, &channel, op, &mut unreferenced, keep_history)?;
                 }
                 // Bytes are released after the whole batch: a message that leaves one place
                 // and enters another in the same operation (incoming buffer to log) keeps its

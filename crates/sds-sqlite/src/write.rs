@@ -51,6 +51,7 @@ pub(crate) fn apply(
     c: &ChannelId,
     op: &StoreOp,
     unreferenced: &mut Vec<MessageId>,
+    keep_history: bool,
 ) -> Result<(), WriteError> {
     match op {
         StoreOp::SaveLamport(l) => {
@@ -80,8 +81,24 @@ pub(crate) fn apply(
                 // Stored as SQLite's signed integer; numbers past i64::MAX are never reached.
                 i64::try_from(e.arrival).unwrap_or(i64::MAX)
             ])?;
+            // Logged again (a message the history kept can be delivered anew only after the
+            // channel forgot it): the log's row is the one that counts.
+            tx.prepare_cached("DELETE FROM history WHERE channel = ?1 AND id = ?2")?
+                .execute(params![ch(c), e.message_id.as_bytes()])?;
         }
-        StoreOp::RemoveLogEntry(id) => delete(tx, "log", c, id, unreferenced)?,
+        StoreOp::RemoveLogEntry(id) => {
+            if keep_history {
+                // The row moves to the history and keeps its bytes referred to (markers of
+                // ids marked met have no message and are not history).
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO history (channel, id, lamport, sender, arrival) \
+                     SELECT channel, id, lamport, sender, arrival FROM log \
+                     WHERE channel = ?1 AND id = ?2 AND met = 0",
+                )?
+                .execute(params![ch(c), id.as_bytes()])?;
+            }
+            delete(tx, "log", c, id, unreferenced)?
+        }
         StoreOp::SetRetrievalHint { message_id, hint } => {
             tx.prepare_cached("UPDATE log SET hint = ?3 WHERE channel = ?1 AND id = ?2")?
                 .execute(params![ch(c), message_id.as_bytes(), &hint[..]])?;
@@ -165,6 +182,7 @@ pub(crate) fn drop_all(db: &mut Db, c: &ChannelId) -> PersistenceResult<()> {
     db.write(|tx, segments| {
         for table in [
             "log",
+            "history",
             "outgoing",
             "incoming",
             "outgoing_repair",

@@ -50,22 +50,20 @@ fn alice_messages() -> Vec<Bytes> {
 }
 
 fn config() -> ManagerConfig {
-    ManagerConfig {
-        // Bob takes alice's messages on any channel, as a tool would.
-        unjoined_channels: sds::UnjoinedChannels::Accept { max: 16 },
-        engine: Config {
-            max_message_history: 100_000,
-            max_known_ids: 100_000,
-            resend_interval: 40,
-            possibly_acked_resend_interval: 80,
-            max_resend_attempts: 3,
-            sync_interval: 60,
-            repair_t_min: 20,
-            repair_t_max: 200,
-            ..Config::default()
-        },
-        ..ManagerConfig::default()
-    }
+    // Bob takes alice's messages on any channel, as a tool would.
+    ManagerConfig::default()
+        .with_unjoined_channels(sds::UnjoinedChannels::Accept { max: 16 })
+        .with_engine(
+            Config::default()
+                .with_max_message_history(100_000)
+                .with_max_known_ids(100_000)
+                .with_resend_interval(Duration::from_millis(40))
+                .with_possibly_acked_resend_interval(Duration::from_millis(80))
+                .with_max_resend_attempts(3)
+                .with_sync_interval(Duration::from_millis(60))
+                .with_repair_t_min(Duration::from_millis(20))
+                .with_repair_t_max(Duration::from_millis(200)),
+        )
 }
 
 /// Small message segments (about a dozen messages each), so segments rotate, empty, get

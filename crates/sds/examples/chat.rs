@@ -50,18 +50,15 @@ fn broadcast(net: &[mpsc::UnboundedSender<Bytes>], rng: &Mutex<Rng>, from: usize
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Short timers so that the example finishes in seconds (the defaults are nim-sds's minutes).
-    let config = ManagerConfig {
-        engine: Config {
-            resend_interval: 500,
-            possibly_acked_resend_interval: 500,
-            sync_interval: 400,
-            repair_t_min: 100,
-            repair_t_max: 1_000,
-            filter_resend_after: Some(300),
-            ..Config::default()
-        },
-        ..ManagerConfig::default()
-    };
+    let config = ManagerConfig::default().with_engine(
+        Config::default()
+            .with_resend_interval(Duration::from_millis(500))
+            .with_possibly_acked_resend_interval(Duration::from_millis(500))
+            .with_sync_interval(Duration::from_millis(400))
+            .with_repair_t_min(Duration::from_millis(100))
+            .with_repair_t_max(Duration::from_millis(1_000))
+            .with_filter_resend_after(Some(Duration::from_millis(300))),
+    );
     let rng = Arc::new(Mutex::new(Rng(7)));
     let (senders, receivers): (Vec<_>, Vec<_>) = MEMBERS
         .iter()

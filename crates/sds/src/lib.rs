@@ -23,11 +23,13 @@
 //! # });
 //! ```
 
+mod catch_up;
 mod manager;
 mod notifications;
 pub mod observe;
 pub mod persistence;
 
+pub use catch_up::LoggedMessage;
 pub use manager::{
     HintProvider, ManagerConfig, ManagerError, ManagerResult, Notification, ReliabilityManager,
     UnjoinedChannels,

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::catch_up::{self, LoggedMessage};
 use crate::notifications::Hub;
 use crate::observe::{self, Sizes};
 use crate::persistence::{Persistence, PersistenceError};
@@ -24,8 +25,19 @@ use crate::Subscription;
 
 pub use sds_proto::engine::HintProvider;
 
-/// Settings of a manager.
+/// Settings of a manager: the default, changed field by field or with the `with_*` methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use sds::{Config, ManagerConfig};
+///
+/// let config = ManagerConfig::default()
+///     .with_engine(Config::default().with_sync_interval(Duration::from_secs(10)))
+///     .with_max_channels(16);
+/// assert_eq!(config.max_channels, 16);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ManagerConfig {
     /// Settings of every channel.
     pub engine: Config,
@@ -51,6 +63,36 @@ impl Default for ManagerConfig {
             unjoined_channels: UnjoinedChannels::default(),
             notification_capacity: 16_384,
         }
+    }
+}
+
+impl ManagerConfig {
+    /// Sets [`engine`](Self::engine).
+    #[must_use]
+    pub fn with_engine(mut self, engine: Config) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Sets [`max_channels`](Self::max_channels).
+    #[must_use]
+    pub fn with_max_channels(mut self, max_channels: usize) -> Self {
+        self.max_channels = max_channels;
+        self
+    }
+
+    /// Sets [`unjoined_channels`](Self::unjoined_channels).
+    #[must_use]
+    pub fn with_unjoined_channels(mut self, unjoined_channels: UnjoinedChannels) -> Self {
+        self.unjoined_channels = unjoined_channels;
+        self
+    }
+
+    /// Sets [`notification_capacity`](Self::notification_capacity).
+    #[must_use]
+    pub fn with_notification_capacity(mut self, notification_capacity: usize) -> Self {
+        self.notification_capacity = notification_capacity;
+        self
     }
 }
 
@@ -707,6 +749,37 @@ impl ReliabilityManager {
     /// The log of `channel`, oldest first.
     pub async fn get_log(&self, channel: impl Into<ChannelId>) -> ManagerResult<Vec<LogEntry>> {
         self.read(channel, |ch| ch.log().cloned().collect()).await
+    }
+
+    /// Up to `limit` messages of `channel`'s log whose sequence is above `after` (0: from the
+    /// start), oldest first, read from the store: what was delivered and sent on the channel
+    /// since the delivery whose [`MessageReady`](Event::MessageReady) event carried `after`.
+    /// With an application that records the last sequence it handled, this makes delivery to
+    /// it at-least-once across crashes (see the `catch_up` example).
+    ///
+    /// Only the store is read, whether or not the channel is in memory. How far back it goes
+    /// is the store's: the bounded log (`max_message_history` entries) by default, everything
+    /// with a store that keeps history (`sds-sqlite`'s `Options::keep_history`,
+    /// [`MemoryPersistence::keeping_history`](crate::MemoryPersistence::keeping_history)).
+    ///
+    /// This method is cancel safe: it only reads.
+    pub async fn read_log(
+        &self,
+        channel: impl Into<ChannelId>,
+        after: u64,
+        limit: usize,
+    ) -> ManagerResult<Vec<LoggedMessage>> {
+        let channel = nonempty_channel(channel.into())?;
+        let entries = self
+            .inner
+            .persistence
+            .read_log(&channel, after, limit)
+            .await?;
+        let config = &self.inner.config.engine;
+        entries
+            .into_iter()
+            .map(|e| catch_up::logged(e, config))
+            .collect()
     }
 
     /// The unacknowledged outgoing messages of `channel`.

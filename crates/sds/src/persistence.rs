@@ -59,84 +59,194 @@ impl PersistenceError {
 /// Result of a persistence call.
 pub type PersistenceResult<T> = Result<T, PersistenceError>;
 
-/// Storage for channel state: the twelve mutations the engine emits, `drop_channel`,
-/// `load_channel`, and a batch method.
+/// Storage for channel state.
 ///
-/// The manager calls [`apply_batch`](Persistence::apply_batch) once per protocol operation with
-/// all of that operation's changes, and publishes nothing of the operation before it returns.
-/// Its default applies the operations one by one, in order; a backend that can should override it
-/// to make the batch atomic (one transaction).
+/// A backend implements three methods: [`apply_batch`](Persistence::apply_batch), which the
+/// manager calls once per protocol operation with all of that operation's changes (and
+/// publishes nothing of the operation before it returns; make it atomic — one transaction — if
+/// the backend can), [`drop_channel`](Persistence::drop_channel) and
+/// [`load_channel`](Persistence::load_channel). [`read_log`](Persistence::read_log) reads the
+/// log from a point on, for an application catching up after a crash; its default reads the
+/// loaded log, and a backend that keeps more (the history the bounded log has evicted) or can
+/// read less overrides it. The twelve single mutations (`save_lamport`, `append_log_entry`, …)
+/// are provided: each is a batch of one.
+///
+/// # Wrapping a store
+///
+/// A decorator — counting, logging, encrypting, injecting faults — forwards the four methods
+/// and nothing else:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use sds::persistence::{MemoryPersistence, Persistence, PersistenceResult};
+/// use sds::{ChannelId, ChannelSnapshot, LogEntry, StoreOp};
+///
+/// struct Counting<P> {
+///     inner: P,
+///     ops: AtomicU64,
+/// }
+///
+/// #[async_trait::async_trait]
+/// impl<P: Persistence> Persistence for Counting<P> {
+///     async fn apply_batch(&self, channel: &ChannelId, ops: &[StoreOp]) -> PersistenceResult<()> {
+///         self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
+///         self.inner.apply_batch(channel, ops).await
+///     }
+///     async fn drop_channel(&self, channel: &ChannelId) -> PersistenceResult<()> {
+///         self.inner.drop_channel(channel).await
+///     }
+///     async fn load_channel(&self, channel: &ChannelId) -> PersistenceResult<ChannelSnapshot> {
+///         self.inner.load_channel(channel).await
+///     }
+///     async fn read_log(
+///         &self,
+///         channel: &ChannelId,
+///         after: u64,
+///         limit: usize,
+///     ) -> PersistenceResult<Vec<LogEntry>> {
+///         self.inner.read_log(channel, after, limit).await
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = Counting { inner: MemoryPersistence::new(), ops: AtomicU64::new(0) };
+/// store.save_lamport(&"lobby".into(), 7).await.unwrap();
+/// assert_eq!(store.ops.load(Ordering::Relaxed), 1);
+/// assert_eq!(store.load_channel(&"lobby".into()).await.unwrap().lamport, Some(7));
+/// # });
+/// ```
 #[async_trait]
 pub trait Persistence: Send + Sync {
-    /// Stores the channel's lamport clock.
-    async fn save_lamport(&self, channel: &ChannelId, lamport: i64) -> PersistenceResult<()>;
-    /// Appends a message to the channel's log.
-    async fn append_log_entry(
-        &self,
-        channel: &ChannelId,
-        entry: &LogEntry,
-    ) -> PersistenceResult<()>;
-    /// Removes a message from the log.
-    async fn remove_log_entry(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()>;
-    /// Sets the retrieval hint of a logged message.
-    async fn set_retrieval_hint(
-        &self,
-        channel: &ChannelId,
-        id: &MessageId,
-        hint: &Bytes,
-    ) -> PersistenceResult<()>;
-    /// Adds or replaces an outgoing (unacknowledged) entry.
-    async fn save_outgoing(
-        &self,
-        channel: &ChannelId,
-        entry: &OutgoingEntry,
-    ) -> PersistenceResult<()>;
-    /// Removes an outgoing entry.
-    async fn remove_outgoing(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()>;
-    /// Adds or replaces an incoming (waiting) entry.
-    async fn save_incoming(
-        &self,
-        channel: &ChannelId,
-        entry: &IncomingEntry,
-    ) -> PersistenceResult<()>;
-    /// Removes an incoming entry.
-    async fn remove_incoming(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()>;
-    /// Adds or replaces an outgoing repair entry.
-    async fn save_outgoing_repair(
-        &self,
-        channel: &ChannelId,
-        entry: &OutgoingRepairEntry,
-    ) -> PersistenceResult<()>;
-    /// Removes an outgoing repair entry.
-    async fn remove_outgoing_repair(
-        &self,
-        channel: &ChannelId,
-        id: &MessageId,
-    ) -> PersistenceResult<()>;
-    /// Adds or replaces an incoming repair entry.
-    async fn save_incoming_repair(
-        &self,
-        channel: &ChannelId,
-        entry: &IncomingRepairEntry,
-    ) -> PersistenceResult<()>;
-    /// Removes an incoming repair entry.
-    async fn remove_incoming_repair(
-        &self,
-        channel: &ChannelId,
-        id: &MessageId,
-    ) -> PersistenceResult<()>;
+    /// Applies all store operations of one protocol operation, in order; atomically (all or
+    /// none) if the backend can.
+    async fn apply_batch(&self, channel: &ChannelId, ops: &[StoreOp]) -> PersistenceResult<()>;
     /// Deletes everything stored for the channel (meant to be one transaction).
     async fn drop_channel(&self, channel: &ChannelId) -> PersistenceResult<()>;
     /// Everything stored for the channel; an empty snapshot for an unknown one. The log comes
     /// in log order: by (lamport, id), oldest first.
     async fn load_channel(&self, channel: &ChannelId) -> PersistenceResult<ChannelSnapshot>;
 
-    /// Applies all store operations of one protocol operation, in order.
-    async fn apply_batch(&self, channel: &ChannelId, ops: &[StoreOp]) -> PersistenceResult<()> {
-        for op in ops {
-            apply_one(self, channel, op).await?;
-        }
-        Ok(())
+    /// Up to `limit` log entries of the channel whose [`arrival`](LogEntry::arrival) is above
+    /// `after`, in arrival order: what was delivered or sent on the channel since the entry
+    /// numbered `after` (0: from the start). Marked-met markers are not entries and are left
+    /// out.
+    ///
+    /// The default reads the log [`load_channel`](Persistence::load_channel) returns: the
+    /// bounded log, up to `max_message_history` entries. A backend that keeps the entries the
+    /// log evicts (such as `sds-sqlite` with its `keep_history` option) returns those too.
+    async fn read_log(
+        &self,
+        channel: &ChannelId,
+        after: u64,
+        limit: usize,
+    ) -> PersistenceResult<Vec<LogEntry>> {
+        let mut log: Vec<LogEntry> = self
+            .load_channel(channel)
+            .await?
+            .log
+            .into_iter()
+            .filter(|e| !e.is_met_marker() && e.arrival > after)
+            .collect();
+        log.sort_by_key(|e| e.arrival);
+        log.truncate(limit);
+        Ok(log)
+    }
+
+    /// Stores the channel's lamport clock.
+    async fn save_lamport(&self, channel: &ChannelId, lamport: i64) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::SaveLamport(lamport)])
+            .await
+    }
+    /// Appends a message to the channel's log.
+    async fn append_log_entry(
+        &self,
+        channel: &ChannelId,
+        entry: &LogEntry,
+    ) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::AppendLogEntry(entry.clone())])
+            .await
+    }
+    /// Removes a message from the log.
+    async fn remove_log_entry(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::RemoveLogEntry(id.clone())])
+            .await
+    }
+    /// Sets the retrieval hint of a logged message.
+    async fn set_retrieval_hint(
+        &self,
+        channel: &ChannelId,
+        id: &MessageId,
+        hint: &Bytes,
+    ) -> PersistenceResult<()> {
+        let op = StoreOp::SetRetrievalHint {
+            message_id: id.clone(),
+            hint: hint.clone(),
+        };
+        self.apply_batch(channel, &[op]).await
+    }
+    /// Adds or replaces an outgoing (unacknowledged) entry.
+    async fn save_outgoing(
+        &self,
+        channel: &ChannelId,
+        entry: &OutgoingEntry,
+    ) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::SaveOutgoing(entry.clone())])
+            .await
+    }
+    /// Removes an outgoing entry.
+    async fn remove_outgoing(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::RemoveOutgoing(id.clone())])
+            .await
+    }
+    /// Adds or replaces an incoming (waiting) entry.
+    async fn save_incoming(
+        &self,
+        channel: &ChannelId,
+        entry: &IncomingEntry,
+    ) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::SaveIncoming(entry.clone())])
+            .await
+    }
+    /// Removes an incoming entry.
+    async fn remove_incoming(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::RemoveIncoming(id.clone())])
+            .await
+    }
+    /// Adds or replaces an outgoing repair entry.
+    async fn save_outgoing_repair(
+        &self,
+        channel: &ChannelId,
+        entry: &OutgoingRepairEntry,
+    ) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::SaveOutgoingRepair(entry.clone())])
+            .await
+    }
+    /// Removes an outgoing repair entry.
+    async fn remove_outgoing_repair(
+        &self,
+        channel: &ChannelId,
+        id: &MessageId,
+    ) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::RemoveOutgoingRepair(id.clone())])
+            .await
+    }
+    /// Adds or replaces an incoming repair entry.
+    async fn save_incoming_repair(
+        &self,
+        channel: &ChannelId,
+        entry: &IncomingRepairEntry,
+    ) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::SaveIncomingRepair(entry.clone())])
+            .await
+    }
+    /// Removes an incoming repair entry.
+    async fn remove_incoming_repair(
+        &self,
+        channel: &ChannelId,
+        id: &MessageId,
+    ) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::RemoveIncomingRepair(id.clone())])
+            .await
     }
 }
 
@@ -144,74 +254,8 @@ pub trait Persistence: Send + Sync {
 /// handed where a `Persistence` is expected, and kept by the caller as well.
 #[async_trait]
 impl<P: Persistence + ?Sized> Persistence for Arc<P> {
-    async fn save_lamport(&self, channel: &ChannelId, lamport: i64) -> PersistenceResult<()> {
-        (**self).save_lamport(channel, lamport).await
-    }
-    async fn append_log_entry(
-        &self,
-        channel: &ChannelId,
-        entry: &LogEntry,
-    ) -> PersistenceResult<()> {
-        (**self).append_log_entry(channel, entry).await
-    }
-    async fn remove_log_entry(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
-        (**self).remove_log_entry(channel, id).await
-    }
-    async fn set_retrieval_hint(
-        &self,
-        channel: &ChannelId,
-        id: &MessageId,
-        hint: &Bytes,
-    ) -> PersistenceResult<()> {
-        (**self).set_retrieval_hint(channel, id, hint).await
-    }
-    async fn save_outgoing(
-        &self,
-        channel: &ChannelId,
-        entry: &OutgoingEntry,
-    ) -> PersistenceResult<()> {
-        (**self).save_outgoing(channel, entry).await
-    }
-    async fn remove_outgoing(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
-        (**self).remove_outgoing(channel, id).await
-    }
-    async fn save_incoming(
-        &self,
-        channel: &ChannelId,
-        entry: &IncomingEntry,
-    ) -> PersistenceResult<()> {
-        (**self).save_incoming(channel, entry).await
-    }
-    async fn remove_incoming(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
-        (**self).remove_incoming(channel, id).await
-    }
-    async fn save_outgoing_repair(
-        &self,
-        channel: &ChannelId,
-        entry: &OutgoingRepairEntry,
-    ) -> PersistenceResult<()> {
-        (**self).save_outgoing_repair(channel, entry).await
-    }
-    async fn remove_outgoing_repair(
-        &self,
-        channel: &ChannelId,
-        id: &MessageId,
-    ) -> PersistenceResult<()> {
-        (**self).remove_outgoing_repair(channel, id).await
-    }
-    async fn save_incoming_repair(
-        &self,
-        channel: &ChannelId,
-        entry: &IncomingRepairEntry,
-    ) -> PersistenceResult<()> {
-        (**self).save_incoming_repair(channel, entry).await
-    }
-    async fn remove_incoming_repair(
-        &self,
-        channel: &ChannelId,
-        id: &MessageId,
-    ) -> PersistenceResult<()> {
-        (**self).remove_incoming_repair(channel, id).await
+    async fn apply_batch(&self, channel: &ChannelId, ops: &[StoreOp]) -> PersistenceResult<()> {
+        (**self).apply_batch(channel, ops).await
     }
     async fn drop_channel(&self, channel: &ChannelId) -> PersistenceResult<()> {
         (**self).drop_channel(channel).await
@@ -219,32 +263,13 @@ impl<P: Persistence + ?Sized> Persistence for Arc<P> {
     async fn load_channel(&self, channel: &ChannelId) -> PersistenceResult<ChannelSnapshot> {
         (**self).load_channel(channel).await
     }
-    async fn apply_batch(&self, channel: &ChannelId, ops: &[StoreOp]) -> PersistenceResult<()> {
-        (**self).apply_batch(channel, ops).await
-    }
-}
-
-/// Applies one operation through the individual methods.
-pub async fn apply_one<P: Persistence + ?Sized>(
-    p: &P,
-    channel: &ChannelId,
-    op: &StoreOp,
-) -> PersistenceResult<()> {
-    match op {
-        StoreOp::SaveLamport(l) => p.save_lamport(channel, *l).await,
-        StoreOp::AppendLogEntry(e) => p.append_log_entry(channel, e).await,
-        StoreOp::RemoveLogEntry(id) => p.remove_log_entry(channel, id).await,
-        StoreOp::SetRetrievalHint { message_id, hint } => {
-            p.set_retrieval_hint(channel, message_id, hint).await
-        }
-        StoreOp::SaveOutgoing(e) => p.save_outgoing(channel, e).await,
-        StoreOp::RemoveOutgoing(id) => p.remove_outgoing(channel, id).await,
-        StoreOp::SaveIncoming(e) => p.save_incoming(channel, e).await,
-        StoreOp::RemoveIncoming(id) => p.remove_incoming(channel, id).await,
-        StoreOp::SaveOutgoingRepair(e) => p.save_outgoing_repair(channel, e).await,
-        StoreOp::RemoveOutgoingRepair(id) => p.remove_outgoing_repair(channel, id).await,
-        StoreOp::SaveIncomingRepair(e) => p.save_incoming_repair(channel, e).await,
-        StoreOp::RemoveIncomingRepair(id) => p.remove_incoming_repair(channel, id).await,
+    async fn read_log(
+        &self,
+        channel: &ChannelId,
+        after: u64,
+        limit: usize,
+    ) -> PersistenceResult<Vec<LogEntry>> {
+        (**self).read_log(channel, after, limit).await
     }
 }
 
@@ -254,53 +279,7 @@ pub struct NoopPersistence;
 
 #[async_trait]
 impl Persistence for NoopPersistence {
-    async fn save_lamport(&self, _: &ChannelId, _: i64) -> PersistenceResult<()> {
-        Ok(())
-    }
-    async fn append_log_entry(&self, _: &ChannelId, _: &LogEntry) -> PersistenceResult<()> {
-        Ok(())
-    }
-    async fn remove_log_entry(&self, _: &ChannelId, _: &MessageId) -> PersistenceResult<()> {
-        Ok(())
-    }
-    async fn set_retrieval_hint(
-        &self,
-        _: &ChannelId,
-        _: &MessageId,
-        _: &Bytes,
-    ) -> PersistenceResult<()> {
-        Ok(())
-    }
-    async fn save_outgoing(&self, _: &ChannelId, _: &OutgoingEntry) -> PersistenceResult<()> {
-        Ok(())
-    }
-    async fn remove_outgoing(&self, _: &ChannelId, _: &MessageId) -> PersistenceResult<()> {
-        Ok(())
-    }
-    async fn save_incoming(&self, _: &ChannelId, _: &IncomingEntry) -> PersistenceResult<()> {
-        Ok(())
-    }
-    async fn remove_incoming(&self, _: &ChannelId, _: &MessageId) -> PersistenceResult<()> {
-        Ok(())
-    }
-    async fn save_outgoing_repair(
-        &self,
-        _: &ChannelId,
-        _: &OutgoingRepairEntry,
-    ) -> PersistenceResult<()> {
-        Ok(())
-    }
-    async fn remove_outgoing_repair(&self, _: &ChannelId, _: &MessageId) -> PersistenceResult<()> {
-        Ok(())
-    }
-    async fn save_incoming_repair(
-        &self,
-        _: &ChannelId,
-        _: &IncomingRepairEntry,
-    ) -> PersistenceResult<()> {
-        Ok(())
-    }
-    async fn remove_incoming_repair(&self, _: &ChannelId, _: &MessageId) -> PersistenceResult<()> {
+    async fn apply_batch(&self, _: &ChannelId, _: &[StoreOp]) -> PersistenceResult<()> {
         Ok(())
     }
     async fn drop_channel(&self, _: &ChannelId) -> PersistenceResult<()> {
@@ -308,9 +287,6 @@ impl Persistence for NoopPersistence {
     }
     async fn load_channel(&self, _: &ChannelId) -> PersistenceResult<ChannelSnapshot> {
         Ok(ChannelSnapshot::default())
-    }
-    async fn apply_batch(&self, _: &ChannelId, _: &[StoreOp]) -> PersistenceResult<()> {
-        Ok(())
     }
 }
 
@@ -347,6 +323,8 @@ pub enum Call {
     LoadChannel,
     /// `apply_batch`.
     ApplyBatch,
+    /// `read_log`.
+    ReadLog,
 }
 
 impl Call {
@@ -378,17 +356,27 @@ struct Stored {
     incoming: BTreeMap<MessageId, IncomingEntry>,
     outgoing_repair: BTreeMap<MessageId, OutgoingRepairEntry>,
     incoming_repair: BTreeMap<MessageId, IncomingRepairEntry>,
+    /// Entries the log evicted, when the store keeps history.
+    history: Vec<LogEntry>,
 }
 
 impl Stored {
-    fn apply(&mut self, op: &StoreOp) {
+    fn apply(&mut self, op: &StoreOp, keep_history: bool) {
         match op {
             StoreOp::SaveLamport(l) => self.lamport = Some(*l),
             StoreOp::AppendLogEntry(e) => {
                 self.log.retain(|x| x.message_id != e.message_id);
+                self.history.retain(|x| x.message_id != e.message_id);
                 self.log.push(e.clone());
             }
-            StoreOp::RemoveLogEntry(id) => self.log.retain(|x| &x.message_id != id),
+            StoreOp::RemoveLogEntry(id) => {
+                if let Some(at) = self.log.iter().position(|x| &x.message_id == id) {
+                    let entry = self.log.remove(at);
+                    if keep_history && !entry.is_met_marker() {
+                        self.history.push(entry);
+                    }
+                }
+            }
             StoreOp::SetRetrievalHint { message_id, hint } => {
                 if let Some(e) = self.log.iter_mut().find(|x| &x.message_id == message_id) {
                     e.retrieval_hint = hint.clone();
@@ -428,6 +416,16 @@ impl Stored {
         }
     }
 
+    fn read_log(&self, after: u64, limit: usize) -> Vec<LogEntry> {
+        let mut log: Vec<LogEntry> = (self.log.iter().chain(&self.history))
+            .filter(|e| !e.is_met_marker() && e.arrival > after)
+            .cloned()
+            .collect();
+        log.sort_by_key(|e| e.arrival);
+        log.truncate(limit);
+        log
+    }
+
     fn snapshot(&self) -> ChannelSnapshot {
         // The log in log order: (lamport, id), oldest first.
         let mut log = self.log.clone();
@@ -453,6 +451,8 @@ struct MemoryState {
     failing: HashMap<Call, u32>,
     /// Every call fails after this many more calls succeed.
     fail_after: Option<u64>,
+    /// Entries the log evicts stay readable through `read_log`.
+    keep_history: bool,
 }
 
 /// An in-memory store. Clones share the same state, so a test can "restart" a manager against
@@ -466,6 +466,14 @@ impl MemoryPersistence {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that keeps the log entries the bounded log evicts, so that
+    /// [`read_log`](Persistence::read_log) returns the whole history of a channel.
+    pub fn keeping_history() -> Self {
+        let store = Self::default();
+        store.lock().keep_history = true;
+        store
     }
 
     fn lock(&self) -> MutexGuard<'_, MemoryState> {
@@ -522,96 +530,10 @@ impl MemoryPersistence {
             None => Ok(()),
         }
     }
-
-    fn single(&self, channel: &ChannelId, op: StoreOp) -> PersistenceResult<()> {
-        let mut state = self.lock();
-        Self::enter(&mut state, Call::of(&op))?;
-        state
-            .channels
-            .entry(channel.clone())
-            .or_default()
-            .apply(&op);
-        Ok(())
-    }
 }
 
 #[async_trait]
 impl Persistence for MemoryPersistence {
-    async fn save_lamport(&self, channel: &ChannelId, lamport: i64) -> PersistenceResult<()> {
-        self.single(channel, StoreOp::SaveLamport(lamport))
-    }
-    async fn append_log_entry(
-        &self,
-        channel: &ChannelId,
-        entry: &LogEntry,
-    ) -> PersistenceResult<()> {
-        self.single(channel, StoreOp::AppendLogEntry(entry.clone()))
-    }
-    async fn remove_log_entry(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
-        self.single(channel, StoreOp::RemoveLogEntry(id.clone()))
-    }
-    async fn set_retrieval_hint(
-        &self,
-        channel: &ChannelId,
-        id: &MessageId,
-        hint: &Bytes,
-    ) -> PersistenceResult<()> {
-        self.single(
-            channel,
-            StoreOp::SetRetrievalHint {
-                message_id: id.clone(),
-                hint: hint.clone(),
-            },
-        )
-    }
-    async fn save_outgoing(
-        &self,
-        channel: &ChannelId,
-        entry: &OutgoingEntry,
-    ) -> PersistenceResult<()> {
-        self.single(channel, StoreOp::SaveOutgoing(entry.clone()))
-    }
-    async fn remove_outgoing(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
-        self.single(channel, StoreOp::RemoveOutgoing(id.clone()))
-    }
-    async fn save_incoming(
-        &self,
-        channel: &ChannelId,
-        entry: &IncomingEntry,
-    ) -> PersistenceResult<()> {
-        self.single(channel, StoreOp::SaveIncoming(entry.clone()))
-    }
-    async fn remove_incoming(&self, channel: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
-        self.single(channel, StoreOp::RemoveIncoming(id.clone()))
-    }
-    async fn save_outgoing_repair(
-        &self,
-        channel: &ChannelId,
-        entry: &OutgoingRepairEntry,
-    ) -> PersistenceResult<()> {
-        self.single(channel, StoreOp::SaveOutgoingRepair(entry.clone()))
-    }
-    async fn remove_outgoing_repair(
-        &self,
-        channel: &ChannelId,
-        id: &MessageId,
-    ) -> PersistenceResult<()> {
-        self.single(channel, StoreOp::RemoveOutgoingRepair(id.clone()))
-    }
-    async fn save_incoming_repair(
-        &self,
-        channel: &ChannelId,
-        entry: &IncomingRepairEntry,
-    ) -> PersistenceResult<()> {
-        self.single(channel, StoreOp::SaveIncomingRepair(entry.clone()))
-    }
-    async fn remove_incoming_repair(
-        &self,
-        channel: &ChannelId,
-        id: &MessageId,
-    ) -> PersistenceResult<()> {
-        self.single(channel, StoreOp::RemoveIncomingRepair(id.clone()))
-    }
     async fn drop_channel(&self, channel: &ChannelId) -> PersistenceResult<()> {
         let mut state = self.lock();
         Self::enter(&mut state, Call::DropChannel)?;
@@ -628,15 +550,31 @@ impl Persistence for MemoryPersistence {
             .unwrap_or_default())
     }
 
+    async fn read_log(
+        &self,
+        channel: &ChannelId,
+        after: u64,
+        limit: usize,
+    ) -> PersistenceResult<Vec<LogEntry>> {
+        let mut state = self.lock();
+        Self::enter(&mut state, Call::ReadLog)?;
+        Ok(state
+            .channels
+            .get(channel)
+            .map(|c| c.read_log(after, limit))
+            .unwrap_or_default())
+    }
+
     /// Atomic: either every operation is applied or none is (a failure injected on any of the
     /// batch's operation kinds fails the whole batch).
     async fn apply_batch(&self, channel: &ChannelId, ops: &[StoreOp]) -> PersistenceResult<()> {
         let mut state = self.lock();
         Self::enter(&mut state, Call::ApplyBatch)?;
         let mut next = state.channels.get(channel).cloned().unwrap_or_default();
+        let keep = state.keep_history;
         for op in ops {
             Self::enter(&mut state, Call::of(op))?;
-            next.apply(op);
+            next.apply(op, keep);
         }
         state.channels.insert(channel.clone(), next);
         Ok(())

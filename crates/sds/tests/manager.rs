@@ -15,10 +15,7 @@ use sds_proto::{HistoryEntry, SdsMessage};
 
 /// Received messages open their channels (most tests feed channels they never joined).
 fn open_channels() -> ManagerConfig {
-    ManagerConfig {
-        unjoined_channels: UnjoinedChannels::Accept { max: 1_000 },
-        ..ManagerConfig::default()
-    }
+    ManagerConfig::default().with_unjoined_channels(UnjoinedChannels::Accept { max: 1_000 })
 }
 
 fn manager(name: &str, store: &MemoryPersistence) -> ReliabilityManager {
@@ -28,10 +25,7 @@ fn manager(name: &str, store: &MemoryPersistence) -> ReliabilityManager {
 fn manager_with(name: &str, store: &MemoryPersistence, engine: Config) -> ReliabilityManager {
     ReliabilityManager::new(
         name,
-        ManagerConfig {
-            engine,
-            ..open_channels()
-        },
+        open_channels().with_engine(engine),
         Arc::new(store.clone()),
     )
     .unwrap()
@@ -195,10 +189,7 @@ async fn persist_04_05_acks_are_stored_and_the_filter_is_rebuilt() {
 #[tokio::test]
 async fn persist_06_loaded_log_is_trimmed_and_eviction_resumes() {
     let store = MemoryPersistence::new();
-    let small = Config {
-        max_message_history: 3,
-        ..Config::default()
-    };
+    let small = Config::default().with_max_message_history(3);
     let m = manager_with("alice", &store, small.clone());
     for i in 1..=5 {
         m.wrap_outgoing_message(&b"x"[..], format!("m{i}"), "c")
@@ -466,55 +457,6 @@ struct GatedStore {
 
 #[async_trait]
 impl Persistence for GatedStore {
-    async fn save_lamport(&self, c: &ChannelId, l: i64) -> PersistenceResult<()> {
-        self.inner.save_lamport(c, l).await
-    }
-    async fn append_log_entry(&self, c: &ChannelId, e: &sds::LogEntry) -> PersistenceResult<()> {
-        self.inner.append_log_entry(c, e).await
-    }
-    async fn remove_log_entry(&self, c: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
-        self.inner.remove_log_entry(c, id).await
-    }
-    async fn set_retrieval_hint(
-        &self,
-        c: &ChannelId,
-        id: &MessageId,
-        h: &Bytes,
-    ) -> PersistenceResult<()> {
-        self.inner.set_retrieval_hint(c, id, h).await
-    }
-    async fn save_outgoing(&self, c: &ChannelId, e: &sds::OutgoingEntry) -> PersistenceResult<()> {
-        self.inner.save_outgoing(c, e).await
-    }
-    async fn remove_outgoing(&self, c: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
-        self.inner.remove_outgoing(c, id).await
-    }
-    async fn save_incoming(&self, c: &ChannelId, e: &sds::IncomingEntry) -> PersistenceResult<()> {
-        self.inner.save_incoming(c, e).await
-    }
-    async fn remove_incoming(&self, c: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
-        self.inner.remove_incoming(c, id).await
-    }
-    async fn save_outgoing_repair(
-        &self,
-        c: &ChannelId,
-        e: &sds::OutgoingRepairEntry,
-    ) -> PersistenceResult<()> {
-        self.inner.save_outgoing_repair(c, e).await
-    }
-    async fn remove_outgoing_repair(&self, c: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
-        self.inner.remove_outgoing_repair(c, id).await
-    }
-    async fn save_incoming_repair(
-        &self,
-        c: &ChannelId,
-        e: &sds::IncomingRepairEntry,
-    ) -> PersistenceResult<()> {
-        self.inner.save_incoming_repair(c, e).await
-    }
-    async fn remove_incoming_repair(&self, c: &ChannelId, id: &MessageId) -> PersistenceResult<()> {
-        self.inner.remove_incoming_repair(c, id).await
-    }
     async fn drop_channel(&self, c: &ChannelId) -> PersistenceResult<()> {
         self.inner.drop_channel(c).await
     }
@@ -612,10 +554,7 @@ async fn hostile_11_channel_limit_refuses_new_channels_without_loading() {
     let store = MemoryPersistence::new();
     let m = ReliabilityManager::new(
         "bob",
-        ManagerConfig {
-            max_channels: 2,
-            ..ManagerConfig::default()
-        },
+        ManagerConfig::default().with_max_channels(2),
         Arc::new(store.clone()),
     )
     .unwrap();
@@ -656,11 +595,9 @@ async fn channels_opened_by_received_messages_never_take_the_applications_places
     let store = MemoryPersistence::new();
     let m = ReliabilityManager::new(
         "bob",
-        ManagerConfig {
-            max_channels: 2,
-            unjoined_channels: UnjoinedChannels::Accept { max: 3 },
-            ..ManagerConfig::default()
-        },
+        ManagerConfig::default()
+            .with_max_channels(2)
+            .with_unjoined_channels(UnjoinedChannels::Accept { max: 3 }),
         Arc::new(store.clone()),
     )
     .unwrap();
@@ -743,13 +680,8 @@ async fn invalid_arguments_are_typed_errors() {
             .await,
         Err(ManagerError::Decode(_))
     ));
-    let bad = ManagerConfig {
-        engine: Config {
-            resend_interval: 0,
-            ..Config::default()
-        },
-        ..ManagerConfig::default()
-    };
+    let bad = ManagerConfig::default()
+        .with_engine(Config::default().with_resend_interval(Duration::from_millis(0)));
     assert!(matches!(
         ReliabilityManager::new("a", bad, Arc::new(NoopPersistence)),
         Err(ManagerError::Config(_))
@@ -906,10 +838,7 @@ async fn mdm_04_marked_ids_stay_met_across_restarts() {
 // received without creating or loading a channel and without touching the store.
 #[tokio::test]
 async fn eph_06_ephemeral_messages_touch_no_channel_and_no_store() {
-    let spec = Config {
-        profile: sds_proto::wire::Profile::Spec,
-        ..Config::default()
-    };
+    let spec = Config::default().with_profile(sds_proto::wire::Profile::Spec);
     let (sa, sb) = (MemoryPersistence::new(), MemoryPersistence::new());
     let alice = manager_with("alice", &sa, spec.clone());
     let bob = manager_with("bob", &sb, spec);
@@ -1006,13 +935,11 @@ async fn dropping_the_manager_stops_its_periodic_work() {
     let m = manager_with(
         "alice",
         &store,
-        Config {
-            resend_interval: 100,
-            possibly_acked_resend_interval: 100,
-            sync_interval: 100,
-            max_resend_attempts: 1_000,
-            ..Config::default()
-        },
+        Config::default()
+            .with_resend_interval(Duration::from_millis(100))
+            .with_possibly_acked_resend_interval(Duration::from_millis(100))
+            .with_sync_interval(Duration::from_millis(100))
+            .with_max_resend_attempts(1_000),
     );
     let mut rx = m.subscribe();
     m.start_periodic_tasks().await;

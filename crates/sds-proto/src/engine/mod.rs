@@ -43,6 +43,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use clock::LamportUnit;
+use config::ms;
 pub use config::{Config, ConfigError};
 pub use types::{
     ChannelSnapshot, DropReason, EngineError, Event, IncomingEntry, IncomingRepairEntry, LogEntry,
@@ -432,7 +433,7 @@ impl Channel {
     /// Starts (`Some(now)`) or stops (`None`) periodic sync messages: when started, the first is
     /// due one sync interval after `now`.
     pub fn set_sync_timer(&mut self, start: Option<u64>) {
-        self.next_sync = start.map(|now| now.saturating_add(self.config.sync_interval));
+        self.next_sync = start.map(|now| now.saturating_add(ms(self.config.sync_interval)));
     }
 
     /// Schedules the next periodic sync message at `at` exactly (`None` stops them); later ones
@@ -490,9 +491,9 @@ impl Channel {
             entry,
             hashes,
             voters: Vec::new(),
-            due: now.saturating_add(self.config.resend_interval),
+            due: now.saturating_add(ms(self.config.resend_interval)),
         });
-        if let Some(after) = self.config.filter_resend_after {
+        if let Some(after) = self.config.filter_resend_after.map(ms) {
             if self.watched.len() == MAX_WATCHED {
                 self.watched.pop_front();
             }
@@ -882,7 +883,7 @@ impl Channel {
             if let Some(e) = self.incoming_repair.remove(&id) {
                 self.store_ops
                     .push(StoreOp::RemoveIncomingRepair(id.clone()));
-                let (window, budget) = (self.config.repair_t_max, self.config.max_repair_bytes);
+                let (window, budget) = (ms(self.config.repair_t_max), self.config.max_repair_bytes);
                 if !self
                     .repair_guard
                     .take_budget(e.bytes.len(), now, window, budget)
@@ -916,10 +917,10 @@ impl Channel {
             self.last_traffic = Some(now);
         }
         if self.next_sync.is_some_and(|t| t <= now) {
-            self.next_sync = Some(now.saturating_add(self.config.sync_interval));
+            self.next_sync = Some(now.saturating_add(ms(self.config.sync_interval)));
             let heard_lately = self
                 .last_traffic
-                .is_some_and(|t| now < t.saturating_add(self.config.sync_interval));
+                .is_some_and(|t| now < t.saturating_add(ms(self.config.sync_interval)));
             let send = !(self.config.quiet_sync && heard_lately)
                 || self.has_eligible_repair(now)
                 || self.skipped_syncs >= QUIET_SYNC_MAX_SKIPS;
@@ -1107,7 +1108,7 @@ impl Channel {
         let unit = self.config.clock_unit();
         let limit = unit
             .clock(now)
-            .saturating_add(unit.duration(self.config.max_clock_lead))
+            .saturating_add(unit.duration(ms(self.config.max_clock_lead)))
             .min(i64::MAX - CLOCK_HEADROOM)
             .max(self.lamport);
         if lamport > limit {
@@ -1172,12 +1173,15 @@ impl Channel {
     }
 
     /// Logs a message as the latest arrival; the earliest arrivals beyond the bound leave.
-    fn append_log(&mut self, mut entry: LogEntry) {
+    /// Returns its arrival number.
+    fn append_log(&mut self, mut entry: LogEntry) -> u64 {
         entry.arrival = self.log.next_arrival();
+        let arrival = entry.arrival;
         self.store_ops.push(StoreOp::AppendLogEntry(entry.clone()));
         for old in self.log.insert(entry) {
             self.store_ops.push(StoreOp::RemoveLogEntry(old.message_id));
         }
+        arrival
     }
 
     /// Whether a cited dependency is met: delivered, marked met, declared lost, one of our own
@@ -1247,7 +1251,7 @@ impl Channel {
     }
 
     fn track_lost(&mut self, missing: &[HistoryEntry], now: u64) {
-        let Some(timeout) = self.config.lost_dependency_timeout else {
+        let Some(timeout) = self.config.lost_dependency_timeout.map(ms) else {
             return;
         };
         for e in missing {
@@ -1269,6 +1273,7 @@ impl Channel {
     fn expiry_of(&self, received_at: u64) -> Option<u64> {
         self.config
             .lost_dependency_timeout
+            .map(ms)
             .map(|t| received_at.saturating_add(t))
     }
 
@@ -1397,7 +1402,7 @@ impl Channel {
             self.set_lamport(w.lamport);
         }
         let id = w.message_id;
-        self.append_log(LogEntry {
+        let sequence = self.append_log(LogEntry {
             message_id: id.clone(),
             lamport_timestamp: w.lamport,
             sender_id: w.sender_id,
@@ -1410,6 +1415,7 @@ impl Channel {
             channel_id: self.channel_id.clone(),
             message_id: id.clone(),
             content: w.content,
+            sequence,
         });
         self.release(&id, ready);
     }
@@ -1478,7 +1484,8 @@ impl Channel {
     fn repair_cooldown(&self) -> u64 {
         self.config
             .repair_cooldown
-            .unwrap_or(self.config.repair_t_max)
+            .map(ms)
+            .unwrap_or(ms(self.config.repair_t_max))
     }
 
     fn repair_enabled(&self) -> bool {
@@ -1488,7 +1495,7 @@ impl Channel {
     /// When an outgoing repair entry with this T_req is dropped: once now − T_req > T_max.
     fn repair_expiry(&self, t_req: u64) -> u64 {
         t_req
-            .saturating_add(self.config.repair_t_max)
+            .saturating_add(ms(self.config.repair_t_max))
             .saturating_add(1)
     }
 
@@ -1537,8 +1544,8 @@ impl Channel {
             self.config.profile,
             self.participant_id.as_bytes(),
             id.as_bytes(),
-            self.config.repair_t_min,
-            self.config.repair_t_max,
+            ms(self.config.repair_t_min),
+            ms(self.config.repair_t_max),
         )
     }
 
@@ -1577,7 +1584,7 @@ impl Channel {
     /// on every send.
     fn retry_delay(&self, id: &MessageId, retries: u32) -> u64 {
         let offset = self.t_req_offset(id);
-        let cap = self.config.repair_t_max.max(offset);
+        let cap = ms(self.config.repair_t_max).max(offset);
         let factor = 1u64
             .checked_shl(retries.saturating_sub(1))
             .unwrap_or(u64::MAX);
@@ -1650,7 +1657,7 @@ impl Channel {
             if !profile::in_response_group(profile, p, s, m, self.config.num_response_groups) {
                 continue;
             }
-            let offset = profile::t_resp_offset(profile, p, s, m, self.config.repair_t_max);
+            let offset = profile::t_resp_offset(profile, p, s, m, ms(self.config.repair_t_max));
             let t_resp = now.saturating_add(offset);
             let entry = IncomingRepairEntry {
                 entry: detached_entry(r),
@@ -1667,9 +1674,9 @@ impl Channel {
 
     fn resend_delay(&self, possible_acks: u32) -> u64 {
         if possible_acks == 0 {
-            self.config.resend_interval
+            ms(self.config.resend_interval)
         } else {
-            self.config.possibly_acked_resend_interval
+            ms(self.config.possibly_acked_resend_interval)
         }
     }
 
@@ -1714,14 +1721,12 @@ impl Channel {
     /// T_max or five of the longest gaps between a quiet member's syncs, whichever is longer,
     /// so that every member's filter is seen several times.
     fn watch_filter(&mut self, msg: &SdsMessage, now: u64) {
-        let Some(after) = self.config.filter_resend_after else {
+        let Some(after) = self.config.filter_resend_after.map(ms) else {
             return;
         };
         let quiet_gap =
-            u64::from(QUIET_SYNC_MAX_SKIPS + 1).saturating_mul(self.config.sync_interval);
-        let horizon = self
-            .config
-            .repair_t_max
+            u64::from(QUIET_SYNC_MAX_SKIPS + 1).saturating_mul(ms(self.config.sync_interval));
+        let horizon = ms(self.config.repair_t_max)
             .max(after)
             .max(quiet_gap.saturating_mul(5));
         while self
@@ -1838,7 +1843,7 @@ impl Channel {
                 let entry = slot.entry.clone();
                 let due = entry
                     .send_time
-                    .saturating_add(self.config.possibly_acked_resend_interval);
+                    .saturating_add(ms(self.config.possibly_acked_resend_interval));
                 self.outgoing.reschedule(seq, due);
                 self.events.push_back(Event::PossiblyAcknowledged {
                     channel_id: self.channel_id.clone(),

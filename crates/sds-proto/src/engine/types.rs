@@ -19,6 +19,11 @@ pub enum Event {
         message_id: MessageId,
         /// Its content.
         content: Bytes,
+        /// Its place in the channel's log: the entry's [`LogEntry::arrival`], larger for every
+        /// later delivery or send on the channel. An application that records the last
+        /// sequence it handled can read what it missed after a crash from the store
+        /// (`ReliabilityManager::read_log` in the `sds` crate).
+        sequence: u64,
     },
     /// One of our messages is acknowledged: it was cited in a received causal history, or
     /// found in enough received bloom filters.
