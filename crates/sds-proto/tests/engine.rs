@@ -1864,6 +1864,51 @@ fn hostile_flooding_does_not_make_a_delivered_message_new_again() {
     );
 }
 
+/// A restored channel remembers only the ids of its log: the low-water mark it restores from
+/// the store keeps a message delivered before the restart from being delivered again after it.
+#[test]
+fn a_message_delivered_before_a_restart_is_not_delivered_again_after_it() {
+    let config = Config::default().with_max_message_history(10);
+    let mut b = Node::new("bob", config.clone());
+    let old = bytes_of(&message("old", T0_S, &[], "alice"));
+    assert_eq!(b.unwrap(&old, T0).kind, ReceivedKind::Delivered);
+    for i in 0..20 {
+        b.unwrap(
+            &bytes_of(&message(&format!("m{i}"), T0_S + 1 + i, &[], "alice")),
+            T0,
+        );
+    }
+    // Still remembered beyond the log while running.
+    assert_eq!(b.unwrap(&old, T0).kind, ReceivedKind::Duplicate);
+    let lows: Vec<i64> = (b.batches.iter().flatten())
+        .filter_map(|op| match op {
+            StoreOp::SaveLowWater(l) => Some(*l),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        lows.last(),
+        Some(&(T0_S + 10)),
+        "the 11 oldest left the log"
+    );
+    let snapshot = b.ch.snapshot();
+    assert_eq!(snapshot.low_water, Some(T0_S + 10));
+    let restored = Channel::restore("c".into(), "bob".into(), config, snapshot, T0).unwrap();
+    let mut b = Node {
+        ch: restored,
+        events: Vec::new(),
+        transmits: Vec::new(),
+        batches: Vec::new(),
+    };
+    assert_eq!(b.unwrap(&old, T0).kind, ReceivedKind::Stale);
+    assert!(ready(&b.events).is_empty());
+    // What the log still holds is a duplicate, and new messages are delivered.
+    let kept = bytes_of(&message("m19", T0_S + 20, &[], "alice"));
+    assert_eq!(b.unwrap(&kept, T0).kind, ReceivedKind::Duplicate);
+    let new = bytes_of(&message("new", T0_S + 21, &[], "alice"));
+    assert_eq!(b.unwrap(&new, T0).kind, ReceivedKind::Delivered);
+}
+
 #[test]
 fn hostile_same_id_different_content_is_reported() {
     let mut b = Node::new("bob", Config::default());

@@ -207,16 +207,17 @@ pub(crate) fn read_channel(
     c: &ChannelId,
 ) -> rusqlite::Result<(ChannelSnapshot, [Vec<Stored>; 4])> {
     let tx = conn.transaction()?;
-    let lamport: Option<i64> = tx
+    let (lamport, low_water): (Option<i64>, Option<i64>) = tx
         .query_row(
-            "SELECT lamport FROM channel WHERE channel = ?1",
+            "SELECT lamport, low_water FROM channel WHERE channel = ?1",
             params![ch(c)],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?
-        .flatten();
+        .unwrap_or_default();
     let mut snap = ChannelSnapshot {
         lamport,
+        low_water,
         ..ChannelSnapshot::default()
     };
     let mut stored: [Vec<Stored>; 4] = Default::default();

@@ -116,9 +116,11 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE outgoing_repair ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
     ",
-    // 6 → 7: with `Options::keep_history`, entries the log evicts move here, their bytes kept,
-    // for reading a channel's whole history in arrival order.
+    // 6 → 7: with `Options::keep_history`, entries the log evicts move to `history`, their
+    // bytes kept, for reading a channel's whole history in arrival order; and the channel's
+    // low-water mark, the highest lamport timestamp of a delivered message that left the log.
     "
+    ALTER TABLE channel ADD COLUMN low_water INTEGER;
     CREATE TABLE history (
         channel BLOB NOT NULL,
         id BLOB NOT NULL,

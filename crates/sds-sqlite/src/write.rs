@@ -61,6 +61,13 @@ pub(crate) fn apply(
             )?
             .execute(params![ch(c), l])?;
         }
+        StoreOp::SaveLowWater(l) => {
+            tx.prepare_cached(
+                "INSERT INTO channel (channel, low_water) VALUES (?1, ?2) \
+                 ON CONFLICT (channel) DO UPDATE SET low_water = ?2",
+            )?
+            .execute(params![ch(c), l])?;
+        }
         StoreOp::AppendLogEntry(e) => {
             let met = e.is_met_marker();
             if !met {

@@ -748,6 +748,10 @@ async fn a_store_keeping_history_reads_back_every_delivery_after_a_restart() {
         let store = Arc::new(SqliteStore::open_with_options(&path, options).unwrap());
         let bob = ReliabilityManager::new("bob", config(5), store.clone()).unwrap();
         assert_eq!(bob.get_log("c").await.unwrap().len(), 5);
+        // The restored low-water mark: the first message, long out of the log and of any
+        // id the restarted channel remembers, is not delivered a second time.
+        let again = bob.unwrap_received_message(messages[0].clone()).await;
+        assert_eq!(again.unwrap().kind, sds::ReceivedKind::Stale);
         let log = bob.read_log("c", 0, 1_000).await.unwrap();
         got.push(log.len());
         let last = log.last().unwrap();

@@ -68,7 +68,7 @@ pub type PersistenceResult<T> = Result<T, PersistenceError>;
 /// [`load_channel`](Persistence::load_channel). [`read_log`](Persistence::read_log) reads the
 /// log from a point on, for an application catching up after a crash; its default reads the
 /// loaded log, and a backend that keeps more (the history the bounded log has evicted) or can
-/// read less overrides it. The twelve single mutations (`save_lamport`, `append_log_entry`, …)
+/// read less overrides it. The thirteen single mutations (`save_lamport`, `append_log_entry`, …)
 /// are provided: each is a batch of one.
 ///
 /// # Wrapping a store
@@ -248,6 +248,11 @@ pub trait Persistence: Send + Sync {
         self.apply_batch(channel, &[StoreOp::RemoveIncomingRepair(id.clone())])
             .await
     }
+    /// Stores the channel's low-water mark (see [`ChannelSnapshot::low_water`]).
+    async fn save_low_water(&self, channel: &ChannelId, mark: i64) -> PersistenceResult<()> {
+        self.apply_batch(channel, &[StoreOp::SaveLowWater(mark)])
+            .await
+    }
 }
 
 /// A shared store is a store: `Arc<SqliteStore>`, `Arc<dyn Persistence>` and the like can be
@@ -325,6 +330,8 @@ pub enum Call {
     ApplyBatch,
     /// `read_log`.
     ReadLog,
+    /// `save_low_water`.
+    SaveLowWater,
 }
 
 impl Call {
@@ -342,6 +349,7 @@ impl Call {
             StoreOp::RemoveOutgoingRepair(_) => Call::RemoveOutgoingRepair,
             StoreOp::SaveIncomingRepair(_) => Call::SaveIncomingRepair,
             StoreOp::RemoveIncomingRepair(_) => Call::RemoveIncomingRepair,
+            StoreOp::SaveLowWater(_) => Call::SaveLowWater,
         }
     }
 }
@@ -350,6 +358,7 @@ impl Call {
 #[derive(Debug, Clone, Default)]
 struct Stored {
     lamport: Option<i64>,
+    low_water: Option<i64>,
     /// Append order, as a backend would keep it.
     log: Vec<LogEntry>,
     outgoing: Vec<OutgoingEntry>,
@@ -364,6 +373,7 @@ impl Stored {
     fn apply(&mut self, op: &StoreOp, keep_history: bool) {
         match op {
             StoreOp::SaveLamport(l) => self.lamport = Some(*l),
+            StoreOp::SaveLowWater(l) => self.low_water = Some(*l),
             StoreOp::AppendLogEntry(e) => {
                 self.log.retain(|x| x.message_id != e.message_id);
                 self.history.retain(|x| x.message_id != e.message_id);
@@ -434,6 +444,7 @@ impl Stored {
         });
         ChannelSnapshot {
             lamport: self.lamport,
+            low_water: self.low_water,
             log,
             outgoing: self.outgoing.clone(),
             incoming: self.incoming.values().cloned().collect(),

@@ -175,6 +175,11 @@ pub struct Channel {
     /// ([`Config::max_known_ids`]); `i64::MIN` while none was. A content message at or below it
     /// that we do not remember may be one delivered long ago: it is not delivered again.
     low_water: i64,
+    /// The highest lamport timestamp of a delivered message that left the log; `i64::MIN`
+    /// while none did. Stored ([`StoreOp::SaveLowWater`]): a restored channel remembers only
+    /// the ids of its log, so it starts with this as its low-water mark, and a message
+    /// delivered before the restart is not delivered again after it.
+    evicted_mark: i64,
     outgoing: Outgoing,
     incoming: Incoming,
     /// Missing id → (deadline, entry as first cited), for the lost-dependency timeout.
@@ -275,6 +280,7 @@ impl Channel {
             known: KnownIds::new(config.max_known_ids),
             syncs: SyncIds::new(config.max_known_ids),
             low_water: i64::MIN,
+            evicted_mark: i64::MIN,
             outgoing: Outgoing::default(),
             incoming: Incoming::default(),
             lost_deadline: HashMap::default(),
@@ -331,6 +337,12 @@ impl Channel {
         if let Some(l) = snapshot.lamport {
             ch.lamport = l;
         }
+        // What left the log before is remembered by no id now: anything at or below the
+        // highest of it may be a replay.
+        if let Some(mark) = snapshot.low_water {
+            ch.evicted_mark = mark;
+            ch.low_water = mark;
+        }
         // In arrival order, so the bound keeps the latest arrivals; entries of unknown arrival
         // (0) count as the earliest, in (lamport, id) order.
         let mut log = snapshot.log;
@@ -352,7 +364,7 @@ impl Channel {
             }
             let (id, lamport) = (entry.message_id.clone(), entry.lamport_timestamp);
             for old in ch.log.insert(entry) {
-                ch.store_ops.push(StoreOp::RemoveLogEntry(old.message_id));
+                ch.left_log(old);
             }
             ch.remember(id, Known::Delivered, lamport);
         }
@@ -1061,6 +1073,7 @@ impl Channel {
         });
         ChannelSnapshot {
             lamport: Some(self.lamport),
+            low_water: (self.evicted_mark != i64::MIN).then_some(self.evicted_mark),
             log,
             outgoing: self.outgoing().cloned().collect(),
             incoming: self.incoming(),
@@ -1179,9 +1192,20 @@ impl Channel {
         let arrival = entry.arrival;
         self.store_ops.push(StoreOp::AppendLogEntry(entry.clone()));
         for old in self.log.insert(entry) {
-            self.store_ops.push(StoreOp::RemoveLogEntry(old.message_id));
+            self.left_log(old);
         }
         arrival
+    }
+
+    /// A delivered entry fell out of the bounded log: the store drops it (or keeps it as
+    /// history) and raises the mark a restore starts its low-water mark from.
+    fn left_log(&mut self, old: LogEntry) {
+        if old.lamport_timestamp > self.evicted_mark {
+            self.evicted_mark = old.lamport_timestamp;
+            self.store_ops
+                .push(StoreOp::SaveLowWater(old.lamport_timestamp));
+        }
+        self.store_ops.push(StoreOp::RemoveLogEntry(old.message_id));
     }
 
     /// Whether a cited dependency is met: delivered, marked met, declared lost, one of our own

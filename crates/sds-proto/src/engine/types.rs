@@ -312,6 +312,10 @@ pub enum StoreOp {
     SaveIncomingRepair(IncomingRepairEntry),
     /// An incoming repair entry was removed.
     RemoveIncomingRepair(MessageId),
+    /// The highest lamport timestamp of a delivered message that left the log rose to this: a
+    /// restored channel refuses unknown content at or below it as a possible replay
+    /// ([`ChannelSnapshot::low_water`]).
+    SaveLowWater(i64),
 }
 
 /// Everything stored about a channel, from which [`Channel::restore`](super::Channel::restore)
@@ -320,6 +324,11 @@ pub enum StoreOp {
 pub struct ChannelSnapshot {
     /// The lamport clock, if one was stored.
     pub lamport: Option<i64>,
+    /// The highest lamport timestamp of a delivered message that left the log, if one did
+    /// ([`StoreOp::SaveLowWater`]). A restored channel knows the ids of its log only; unknown
+    /// content at or below this mark may be a message delivered before, and is refused as
+    /// [`ReceivedKind::Stale`].
+    pub low_water: Option<i64>,
     /// The log, in (lamport, id) order, oldest first; each entry carries its arrival, which
     /// decides eviction.
     pub log: Vec<LogEntry>,
