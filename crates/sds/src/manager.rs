@@ -38,6 +38,11 @@ pub use sds_proto::engine::HintProvider;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct ManagerConfig {
     /// Settings of every channel.
     pub engine: Config,
@@ -105,6 +110,11 @@ impl ManagerConfig {
 /// from the network can never take their places.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum UnjoinedChannels {
     /// Refused with [`ManagerError::NotJoined`] before anything is loaded, created or stored.
     #[default]

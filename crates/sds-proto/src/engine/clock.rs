@@ -8,6 +8,11 @@
 
 /// What one step of the lamport clock is worth when it follows the wall clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum LamportUnit {
     /// Milliseconds since the Unix epoch, as the spec counts (the spec profile's unit).
     Milliseconds,

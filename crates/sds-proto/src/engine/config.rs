@@ -22,6 +22,11 @@ use crate::wire::{Limits, Profile};
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Config {
     /// Capacity of the rolling bloom filter of received ids (default 10 000).
     pub bloom_capacity: i64,
@@ -32,8 +37,10 @@ pub struct Config {
     /// Log entries cited in each sent message's causal history (default 10).
     pub max_causal_history: usize,
     /// Delay before an unacknowledged message is sent again (default 60 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub resend_interval: Duration,
     /// Delay before a possibly-acknowledged message is sent again (default 120 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub possibly_acked_resend_interval: Duration,
     /// Resends before a message is given up with `SendFailed` (default 5).
     pub max_resend_attempts: u32,
@@ -41,6 +48,7 @@ pub struct Config {
     /// (default 2; 1 behaves like nim-sds).
     pub possible_ack_threshold: u32,
     /// Interval of periodic sync messages once started (default 30 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub sync_interval: Duration,
     /// Send a periodic sync only when the channel was quiet — nothing received or sent during
     /// the last sync interval — or when an SDS-R repair request is due (the spec's option for
@@ -50,14 +58,17 @@ pub struct Config {
     /// bloom filter without it, at most once per this long and at most
     /// `max_resend_attempts` times per message (`None`, the default: never). This reaches
     /// members that lost a message nobody cites any more, which they could not detect.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub filter_resend_after: Option<Duration>,
     /// Time after which a dependency that has not arrived is declared irretrievably lost and its
     /// dependents are delivered anyway; `None` waits forever (default 10 minutes).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub lost_dependency_timeout: Option<Duration>,
     /// How far ahead of our wall clock a received lamport timestamp may be (compared in the
     /// clock's unit; default one day). A message further ahead — and ahead of
     /// our own clock — is refused with `LamportTooFarAhead`: one member must not be able to drag
     /// everyone's clock into the future, or to the end of its range where no send fits.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_clock_lead: Duration,
     /// Most messages waiting for dependencies (default 10 000). When the buffer is full, the
     /// oldest message of the sender holding the most bytes gives way to a newcomer.
@@ -73,9 +84,11 @@ pub struct Config {
     /// (default 10 000; at least `max_message_history`).
     pub max_known_ids: usize,
     /// SDS-R: minimum delay before a missing message is requested (default 30 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub repair_t_min: Duration,
     /// SDS-R: maximum delay of requests and responses; outgoing requests older than this are
     /// dropped (default 300 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub repair_t_max: Duration,
     /// SDS-R: number of response groups (default 1: everyone may respond).
     pub num_response_groups: u32,
@@ -86,6 +99,7 @@ pub struct Config {
     pub max_repair_buffer: usize,
     /// SDS-R: a message we rebroadcast is not rebroadcast again, however often it is asked
     /// for, before this long (default `None`: `repair_t_max`).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub repair_cooldown: Option<Duration>,
     /// SDS-R: most bytes rebroadcast per window of `repair_t_max`; answers beyond it are
     /// dropped (default 16 MiB).

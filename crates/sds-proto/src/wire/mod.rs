@@ -19,6 +19,11 @@ use bytes::Bytes;
 /// Bounds applied while decoding untrusted bytes. Every bound is checked before the work or the
 /// allocation it guards.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Limits {
     /// Largest encoded message accepted, in bytes, checked before decoding (default 1.25 MiB:
     /// the largest content plus room for the bloom filter and histories).
@@ -202,11 +207,14 @@ pub(crate) fn id<T: From<Bytes>>(
 /// codec ([`spec`]), bloom filter ([`crate::bloom::spec`]) and SDS-R arithmetic
 /// ([`crate::repair::spec`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Profile {
     /// The layout of nim-sds (see [`nim`]).
     #[default]
+    #[cfg_attr(feature = "serde", serde(rename = "nim-sds"))]
     NimSds,
     /// The layout of the SDS specification, spoken by `@waku/sds` (see [`spec`]).
+    #[cfg_attr(feature = "serde", serde(rename = "spec"))]
     Spec,
 }
 
