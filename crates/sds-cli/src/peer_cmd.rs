@@ -249,7 +249,7 @@ fn notification_json(n: Notification) -> Value {
                 message_id,
                 reason,
             } => {
-                json!({"event": "sendFailed", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "reason": match reason { SendFailure::RetriesExhausted => "retriesExhausted", SendFailure::BufferFull => "bufferFull" }})
+                json!({"event": "sendFailed", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "reason": match reason { SendFailure::RetriesExhausted => "retriesExhausted", SendFailure::BufferFull => "bufferFull", _ => "other" }})
             }
             Event::IrretrievablyLost { channel_id, entry } => {
                 json!({"event": "irretrievablyLost", "channelId": text_or_hex(&channel_id), "entry": entry_json(&entry)})
@@ -276,7 +276,7 @@ fn notification_json(n: Notification) -> Value {
                 message_id,
                 reason,
             } => {
-                json!({"event": "messageDropped", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "reason": match reason { DropReason::Expired => "expired", DropReason::Evicted => "evicted" }})
+                json!({"event": "messageDropped", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "reason": match reason { DropReason::Expired => "expired", DropReason::Evicted => "evicted", _ => "other" }})
             }
             Event::MessageConflict {
                 channel_id,
@@ -293,11 +293,12 @@ fn notification_json(n: Notification) -> Value {
             } => {
                 json!({"event": "ephemeral", "messageId": text_or_hex(&message_id), "channelId": text_or_hex(&channel_id), "senderId": text_or_hex(&sender_id), "content": hex::encode(&content)})
             }
+            other => json!({"event": "other", "debug": format!("{other:?}")}),
         },
         // What the driver broadcasts (resends, syncs, repair rebroadcasts), each once.
         Notification::Transmit(t) => json!({
             "event": "transmit",
-            "kind": format!("{:?}", t.kind).to_lowercase(),
+            "kind": t.kind.as_str(),
             "messageId": text_or_hex(&t.message_id),
             "channelId": text_or_hex(&t.channel_id),
             "bytes": hex::encode(&t.bytes),

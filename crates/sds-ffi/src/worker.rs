@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sds_core::{MessageId, Notification, ReliabilityManager, TransmitKind};
+use sds_core::{MessageId, Notification, ReliabilityManager};
 use sds_proto::ChannelId;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -163,13 +163,13 @@ impl Worker {
 
     fn forward(&self, n: Notification) {
         match n {
-            Notification::Event(e) => self.emit(event_json(&e)),
+            Notification::Event(e) => {
+                if let Some(v) = event_json(&e) {
+                    self.emit(v);
+                }
+            }
             Notification::Transmit(t) => {
-                let kind = match t.kind {
-                    TransmitKind::Resend => "resend",
-                    TransmitKind::Sync => "sync",
-                    TransmitKind::Repair => "repair",
-                };
+                let kind = t.kind.as_str();
                 self.emit(json!({"eventType": "transmit", "kind": kind, "messageId": id_text(&t.message_id), "channelId": id_text(&t.channel_id), "message": b64(&t.bytes)}));
                 let cb = lock(&self.callbacks).transmit;
                 if let Some(cb) = cb {

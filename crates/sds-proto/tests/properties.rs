@@ -189,7 +189,7 @@ proptest! {
 
     #[test]
     fn decode_respects_limits(m in message(), max_history in 0usize..12) {
-        let limits = Limits { max_causal_history: max_history, ..Limits::default() };
+        let limits = Limits::default().with_max_causal_history(max_history);
         let r = nim::decode(&Bytes::from(nim::encode(&m)), &limits);
         if m.causal_history.len() > max_history {
             let is_limit_error = matches!(r, Err(DecodeError::LimitExceeded { .. }));

@@ -381,6 +381,8 @@ impl<'a, 'c> Part<'a, 'c> {
                     c.syncs += 1;
                     c.repair_requests += repair_requests_in(&t.bytes, ctx.config);
                 }
+                // Broadcast like the rest; the report has no counter for it.
+                _ => {}
             }
             self.broadcast(p, &t.bytes, now, None);
         }

@@ -18,6 +18,7 @@ use crate::segments::seg_name;
 
 /// What to do about damaged message bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum OnDamage {
     /// Refuse: opening fails with [`OpenError::Damaged`](crate::OpenError::Damaged), loading a
     /// channel with damaged bytes fails. Nothing is changed. The default.

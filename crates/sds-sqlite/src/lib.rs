@@ -155,6 +155,7 @@ impl Default for Options {
 
 /// Why a database could not be opened.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// SQLite refused (file not accessible, not a database, …).
     #[error("cannot open {path}: {source}{}", cause.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]

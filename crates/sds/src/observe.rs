@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use sds_proto::engine::{Channel, Event, ReceivedKind, Transmit, TransmitKind};
+use sds_proto::engine::{Channel, Event, ReceivedKind, Transmit};
 
 /// The sizes of one channel that the gauges sum.
 #[derive(Debug, Default, Clone, Copy)]
@@ -142,11 +142,7 @@ pub(crate) fn announced(events: &[Event], transmits: &[Transmit]) {
         }
     }
     for t in transmits {
-        let kind = match t.kind {
-            TransmitKind::Resend => "resend",
-            TransmitKind::Sync => "sync",
-            TransmitKind::Repair => "repair",
-        };
+        let kind = t.kind.as_str();
         metrics::counter!("sds_transmits_total", "kind" => kind).increment(1);
         metrics::counter!("sds_bytes_out_total").increment(t.bytes.len() as u64);
         tracing::trace!(channel = %t.channel_id, message_id = %t.message_id, kind, bytes = t.bytes.len(), "transmit");

@@ -297,6 +297,7 @@ impl Persistence for NoopPersistence {
 
 /// The names of the persistence calls, for counting and failure injection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Call {
     /// `save_lamport`.
     SaveLamport,

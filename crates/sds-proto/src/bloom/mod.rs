@@ -39,6 +39,7 @@ pub const MAX_CREATED_BITS: u64 = 1 << 32;
 
 /// Why a filter could not be created or read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BloomError {
     /// The capacity must be at least 1.
     #[error("capacity must be at least 1, got {0}")]

@@ -10,6 +10,7 @@ use crate::wire::DecodeError;
 
 /// Something the application should learn about.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// A message is delivered, in causal order: its dependencies were delivered before it.
     MessageReady {
@@ -140,6 +141,7 @@ pub enum Event {
 
 /// Why a waiting message was dropped from the incoming buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DropReason {
     /// It waited the lost-dependency timeout for messages that wait themselves (a dependency
     /// cycle, or a message that waits for such), or for a message dropped so: it could never
@@ -152,6 +154,7 @@ pub enum DropReason {
 
 /// Why a message was given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendFailure {
     /// It was sent `max_resend_attempts` more times without acknowledgement.
     RetriesExhausted,
@@ -161,6 +164,7 @@ pub enum SendFailure {
 
 /// Why bytes are to be broadcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransmitKind {
     /// A resend of an unacknowledged message, or of one a member's bloom filter showed it
     /// lacks (the original bytes).
@@ -169,6 +173,18 @@ pub enum TransmitKind {
     Sync,
     /// An SDS-R rebroadcast of a requested message (its original bytes).
     Repair,
+}
+
+impl TransmitKind {
+    /// The kind's name in lower case (`resend`, `sync`, `repair`), as the C ABI, `sds peer`
+    /// and the metrics' labels spell it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TransmitKind::Resend => "resend",
+            TransmitKind::Sync => "sync",
+            TransmitKind::Repair => "repair",
+        }
+    }
 }
 
 /// Bytes to broadcast on the channel.
@@ -344,6 +360,7 @@ pub struct ChannelSnapshot {
 
 /// How a received message was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReceivedKind {
     /// Delivered now (see the `MessageReady` events).
     Delivered,
@@ -403,6 +420,7 @@ pub struct Unwrapped {
 
 /// Why an input was refused. The channel is unchanged whenever one is returned.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// `wrap` needs content; sync messages have their own call.
     #[error("content must not be empty")]

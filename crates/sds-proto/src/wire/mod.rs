@@ -24,6 +24,7 @@ use bytes::Bytes;
     derive(serde::Serialize, serde::Deserialize),
     serde(default, deny_unknown_fields)
 )]
+#[non_exhaustive]
 pub struct Limits {
     /// Largest encoded message accepted, in bytes, checked before decoding (default 1.25 MiB:
     /// the largest content plus room for the bloom filter and histories).
@@ -65,10 +66,53 @@ impl Limits {
             max_hint_len: usize::MAX,
         }
     }
+
+    /// Sets [`max_message_size`](Self::max_message_size).
+    #[must_use]
+    pub fn with_max_message_size(mut self, value: usize) -> Self {
+        self.max_message_size = value;
+        self
+    }
+
+    /// Sets [`max_content_size`](Self::max_content_size).
+    #[must_use]
+    pub fn with_max_content_size(mut self, value: usize) -> Self {
+        self.max_content_size = value;
+        self
+    }
+
+    /// Sets [`max_causal_history`](Self::max_causal_history).
+    #[must_use]
+    pub fn with_max_causal_history(mut self, value: usize) -> Self {
+        self.max_causal_history = value;
+        self
+    }
+
+    /// Sets [`max_repair_request`](Self::max_repair_request).
+    #[must_use]
+    pub fn with_max_repair_request(mut self, value: usize) -> Self {
+        self.max_repair_request = value;
+        self
+    }
+
+    /// Sets [`max_id_len`](Self::max_id_len).
+    #[must_use]
+    pub fn with_max_id_len(mut self, value: usize) -> Self {
+        self.max_id_len = value;
+        self
+    }
+
+    /// Sets [`max_hint_len`](Self::max_hint_len).
+    #[must_use]
+    pub fn with_max_hint_len(mut self, value: usize) -> Self {
+        self.max_hint_len = value;
+        self
+    }
 }
 
 /// A field the decoder requires, named as nim-sds names it in `MissingRequiredField` errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Field {
     /// `SdsMessage.messageId` (field 1).
     MessageId,
@@ -103,6 +147,7 @@ impl fmt::Display for Field {
 
 /// Which length-bounded item exceeded its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum LimitKind {
     /// The whole encoded message ([`Limits::max_message_size`]).
     MessageSize,
@@ -140,6 +185,7 @@ impl fmt::Display for LimitKind {
 
 /// Why bytes could not be decoded as an SDS message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The protobuf structure is broken somewhere in the buffer.
     #[error("malformed protobuf: {0}")]

@@ -16,6 +16,7 @@ use std::fmt;
 
 /// A structural protobuf error, named as in libp2p `minprotobuf` (`ProtoError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProtoError {
     /// A varint (tag, value or length) is truncated or longer than ten bytes, or a fixed-width
     /// value is truncated.

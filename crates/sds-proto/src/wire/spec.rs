@@ -66,6 +66,7 @@ impl SpecHistoryEntry {
 
 /// What a spec-profile message is, decided by which fields it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MessageKind {
     /// Lamport timestamp set and non-empty content: delivered in causal order, acknowledged,
     /// repaired.
