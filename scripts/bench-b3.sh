@@ -29,5 +29,5 @@ print(f"messages {r['messagesSent']}, deliveries {r['deliveries']} of {r['expect
 for name, key, met in [("ack within 1·S", r["acknowledgement"]["latency"], r["acknowledgement"]["latency"]["fractionWithinRequirement"]),
                        ("detected within 3·S", r["missingDetection"]["latency"], r["missingDetection"]["fractionDetectedWithinRequirement"]),
                        ("consistent within 6·S", r["eventualConsistency"]["latency"], r["eventualConsistency"]["fractionConsistentWithinRequirement"])]:
-    print(f"{name}: median {key['medianS']}·S, p90 {key['p90S']}·S, p99 {key['p99S']}·S, met by {100 * met:.2f} %")
+    print(f"{name}: median {key['medianSendIntervals']}·S, p90 {key['p90SendIntervals']}·S, p99 {key['p99SendIntervals']}·S, met by {100 * met:.2f} %")
 PY

@@ -16,6 +16,7 @@ mod bench_cmd;
 mod bloom_cmd;
 mod peer_cmd;
 mod sim_cmd;
+mod sim_text;
 mod store_cmd;
 mod wire_cmd;
 

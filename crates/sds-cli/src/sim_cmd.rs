@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sds_proto::wire::Profile;
-use sds_sim::report::Latency;
 use sds_sim::{Network, Report, Scenario};
 
 use crate::CmdResult;
@@ -221,106 +220,6 @@ fn svg(r: &Report) -> String {
     out
 }
 
-/// A number as the JSON report writes it.
-fn num(x: f64) -> String {
-    serde_json::Value::from(x).to_string()
-}
-
-fn text_report(r: &Report) -> String {
-    let mut s = String::new();
-    let p = &r.parameters;
-    let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
-    let pct = |v: Option<f64>| {
-        v.map(|x| format!("{:.1} %", 100.0 * x))
-            .unwrap_or_else(|| "-".into())
-    };
-    let _ = writeln!(
-        s,
-        "SDS simulation: {} participants, one message every {} s each for {} s (+{} s tail), loss {} %, latency {}–{} ms, repair {} (T_min {} s, T_max {} s), history {}, seed {}",
-        p.participants,
-        num(p.send_interval_s),
-        num(p.duration_s),
-        num(p.tail_s),
-        p.loss * 100.0,
-        p.latency_ms[0],
-        p.latency_ms[1],
-        if p.repair { "on" } else { "off" },
-        num(p.repair_t_min_s),
-        num(p.repair_t_max_s),
-        p.history,
-        p.seed
-    );
-    let _ = writeln!(s);
-    let _ = writeln!(s, "  messages sent                 {}", r.messages_sent);
-    let _ = writeln!(
-        s,
-        "  deliveries                    {} of {} ({})",
-        r.deliveries,
-        r.expected_deliveries,
-        pct(Some(r.completeness))
-    );
-    let everywhere = r.messages_everywhere as f64;
-    let sent = (r.messages_sent as f64).max(1.0);
-    let _ = writeln!(
-        s,
-        "  messages every member has     {} ({:.1} %)",
-        r.messages_everywhere,
-        100.0 * everywhere / sent
-    );
-    let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "  requirement (S = {} s)                       median     p90      p99    (in multiples of S)   met by",
-        num(p.send_interval_s)
-    );
-    let row = |name: &str, lat: &Latency, met: Option<f64>| {
-        format!(
-            "  {name:<43} {:>7}  {:>7}  {:>7}                          {}\n",
-            f(lat.median_s),
-            f(lat.p90_s),
-            f(lat.p99_s),
-            pct(met)
-        )
-    };
-    s.push_str(&row(
-        "sender sees an acknowledgement within 1·S",
-        &r.acknowledgement.latency,
-        r.acknowledgement.latency.fraction_within_requirement,
-    ));
-    s.push_str(&row(
-        "receiver detects a missed message within 3·S",
-        &r.missing_detection.latency,
-        Some(r.missing_detection.fraction_detected_within_requirement),
-    ));
-    s.push_str(&row(
-        "every member has a message within 6·S",
-        &r.eventual_consistency.latency,
-        Some(
-            r.eventual_consistency
-                .fraction_consistent_within_requirement,
-        ),
-    ));
-    let _ = writeln!(s);
-    let wire = &r.wire;
-    let _ = writeln!(
-        s,
-        "  on the wire: {} broadcasts, {:.1} MB, {:.0} bytes per delivery; {} resends, {} repair rebroadcasts, {} syncs, {} repair requests",
-        wire.transmissions,
-        wire.bytes as f64 / 1e6,
-        wire.bytes_per_delivery,
-        wire.resends,
-        wire.repairs,
-        wire.syncs,
-        wire.repair_requests
-    );
-    let _ = writeln!(
-        s,
-        "  copies lost on first broadcast: {}; never detected as missing: {}",
-        r.missed_on_first_broadcast, r.missing_detection.undetected
-    );
-    s
-}
-
 pub(crate) fn run(args: SimArgs) -> CmdResult {
     let scenario = args.scenario()?;
     let mut bar: Option<ProgressBar> = None;
@@ -352,7 +251,7 @@ pub(crate) fn run(args: SimArgs) -> CmdResult {
         let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
         println!("{json}");
     } else {
-        print!("{}", text_report(&report));
+        print!("{}", crate::sim_text::render(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -113,6 +113,75 @@ fn the_text_report_names_the_scenario_and_the_requirements() {
     ] {
         assert!(text.contains(line), "{line:?} in {text}");
     }
+    // The requirement table lines up: every column starts (labels, "met by") or ends (the
+    // numbers) at the same character in the header and in each row.
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("  requirement"))
+        .take(4)
+        .collect();
+    assert!(rows[3].contains("within 6·S"), "{text}");
+    let spans: Vec<Vec<(usize, usize)>> = rows.iter().map(|l| cells(l)).collect();
+    for row in &spans {
+        assert_eq!(row.len(), 5, "{text}");
+        assert_eq!(row[0].0, 2, "{text}");
+        for c in 1..4 {
+            assert_eq!(row[c].1, spans[0][c].1, "column {c} in {text}");
+        }
+        assert_eq!(row[4].0, spans[0][4].0, "met by in {text}");
+    }
+}
+
+/// The (start, end) character offsets of the cells of a table line: cells are separated by
+/// two spaces or more.
+fn cells(line: &str) -> Vec<(usize, usize)> {
+    let chars: Vec<char> = line.chars().collect();
+    let mut cells = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == ' ' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && !(chars[i] == ' ' && chars.get(i + 1).is_none_or(|c| *c == ' ')) {
+            i += 1;
+        }
+        cells.push((start, i));
+    }
+    cells
+}
+
+#[test]
+fn a_missing_delivery_is_never_rounded_away() {
+    // A tail too short for repair: a few (member, message) pairs stay missing.
+    let out = sds(&[
+        "sim",
+        "--quiet",
+        "--participants",
+        "8",
+        "--duration",
+        "60",
+        "--tail",
+        "20",
+        "--loss",
+        "0.1",
+        "--seed",
+        "6",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("  deliveries"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (got, of): (usize, usize) = (words[1].parse().unwrap(), words[3].parse().unwrap());
+    assert!(got < of, "this scenario should lose something: {line}");
+    assert!(
+        line.ends_with(&format!(" %, {} missing)", of - got)),
+        "{line}"
+    );
 }
 
 #[test]

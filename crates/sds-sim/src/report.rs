@@ -51,6 +51,10 @@ impl Counters {
 
 /// The outcome of one run. Its JSON form (field names in camelCase, in this order) is the
 /// output of `sds sim --json`; the timeline is not part of it.
+///
+/// A key's last word names its unit: `…Ms` milliseconds, `…S` seconds (`durationS`),
+/// `…SendIntervals` multiples of the send interval S (`medianSendIntervals`: 0.5 is S/2);
+/// `fraction…` and `completeness` are between 0 and 1.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
@@ -253,14 +257,14 @@ pub struct Latency {
     pub p90_ms: Option<f64>,
     /// 99th percentile, in milliseconds.
     pub p99_ms: Option<f64>,
-    /// Median, in multiples of S.
-    pub median_s: Option<f64>,
-    /// 90th percentile, in multiples of S.
-    pub p90_s: Option<f64>,
-    /// 99th percentile, in multiples of S.
-    pub p99_s: Option<f64>,
-    /// The requirement, in multiples of S.
-    pub requirement_s: Option<f64>,
+    /// Median, in send intervals (multiples of S; JSON `medianSendIntervals`).
+    pub median_send_intervals: Option<f64>,
+    /// 90th percentile, in send intervals.
+    pub p90_send_intervals: Option<f64>,
+    /// 99th percentile, in send intervals.
+    pub p99_send_intervals: Option<f64>,
+    /// The requirement, in send intervals (1 for acknowledgement: within 1·S).
+    pub requirement_send_intervals: Option<f64>,
     /// Measurements within the requirement, as a fraction of the measurements.
     pub fraction_within_requirement: Option<f64>,
 }
@@ -362,10 +366,10 @@ fn latency(v: &mut [f64], requirement: Option<f64>, s_ms: f64) -> Latency {
         median_ms: percentile(v, 50.0),
         p90_ms: percentile(v, 90.0),
         p99_ms: percentile(v, 99.0),
-        median_s: percentile(v, 50.0).map(|x| x / s_ms),
-        p90_s: percentile(v, 90.0).map(|x| x / s_ms),
-        p99_s: percentile(v, 99.0).map(|x| x / s_ms),
-        requirement_s: requirement,
+        median_send_intervals: percentile(v, 50.0).map(|x| x / s_ms),
+        p90_send_intervals: percentile(v, 90.0).map(|x| x / s_ms),
+        p99_send_intervals: percentile(v, 99.0).map(|x| x / s_ms),
+        requirement_send_intervals: requirement,
         fraction_within_requirement: within,
     }
 }

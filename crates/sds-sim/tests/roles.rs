@@ -5,7 +5,9 @@ use sds_sim::{Hostility, Network, Role, Scenario};
 
 /// The scenario of `data/report-before-roles.json`, which is the output of
 /// `sds sim --json --quiet --participants 6 --duration 60 --tail 120 --seed 3 --churn-online 30`
-/// built from commit 09c1e0d, before the simulator had roles (or its own crate).
+/// built from commit 09c1e0d, before the simulator had roles (or its own crate), with the keys
+/// in multiples of S renamed since (`medianS` → `medianSendIntervals`, and likewise `p90`, `p99`
+/// and `requirement`); no value changed.
 fn before_roles() -> Scenario {
     Scenario {
         participants: 6,

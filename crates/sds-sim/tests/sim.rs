@@ -306,10 +306,10 @@ fn the_json_form_has_the_documented_fields_in_order() {
             "medianMs",
             "p90Ms",
             "p99Ms",
-            "medianS",
-            "p90S",
-            "p99S",
-            "requirementS",
+            "medianSendIntervals",
+            "p90SendIntervals",
+            "p99SendIntervals",
+            "requirementSendIntervals",
             "fractionWithinRequirement",
         ]
     );
@@ -330,5 +330,8 @@ fn the_json_form_has_the_documented_fields_in_order() {
     assert_eq!(v["parameters"]["profile"], "nim-sds");
     // The default history: the group's traffic over two repair windows, at least 1,000.
     assert_eq!(v["parameters"]["history"], 1000);
-    assert_eq!(v["acknowledgement"]["latency"]["requirementS"], 1.0);
+    assert_eq!(
+        v["acknowledgement"]["latency"]["requirementSendIntervals"],
+        1.0
+    );
 }
