@@ -15,6 +15,7 @@
 mod bench_cmd;
 mod bloom_cmd;
 mod peer_cmd;
+mod plot;
 mod sim_cmd;
 mod sim_text;
 mod store_cmd;

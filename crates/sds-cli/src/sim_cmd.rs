@@ -1,14 +1,13 @@
 //! `sds sim`: options → [`Scenario`], [`sds_sim::run`], and the [`Report`] as text, JSON or a
 //! plot. The simulation itself is the `sds-sim` crate.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sds_proto::wire::Profile;
-use sds_sim::{Network, Report, Scenario};
+use sds_sim::{Network, Scenario};
 
 use crate::CmdResult;
 
@@ -89,7 +88,8 @@ pub(crate) struct SimArgs {
     /// Print the report as one JSON document instead of text.
     #[arg(long)]
     json: bool,
-    /// Also draw delivered fraction and open gaps over virtual time into this SVG file.
+    /// Also draw the run into this SVG file: over virtual time, the share of (member, message)
+    /// pairs delivered and the pairs still open.
     #[arg(long)]
     plot: Option<PathBuf>,
     /// No progress bar.
@@ -153,73 +153,6 @@ impl SimArgs {
     }
 }
 
-/// The plot: delivered fraction and open gaps over virtual time, as SVG.
-fn svg(r: &Report) -> String {
-    let participants = r.parameters.participants;
-    let (w, h, pad) = (800.0, 360.0, 50.0);
-    let total = (r.messages_sent * participants).max(1) as f64;
-    let t_max = r.timeline.span_ms.max(1) as f64;
-    let x = |t: u64| pad + (t as f64 / t_max) * (w - 2.0 * pad);
-    let y = |v: f64| h - pad - v * (h - 2.0 * pad);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{}" stroke="black"/>"#,
-        h - pad,
-        w - pad,
-        h - pad,
-        h - pad
-    );
-    let sent_total = r.messages_sent.max(1) as f64;
-    let mut delivered = String::new();
-    let mut gaps = String::new();
-    for s in &r.timeline.samples {
-        let (t, d, open) = (s.at_ms, s.delivered_pairs, s.open_gaps);
-        // Delivered fraction of everything sent so far; open gaps relative to all messages.
-        let sent_so_far = s.sent_so_far.max(1) as f64;
-        let frac = d as f64 / (sent_so_far * participants as f64);
-        let _ = write!(delivered, "{:.1},{:.1} ", x(t), y(frac.min(1.0)));
-        let _ = write!(
-            gaps,
-            "{:.1},{:.1} ",
-            x(t),
-            y((open as f64 / total).min(1.0))
-        );
-    }
-    let _ = writeln!(
-        out,
-        r#"<polyline fill="none" stroke="seagreen" stroke-width="2" points="{delivered}"/>"#
-    );
-    let _ = writeln!(
-        out,
-        r#"<polyline fill="none" stroke="crimson" stroke-width="2" points="{gaps}"/>"#
-    );
-    let _ = writeln!(
-        out,
-        r#"<text x="{pad}" y="20">delivered fraction of messages sent so far (green); open gaps as a fraction of all (member, message) pairs (red); {} messages</text>"#,
-        sent_total
-    );
-    let _ = writeln!(
-        out,
-        r#"<text x="{pad}" y="{}">0 s</text><text x="{}" y="{}" text-anchor="end">{:.0} s (virtual)</text><text x="{}" y="{}" text-anchor="end">1</text><text x="{}" y="{}" text-anchor="end">0</text>"#,
-        h - pad + 16.0,
-        w - pad,
-        h - pad + 16.0,
-        t_max / 1000.0,
-        pad - 6.0,
-        pad + 4.0,
-        pad - 6.0,
-        h - pad + 4.0
-    );
-    out.push_str("</svg>\n");
-    out
-}
-
 pub(crate) fn run(args: SimArgs) -> CmdResult {
     let scenario = args.scenario()?;
     let mut bar: Option<ProgressBar> = None;
@@ -244,7 +177,7 @@ pub(crate) fn run(args: SimArgs) -> CmdResult {
         bar.finish_and_clear();
     }
     if let Some(path) = &args.plot {
-        std::fs::write(path, svg(&report))
+        std::fs::write(path, crate::plot::svg(&report)?)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     if args.json {

@@ -11,7 +11,7 @@ pub(crate) fn num(x: f64) -> String {
 }
 
 /// A decimal number without float noise: `0.3 * 100.0` is written `30`, `12.5` stays.
-fn plain(x: f64) -> String {
+pub(crate) fn plain(x: f64) -> String {
     let s = format!("{x:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     s.to_string()
