@@ -67,7 +67,8 @@ enum Command {
     /// Simulate a group chat on a lossy network (virtual time) and report how SDS does.
     Sim(sim_cmd::SimArgs),
     /// Drive one participant with line commands on stdin, JSON replies on stdout
-    /// (see docs/peer.md).
+    /// (see docs/peer.md); its state goes to SQLite files in the working directory unless
+    /// --store says otherwise.
     Peer(peer_cmd::PeerArgs),
     /// Run a benchmark and print its result as one JSON line.
     #[command(subcommand)]

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,8 +27,10 @@ pub(crate) struct PeerArgs {
     /// Our participant id ("" turns SDS-R off, as in nim-sds).
     #[arg(long, default_value = "")]
     participant: String,
-    /// Where state goes: `none`, `memory` or `sqlite:PATH` (default: `sqlite:` a file named
-    /// after the participant in the working directory, reopened by the next run).
+    /// Where state goes: `none`, `memory` or `sqlite:PATH`. Default: SQLite in the working
+    /// directory, `sds-peer-<participant>.db` with its `-wal` and `-shm` files and its
+    /// `-messages` directory beside it, resumed by the next run there. The `ready` line on
+    /// stderr names every path.
     #[arg(long)]
     store: Option<String>,
     /// With an SQLite store, `full` syncs every operation to disk (survives power loss);
@@ -565,6 +568,22 @@ fn default_store(participant: &str) -> String {
     format!("sqlite:sds-peer-{name}.db")
 }
 
+/// Every file and directory an SQLite store keeps: the database, SQLite's `-wal` and `-shm`
+/// beside it, and the directory of message bytes.
+fn sqlite_paths(db: &SqliteStore) -> Vec<PathBuf> {
+    let file = |suffix: &str| {
+        let mut p = db.path().as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    vec![
+        db.path().to_path_buf(),
+        file("-wal"),
+        file("-shm"),
+        db.messages_dir(),
+    ]
+}
+
 /// One line of input.
 enum Line {
     Text(String),
@@ -626,29 +645,36 @@ pub(crate) fn run(args: PeerArgs) -> CmdResult {
     let store = match &args.store {
         Some(s) => s.clone(),
         None => {
-            let s = default_store(&args.participant);
-            eprintln!("sds peer: state in {s} (--store none for none)");
-            s
+            eprintln!(
+                "sds peer: no --store given: state is kept in the working directory and resumed \
+                 by the next run there (--store none keeps nothing)"
+            );
+            default_store(&args.participant)
         }
     };
-    let persistence: Arc<dyn Persistence> = match store.as_str() {
-        "none" => Arc::new(NoopPersistence),
-        "memory" => Arc::new(MemoryPersistence::new()),
-        other => match other.strip_prefix("sqlite:") {
-            Some(path) if !path.is_empty() => {
-                let durability = match args.durability {
-                    DurabilityArg::Normal => Durability::Normal,
-                    DurabilityArg::Full => Durability::Full,
-                };
-                Arc::new(SqliteStore::open_with(path, durability).map_err(|e| e.to_string())?)
-            }
-            _ => {
-                return Err(format!(
-                    "unknown store {other:?} (expected none, memory or sqlite:PATH)"
-                ))
-            }
-        },
-    };
+    // The store as the ready line names it, and the files it keeps.
+    let (persistence, store, paths): (Arc<dyn Persistence>, String, Vec<PathBuf>) =
+        match store.as_str() {
+            "none" => (Arc::new(NoopPersistence), store, Vec::new()),
+            "memory" => (Arc::new(MemoryPersistence::new()), store, Vec::new()),
+            other => match other.strip_prefix("sqlite:") {
+                Some(path) if !path.is_empty() => {
+                    let durability = match args.durability {
+                        DurabilityArg::Normal => Durability::Normal,
+                        DurabilityArg::Full => Durability::Full,
+                    };
+                    let db = SqliteStore::open_with(path, durability).map_err(|e| e.to_string())?;
+                    let paths = sqlite_paths(&db);
+                    let name = format!("sqlite:{}", db.path().display());
+                    (Arc::new(db), name, paths)
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown store {other:?} (expected none, memory or sqlite:PATH)"
+                    ))
+                }
+            },
+        };
     let config = ManagerConfig::default()
         .with_engine(args.config.to_config())
         // A driver may feed any channel: received messages open channels, bounded apart from
@@ -673,6 +699,11 @@ pub(crate) fn run(args: PeerArgs) -> CmdResult {
         if args.periodic {
             manager.start_periodic_tasks().await;
         }
+        // The store is open and commands are read from here on (docs/peer.md).
+        eprintln!(
+            "sds peer: ready {}",
+            json!({"participant": args.participant, "store": store, "paths": paths})
+        );
         let mut peer = Peer {
             manager,
             notifications,

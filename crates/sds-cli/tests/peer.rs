@@ -1,7 +1,7 @@
 //! Two `sds peer` processes exchanging messages through pipes.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 
 use serde_json::Value;
 
@@ -9,6 +9,12 @@ struct Peer {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// Kept open: the peer may still write to it.
+    _stderr: BufReader<ChildStderr>,
+    /// The object of the `ready` line on stderr.
+    ready: Value,
+    /// What stderr said before it.
+    before_ready: Vec<String>,
 }
 
 impl Peer {
@@ -28,18 +34,36 @@ impl Peer {
         Peer::spawn(command)
     }
 
+    /// Starts the peer and waits for its `ready` line on stderr.
     fn spawn(mut command: Command) -> Peer {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sds peer");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut before_ready = Vec::new();
+        let ready = loop {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "no ready line: {before_ready:?}"
+            );
+            match line.trim_end().strip_prefix("sds peer: ready ") {
+                Some(object) => break serde_json::from_str(object).expect("a JSON object"),
+                None => before_ready.push(line.trim_end().to_string()),
+            }
+        };
         Peer {
             child,
             stdin,
             stdout,
+            _stderr: stderr,
+            ready,
+            before_ready,
         }
     }
 
@@ -185,11 +209,39 @@ fn by_default_a_peer_keeps_its_state_in_the_working_directory() {
     };
     // The first run syncs every operation; either durability reads the same file.
     let mut dora = start(&["--durability", "full"]);
+    // Its first screen says where state goes, and the ready line names every path it keeps.
+    assert!(
+        dora.before_ready
+            .iter()
+            .any(|l| l.contains("no --store given") && l.contains("working directory")),
+        "{:?}",
+        dora.before_ready
+    );
+    let real = dir.canonicalize().unwrap();
+    let db = real.join("sds-peer-dora_1.db");
+    assert_eq!(dora.ready["participant"], "dora/1");
+    assert_eq!(dora.ready["store"], format!("sqlite:{}", db.display()));
+    let named: Vec<std::path::PathBuf> = dora.ready["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().into())
+        .collect();
     dora.ok("wrap chat m1 6869");
+    // While the peer runs, the directory holds what the ready line names and nothing else.
+    let mut present: Vec<std::path::PathBuf> = std::fs::read_dir(&real)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    present.sort();
+    let mut expected = named.clone();
+    expected.sort();
+    assert_eq!(present, expected);
     dora.quit();
     // The participant id names the file, made safe for a file name.
-    assert!(dir.join("sds-peer-dora_1.db").exists());
-    assert!(dir.join("sds-peer-dora_1.db-messages").is_dir());
+    assert_eq!(named[0], db);
+    assert!(db.exists());
+    assert!(real.join("sds-peer-dora_1.db-messages").is_dir());
     let mut dora = start(&[]);
     let history = dora.ok("history chat");
     assert_eq!(history["history"], serde_json::json!(["m1"]), "{history}");
@@ -198,6 +250,21 @@ fn by_default_a_peer_keeps_its_state_in_the_working_directory() {
 }
 
 /// A line that is not UTF-8, or longer than the limit, gets an error reply; the peer goes on.
+#[test]
+fn the_ready_line_names_the_store_and_what_it_keeps() {
+    let p = Peer::start("alice");
+    assert_eq!(
+        p.ready,
+        serde_json::json!({"participant": "alice", "store": "none", "paths": []})
+    );
+    assert!(p.before_ready.is_empty(), "{:?}", p.before_ready);
+    p.quit();
+    let p = Peer::start_with("", &["--store", "memory"]);
+    assert_eq!(p.ready["store"], "memory");
+    assert_eq!(p.ready["participant"], "");
+    p.quit();
+}
+
 #[test]
 fn bad_lines_get_an_error_reply_and_the_peer_goes_on() {
     let mut p = Peer::start_with("bob", &["--max-line-bytes", "1000"]);
@@ -244,11 +311,17 @@ fn the_clock_counts_seconds_on_the_nim_sds_profile_unless_told_otherwise() {
         (now_s * 1_000..(now_s + 60) * 1_000).contains(&spec),
         "{spec}"
     );
-    let mut p = Peer::start_with("alice", &["--lamport-unit", "hours"]);
-    let mut line = String::new();
-    let _ = std::io::BufRead::read_line(&mut p.stdout, &mut line);
-    assert!(line.is_empty(), "an unknown unit is refused at start");
-    assert!(!p.child.wait().unwrap().success());
+    let refused = Command::new(env!("CARGO_BIN_EXE_sds"))
+        .args(["peer", "--store", "none", "--lamport-unit", "hours"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        refused.stdout.is_empty(),
+        "an unknown unit is refused at start"
+    );
+    assert!(!String::from_utf8_lossy(&refused.stderr).contains("ready"));
+    assert!(!refused.status.success());
 }
 
 // SYNC-06: what a received sync cites and we lack is reported, like a message's missing
