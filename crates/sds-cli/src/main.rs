@@ -17,6 +17,7 @@ mod bloom_cmd;
 mod peer_cmd;
 mod plot;
 mod sim_cmd;
+mod sim_store;
 mod sim_text;
 mod store_cmd;
 mod wire_cmd;

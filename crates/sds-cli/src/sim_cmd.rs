@@ -95,10 +95,14 @@ pub(crate) struct SimArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-    /// Persist every member's state in SQLite files in this directory (`sqlite:DIR`); every
-    /// operation is committed as it happens.
+    /// Persist every member's state in SQLite files in this directory (`sqlite:DIR`, files
+    /// p0000.db onwards, replaced if there); every operation is committed as it happens.
     #[arg(long)]
     store: Option<String>,
+    /// Keep the members' stores (--store) after the run; by default they are removed at the
+    /// end, with the directories the run created, and stderr says how much they took.
+    #[arg(long)]
+    keep_store: bool,
     /// Mean virtual seconds between restarts of a member, which then comes back from its store
     /// (needs --store; 0: no restarts).
     #[arg(long, default_value_t = 0.0)]
@@ -155,6 +159,17 @@ impl SimArgs {
 
 pub(crate) fn run(args: SimArgs) -> CmdResult {
     let scenario = args.scenario()?;
+    let created = scenario
+        .store
+        .as_deref()
+        .map(crate::sim_store::missing_dirs)
+        .unwrap_or_default();
+    let finish_stores = || match &scenario.store {
+        Some(dir) => {
+            crate::sim_store::finish(dir, scenario.participants, args.keep_store, &created)
+        }
+        None => Ok(()),
+    };
     let mut bar: Option<ProgressBar> = None;
     let show_progress = !(args.quiet || args.json);
     let report = sds_sim::run_with_progress(&scenario, |at_s| {
@@ -163,19 +178,24 @@ pub(crate) fn run(args: SimArgs) -> CmdResult {
         }
         let bar = bar.get_or_insert_with(|| {
             let bar = ProgressBar::new(scenario.span_ms() / 1_000);
-            if let Ok(style) =
-                ProgressStyle::with_template("{spinner} virtual {pos}/{len} s [{bar:40}] {elapsed}")
-            {
+            if let Ok(style) = ProgressStyle::with_template("{spinner} virtual {pos}/{len} s [{bar:40}] {elapsed}") {
                 bar.set_style(style);
             }
             bar
         });
         bar.set_position(at_s);
-    })
-    .map_err(|e| e.to_string())?;
+    });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            // The run's error is the one to report; the stores go (or stay) all the same.
+            let _ = finish_stores();
+            return Err(e.to_string());
+        }
+    };
     if let Some(path) = &args.plot {
         std::fs::write(path, crate::plot::svg(&report)?)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -186,5 +206,6 @@ pub(crate) fn run(args: SimArgs) -> CmdResult {
     } else {
         print!("{}", crate::sim_text::render(&report));
     }
+    finish_stores()?;
     Ok(ExitCode::SUCCESS)
 }

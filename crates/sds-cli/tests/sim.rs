@@ -232,3 +232,71 @@ fn impossible_settings_are_refused() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+/// A small run with restarts from SQLite stores in `store`, and more options.
+fn run_with_stores(store: &std::path::Path, more: &[&str]) -> Output {
+    let spec = format!("sqlite:{}", store.display());
+    let mut args = vec![
+        "sim",
+        "--quiet",
+        "--participants",
+        "4",
+        "--duration",
+        "40",
+        "--tail",
+        "30",
+        "--store",
+        &spec,
+        "--restart-rate",
+        "30",
+    ];
+    args.extend_from_slice(more);
+    let out = sds(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn the_members_stores_are_removed_at_the_end_unless_kept() {
+    let base = std::env::temp_dir().join(format!("sds-sim-stores-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+
+    // A directory the run creates, two levels deep: all of it goes, and stderr says so.
+    let created = base.join("new").join("stores");
+    let out = run_with_stores(&created, &[]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("removed the members' stores") && said.contains("--keep-store"),
+        "{said}"
+    );
+    assert!(!base.join("new").exists());
+
+    // A directory that was there: the stores go, what else it held stays.
+    let mine = base.join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+    run_with_stores(&mine, &["--json"]);
+    let left: Vec<_> = std::fs::read_dir(&mine)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"]);
+
+    // --keep-store keeps them, and says where and how much.
+    let kept = base.join("kept");
+    let out = run_with_stores(&kept, &["--keep-store"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("kept in") && said.contains(&kept.display().to_string()),
+        "{said}"
+    );
+    for p in 0..4 {
+        assert!(kept.join(format!("p{p:04}.db")).exists());
+        assert!(kept.join(format!("p{p:04}.db-messages")).is_dir());
+    }
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -34,6 +34,7 @@ pub use network::Network;
 pub use report::Report;
 pub use rng::Rng;
 pub use scenario::{Hostility, Role, Scenario};
+pub use store::{remove_stores, stores_size};
 
 /// Why a run did not happen or did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

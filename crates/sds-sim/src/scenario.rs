@@ -71,7 +71,9 @@ pub struct Scenario {
     /// Seed of every random choice.
     pub seed: u64,
     /// Persist every member's state in its own SQLite file in this directory; every operation
-    /// is committed as it happens.
+    /// is committed as it happens. What an earlier run left there is removed at the start; the
+    /// files stay after the run ([`stores_size`](crate::stores_size) measures them,
+    /// [`remove_stores`](crate::remove_stores) removes them).
     pub store: Option<PathBuf>,
     /// Mean virtual seconds between restarts of a member, which then comes back from its store
     /// (needs `store`; 0: no restarts).

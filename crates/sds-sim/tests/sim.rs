@@ -227,6 +227,18 @@ fn members_restarted_from_their_stores_keep_up() {
         "restarts lose nothing that could be repaired"
     );
     assert!(restarted.completeness >= 0.99);
+    // The stores stay after the run, and can be measured and removed, leaving what else the
+    // directory holds.
+    let size = sds_sim::stores_size(&dir, 8).unwrap();
+    assert!(size > 100_000, "{size} bytes");
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    sds_sim::remove_stores(&dir, 8).unwrap();
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"]);
+    assert_eq!(sds_sim::stores_size(&dir, 8).unwrap(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
