@@ -6,6 +6,7 @@ use std::time::Instant;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use sds::{ManagerConfig, NoopPersistence, Notification, Persistence, ReliabilityManager};
 use sds_proto::engine::{Channel, Config, Event};
 use sds_proto::Bytes;
@@ -60,6 +61,55 @@ pub(crate) struct PipelineArgs {
     /// an SQLite database committed before each call returns (B2).
     #[arg(long, default_value = "none")]
     store: StoreArg,
+    /// No progress bar (drawn on stderr only when it is a terminal).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// A progress bar with the time left, on stderr, over the wraps then the unwraps of a run:
+/// drawn only when stderr is a terminal, never on stdout, and moved every 256 messages so that
+/// it costs the measured loops next to nothing.
+struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    fn new(n: usize, quiet: bool) -> Progress {
+        use std::io::IsTerminal as _;
+        if quiet || !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = ProgressBar::new(2 * n as u64);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg:>6} [{wide_bar}] {pos}/{len} messages, about {eta} left",
+        ) {
+            bar.set_style(style);
+        }
+        Progress(Some(bar))
+    }
+
+    /// Starts a phase (`wrap`, `unwrap`) at `done` messages of both phases.
+    fn phase(&self, name: &'static str, done: usize) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(name);
+            bar.set_position(done as u64);
+        }
+    }
+
+    /// `done` messages of both phases are done.
+    fn at(&self, done: usize) {
+        if done.is_multiple_of(256) {
+            if let Some(bar) = &self.0 {
+                bar.set_position(done as u64);
+            }
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// The `--store` argument.
@@ -164,13 +214,14 @@ struct Outcome {
 }
 
 /// B1: the engine alone, store operations dropped.
-fn run_engine(w: Workload) -> Result<Outcome, String> {
+fn run_engine(w: Workload, progress: &Progress) -> Result<Outcome, String> {
     let new_channel = |who: &str| {
         Channel::new("bench".into(), who.into(), w.config.clone(), w.now).map_err(|e| e.to_string())
     };
     let mut alice = new_channel("alice")?;
     let mut bob = new_channel("bob")?;
     let mut wrapped = Vec::with_capacity(w.n);
+    progress.phase("wrap", 0);
     let start = Instant::now();
     for (i, payload) in w.payloads.into_iter().enumerate() {
         let bytes = alice
@@ -179,11 +230,13 @@ fn run_engine(w: Workload) -> Result<Outcome, String> {
         drop(alice.take_store_ops());
         while alice.poll_event().is_some() {}
         wrapped.push(bytes);
+        progress.at(i + 1);
     }
     let wrap_secs = start.elapsed().as_secs_f64();
     let mut delivered = 0usize;
+    progress.phase("unwrap", w.n);
     let start = Instant::now();
-    for &i in &w.order {
+    for (k, &i) in w.order.iter().enumerate() {
         bob.unwrap(wrapped[i].clone(), w.now)
             .map_err(|e| format!("unwrap {}: {e}", w.ids[i]))?;
         drop(bob.take_store_ops());
@@ -192,6 +245,7 @@ fn run_engine(w: Workload) -> Result<Outcome, String> {
                 delivered += 1;
             }
         }
+        progress.at(w.n + k + 1);
     }
     Ok(Outcome {
         wrap_secs,
@@ -202,7 +256,7 @@ fn run_engine(w: Workload) -> Result<Outcome, String> {
 
 /// B1 with no-op persistence, or B2, through the async manager: every call commits its batch
 /// before it returns.
-fn run_manager(w: Workload, store: &StoreArg) -> Result<Outcome, String> {
+fn run_manager(w: Workload, store: &StoreArg, progress: &Progress) -> Result<Outcome, String> {
     let persistence = |who: &str| -> Result<Arc<dyn Persistence>, String> {
         Ok(match store {
             StoreArg::Sqlite(path) => {
@@ -236,6 +290,7 @@ fn run_manager(w: Workload, store: &StoreArg) -> Result<Outcome, String> {
             .await
             .map_err(|e| format!("join: {e}"))?;
         let mut wrapped = Vec::with_capacity(w.n);
+        progress.phase("wrap", 0);
         let start = Instant::now();
         for (i, payload) in w.payloads.into_iter().enumerate() {
             let bytes = alice
@@ -243,11 +298,13 @@ fn run_manager(w: Workload, store: &StoreArg) -> Result<Outcome, String> {
                 .await
                 .map_err(|e| format!("wrap {}: {e}", w.ids[i]))?;
             wrapped.push(bytes);
+            progress.at(i + 1);
         }
         let wrap_secs = start.elapsed().as_secs_f64();
         let mut delivered = 0usize;
+        progress.phase("unwrap", w.n);
         let start = Instant::now();
-        for &i in &w.order {
+        for (k, &i) in w.order.iter().enumerate() {
             bob.unwrap_received_message(wrapped[i].clone())
                 .await
                 .map_err(|e| format!("unwrap {}: {e}", w.ids[i]))?;
@@ -256,6 +313,7 @@ fn run_manager(w: Workload, store: &StoreArg) -> Result<Outcome, String> {
                     delivered += 1;
                 }
             }
+            progress.at(w.n + k + 1);
         }
         Ok(Outcome {
             wrap_secs,
@@ -268,10 +326,12 @@ fn run_manager(w: Workload, store: &StoreArg) -> Result<Outcome, String> {
 fn pipeline(args: PipelineArgs) -> CmdResult {
     let n = args.n;
     let w = Workload::new(&args);
+    let progress = Progress::new(n, args.quiet);
     let outcome = match &args.store {
-        StoreArg::None => run_engine(w)?,
-        store => run_manager(w, store)?,
+        StoreArg::None => run_engine(w, &progress)?,
+        store => run_manager(w, store, &progress)?,
     };
+    drop(progress);
     let out = json!({
         "n": n,
         "order": args.order.name(),

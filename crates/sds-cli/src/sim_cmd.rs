@@ -92,7 +92,7 @@ pub(crate) struct SimArgs {
     /// pairs delivered and the pairs still open.
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// No progress bar.
+    /// No progress bar (drawn on stderr only when it is a terminal, and not with --json).
     #[arg(long)]
     quiet: bool,
     /// Persist every member's state in SQLite files in this directory (`sqlite:DIR`, files
@@ -178,7 +178,9 @@ pub(crate) fn run(args: SimArgs) -> CmdResult {
         }
         let bar = bar.get_or_insert_with(|| {
             let bar = ProgressBar::new(scenario.span_ms() / 1_000);
-            if let Ok(style) = ProgressStyle::with_template("{spinner} virtual {pos}/{len} s [{bar:40}] {elapsed}") {
+            if let Ok(style) = ProgressStyle::with_template(
+                "{spinner} virtual {pos}/{len} s [{wide_bar}] {elapsed}, about {eta} left",
+            ) {
                 bar.set_style(style);
             }
             bar

@@ -527,3 +527,106 @@ fn store_check_reports_damage_and_repair_quarantines_it() {
     assert_eq!(stdout_json(&after)["messages"], 2, "nothing deleted");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs `sds args` with its stderr a terminal (a pseudo-terminal 100 columns wide) and stdout a
+/// pipe; returns stdout and what reached the terminal.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn sds_on_a_terminal(args: &[&str]) -> (Output, String) {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: 30,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two new descriptors into `master` and `slave`; the name and
+    // termios pointers may be null and `size` outlives the call.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned by nothing else.
+    let (mut terminal, stderr) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_sds"))
+        .args(args)
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn sds");
+    // Read the terminal while sds runs (it would block on a full one); reading ends with an
+    // error once the last copy of the other side is closed, when sds exits.
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = terminal.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let out = child.wait_with_output().expect("wait for sds");
+    (out, reader.join().expect("terminal reader"))
+}
+
+// A progress bar with the time left on a terminal, and only there: the output on stdout is the
+// same JSON either way (with stderr a pipe, nothing at all goes to stderr: see
+// every_subcommand_ends_quietly_when_its_reader_has_gone).
+#[cfg(unix)]
+#[test]
+fn long_commands_show_progress_on_a_terminal() {
+    for (args, phase) in [
+        (
+            &[
+                "bench", "pipeline", "--n", "5000", "--order", "reverse", "--store", "noop",
+            ][..],
+            "wrap",
+        ),
+        (
+            &["sim", "--json", "--participants", "10", "--duration", "60"][..],
+            "",
+        ),
+    ] {
+        let (out, terminal) = sds_on_a_terminal(args);
+        assert!(out.status.success(), "sds {args:?}: {terminal}");
+        let v = stdout_json(&out);
+        assert!(v.is_object());
+        if args[0] == "sim" {
+            // --json: no bar.
+            assert!(
+                !terminal.contains("left"),
+                "sds {args:?} drew: {terminal:?}"
+            );
+            continue;
+        }
+        assert!(
+            terminal.contains(phase) && terminal.contains("left") && terminal.contains("messages"),
+            "sds {args:?} drew: {terminal:?}"
+        );
+    }
+    let (out, terminal) = sds_on_a_terminal(&["sim", "--participants", "10", "--duration", "60"]);
+    assert!(out.status.success());
+    assert!(
+        terminal.contains("virtual") && terminal.contains("left"),
+        "sds sim drew: {terminal:?}"
+    );
+    let (_, terminal) = sds_on_a_terminal(&["bench", "pipeline", "--n", "5000", "--quiet"]);
+    assert!(terminal.is_empty(), "--quiet drew: {terminal:?}");
+}
