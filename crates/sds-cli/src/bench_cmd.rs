@@ -18,7 +18,8 @@ use sds_sim::Rng;
 
 #[derive(Subcommand)]
 pub(crate) enum BenchCommand {
-    /// B1: one sender wraps N messages, one receiver unwraps them in the given order.
+    /// B1 (and B2 with --store sqlite:PATH): one sender wraps N messages, one receiver unwraps
+    /// them in the given order.
     ///
     /// Prints one JSON line:
     /// {"n","order","store","wrapPerSec","unwrapPerSec","delivered","peakRssBytes"}.
@@ -58,7 +59,8 @@ pub(crate) struct PipelineArgs {
     seed: u64,
     /// Where state goes: `none` drives the protocol engine directly with no store (B1);
     /// `noop` and `sqlite:PATH` go through the async manager, with no-op persistence or with
-    /// an SQLite database committed before each call returns (B2).
+    /// an SQLite database committed before each call returns (B2). The databases PATH (the
+    /// sender's) and PATH.bob are deleted first if they exist, and left after the run.
     #[arg(long, default_value = "none")]
     store: StoreArg,
     /// No progress bar (drawn on stderr only when it is a terminal).

@@ -30,8 +30,8 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Scalable Data Sync (SDS, SDS-R) from the command line: simulate a group on a lossy network,
-/// drive one participant, run benchmarks, and encode, decode and inspect messages and bloom
-/// filters in the wire formats of nim-sds and @waku/sds.
+/// drive one participant, run benchmarks, encode, decode and inspect messages and bloom
+/// filters in the wire formats of nim-sds and @waku/sds, and check SQLite stores.
 #[derive(Parser)]
 #[command(name = "sds", version, propagate_version = true)]
 struct Cli {
@@ -68,8 +68,10 @@ enum Command {
     /// Simulate a group chat on a lossy network (virtual time) and report how SDS does.
     Sim(sim_cmd::SimArgs),
     /// Drive one participant with line commands on stdin, JSON replies on stdout
-    /// (see docs/peer.md); its state goes to SQLite files in the working directory unless
-    /// --store says otherwise.
+    /// (see docs/peer.md).
+    ///
+    /// Its state goes to SQLite files in the working directory unless --store says otherwise;
+    /// the `ready` line on stderr names them.
     Peer(peer_cmd::PeerArgs),
     /// Run a benchmark and print its result as one JSON line.
     #[command(subcommand)]
@@ -129,5 +131,53 @@ fn main() -> ExitCode {
             eprintln!("sds: error: {message}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    /// The `sds …` command lines of the README's shell blocks (after a `|`, and the
+    /// `cargo run … --` form), each as its words.
+    fn readme_commands() -> Vec<Vec<String>> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+        let readme = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut shell = false;
+        let mut commands = Vec::new();
+        for line in readme.lines() {
+            if let Some(fence) = line.strip_prefix("```") {
+                shell = !shell && fence == "sh";
+                continue;
+            }
+            let command = line.rsplit('|').next().unwrap_or(line);
+            let command = command.split(" #").next().unwrap_or(command).trim();
+            let command = match command.split_once("cargo run --release -p sds-cli -- ") {
+                Some((_, args)) => format!("sds {args}"),
+                None => command.to_string(),
+            };
+            if shell && command.starts_with("sds ") {
+                commands.push(command.split_whitespace().map(String::from).collect());
+            }
+        }
+        commands
+    }
+
+    // Every `sds` command the README shows is accepted as written: the options it names exist
+    // and its values parse. (tests/cli.rs runs the quick ones.)
+    #[test]
+    fn the_readme_commands_parse_as_written() {
+        let commands = readme_commands();
+        assert!(commands.len() >= 15, "{commands:?}");
+        for words in &commands {
+            if let Err(e) = super::Cli::try_parse_from(words) {
+                panic!("README: {}: {e}", words.join(" "));
+            }
+        }
+        assert!(commands
+            .iter()
+            .any(|c| c.starts_with(&["sds".into(), "sim".into()])));
+        let encode = ["sds", "wire", "encode"].map(String::from);
+        assert!(commands.iter().any(|c| c.starts_with(&encode)));
     }
 }

@@ -28,7 +28,8 @@ pub(crate) struct SimArgs {
     #[arg(long, default_value_t = 0)]
     messages: usize,
     /// Virtual seconds simulated after the sending period (--duration), for repairs to finish
-    /// (default: twice the repair window T_max).
+    /// (the default is twice the default repair window T_max; it does not follow
+    /// --repair-t-max).
     #[arg(long, default_value_t = 600.0)]
     tail: f64,
     /// SDS-R T_min: seconds before a missing message may be requested (spec: at least 30).

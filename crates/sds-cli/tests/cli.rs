@@ -244,6 +244,10 @@ fn help_is_available_everywhere() {
         &["wire", "repair-timing", "--help"],
         &["bench", "pipeline", "--help"],
         &["bloom", "--help"],
+        &["sim", "--help"],
+        &["peer", "--help"],
+        &["store", "check", "--help"],
+        &["store", "repair", "--help"],
     ] {
         let out = sds(args, None);
         assert!(out.status.success(), "{args:?}");
@@ -461,10 +465,11 @@ fn help_names_what_the_command_does() {
         "benchmarks",
         "decode",
         "bloom filters",
+        "SQLite stores",
     ] {
         assert!(about.contains(word), "{word:?} missing from {about:?}");
     }
-    for command in ["sim", "peer", "bench", "wire", "bloom"] {
+    for command in ["sim", "peer", "bench", "wire", "bloom", "store"] {
         assert!(
             help.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{command} "))),
