@@ -102,7 +102,7 @@ pub(crate) struct SimArgs {
     store: Option<String>,
     /// Keep the members' stores (--store) after the run; by default they are removed at the
     /// end, with the directories the run created, and stderr says how much they took.
-    #[arg(long)]
+    #[arg(long, requires = "store")]
     keep_store: bool,
     /// Mean virtual seconds between restarts of a member, which then comes back from its store
     /// (needs --store; 0: no restarts).

@@ -226,6 +226,7 @@ fn impossible_settings_are_refused() {
         &["sim", "--repair-t-min", "60", "--repair-t-max", "30"],
         &["sim", "--store", "postgres:db"],
         &["sim", "--restart-rate", "20"],
+        &["sim", "--keep-store"],
     ] {
         let out = sds(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
