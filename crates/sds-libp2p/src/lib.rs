@@ -1,0 +1,55 @@
+//! # sds-libp2p
+//!
+//! Scalable Data Sync over a real network: a [`Node`] runs one [`sds::ReliabilityManager`] over
+//! [rust-libp2p](https://docs.rs/libp2p): TCP (noise, yamux) and QUIC on tokio, plus libp2p's
+//! in-process memory transport for tests.
+//!
+//! * Joining an SDS channel subscribes the gossipsub topic [`topic_of`] the channel; the
+//!   manager's transmissions (first sends, resends, SDS-R rebroadcasts, syncs) are published
+//!   there, and received gossip goes to `unwrap_received_message`.
+//! * Missing messages (the manager's `MissingDependencies` and `MissingMessages` events) are
+//!   asked for from connected peers over `/sds/retrieve/1` ([`retrieve`]), served from their
+//!   logs, rate-limited per peer; the answers go through `unwrap` like any message.
+//! * Events reach the application as a [`Stream`](futures::Stream) ([`NodeEvents`]).
+//! * Peers come from explicit multiaddrs ([`NodeConfig::peers`], redialled while
+//!   disconnected) and, when [`NodeConfig::mdns`] is on, from mDNS on the LAN; `identify` and
+//!   `ping` run on every connection.
+//!
+//! The SDS protocol state lives in the manager (a library with no I/O of its own); the node's
+//! task is a thin driver on top: it moves bytes between the swarm and the manager, and it
+//! decides nothing about SDS.
+//!
+//! ## Gossipsub for SDS
+//!
+//! * **Message ids** are the author's peer id and sequence number, not a content hash: SDS
+//!   retransmits identical bytes on purpose (resends, SDS-R rebroadcasts by other members),
+//!   and gossipsub's duplicate cache would swallow every such copy under a content id. Each
+//!   publication is its own gossip message; the copies of one publication the mesh floods are
+//!   still deduplicated (see the source of `message_id`).
+//! * **Size**: `max_transmit_size` is the manager's `Limits::max_message_size` plus room for
+//!   gossipsub's envelope (gossipsub's default of 64 KiB would drop large SDS messages).
+//! * **Validation**: strict (every message signed by its author), and a message is forwarded
+//!   only once SDS accepted it: bytes that do not decode as SDS are rejected, which costs the
+//!   peer that sent them score.
+//! * **Peer scoring** is on: invalid messages and an author publishing faster than
+//!   [`NodeConfig::author_rate`] (when it hands them to us itself) weigh heavily, so such a
+//!   peer is graylisted by gossipsub itself; delivery quotas, which would punish the peers of a
+//!   quiet chat, are off.
+//!
+//! ## Limits
+//!
+//! Everything a remote peer makes a node hold is bounded: gossip waiting for SDS
+//! ([`NodeConfig::max_inbound_bytes`]), retrieval requests and responses (sizes, ids per
+//! request), the missing messages being asked for, and the per-peer and per-author rate state.
+
+mod behaviour;
+mod node;
+pub mod retrieve;
+
+pub use behaviour::topic_of;
+pub use libp2p::identity::Keypair;
+pub use libp2p::{Multiaddr, PeerId};
+pub use node::{
+    GossipFilter, Node, NodeConfig, NodeError, NodeEvent, NodeEvents, NodeHandle, NodeStatus,
+};
+pub use retrieve::RetrievalConfig;
