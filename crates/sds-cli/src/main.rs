@@ -3,6 +3,8 @@
 //! * `sds sim`: simulate a group on a lossy network and report delivery, acknowledgement,
 //!   detection and consistency against the SDS requirements.
 //! * `sds peer`: one participant driven line by line, for scripts and interop tests.
+//! * `sds chat`: a group chat over libp2p, its state in SQLite (cargo feature `chat`, on by
+//!   default).
 //! * `sds bench pipeline`: benchmarks B1 and B2 (wrap N messages, unwrap them in some order).
 //! * `sds wire decode` / `sds wire encode`: convert between wire bytes (hex) and the JSON
 //!   message object of the golden vectors; `sds wire repair-timing`: SDS-R timing.
@@ -14,6 +16,8 @@
 
 mod bench_cmd;
 mod bloom_cmd;
+#[cfg(feature = "chat")]
+mod chat_cmd;
 mod peer_cmd;
 mod plot;
 mod sim_cmd;
@@ -73,6 +77,10 @@ enum Command {
     /// Its state goes to SQLite files in the working directory unless --store says otherwise;
     /// the `ready` line on stderr names them.
     Peer(peer_cmd::PeerArgs),
+    /// Chat with others over libp2p (TCP, QUIC; mDNS on the LAN): lines typed are sent,
+    /// delivered messages print in causal order; state in SQLite under --data.
+    #[cfg(feature = "chat")]
+    Chat(chat_cmd::ChatArgs),
     /// Run a benchmark and print its result as one JSON line.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
@@ -123,6 +131,8 @@ fn main() -> ExitCode {
         Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Peer(args) => peer_cmd::run(args),
+        #[cfg(feature = "chat")]
+        Command::Chat(args) => chat_cmd::run(args),
         Command::Store(cmd) => store_cmd::run(cmd),
     };
     match result {

@@ -248,6 +248,13 @@ pub struct NodeEvents {
     rx: mpsc::Receiver<NodeEvent>,
 }
 
+impl NodeEvents {
+    /// The next event; `None` once the node has stopped and every event was read.
+    pub async fn recv(&mut self) -> Option<NodeEvent> {
+        self.rx.recv().await
+    }
+}
+
 impl futures::Stream for NodeEvents {
     type Item = NodeEvent;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<NodeEvent>> {
