@@ -197,6 +197,9 @@ pub struct NodeStatus {
     pub listen_addrs: Vec<Multiaddr>,
     /// Connected peers.
     pub peers: Vec<PeerId>,
+    /// Gossipsub's score of each connected peer (below −80 a peer is graylisted: its messages
+    /// are ignored).
+    pub peer_scores: Vec<(PeerId, f64)>,
     /// Per joined channel, the peers that joined it too.
     pub channel_peers: Vec<(ChannelId, usize)>,
     /// Messages published (first sends and periodic transmissions).
@@ -722,6 +725,11 @@ impl Actor {
             peer_id: Some(self.peer_id),
             listen_addrs: self.listen_addrs.clone(),
             peers: self.swarm.connected_peers().copied().collect(),
+            peer_scores: self
+                .swarm
+                .connected_peers()
+                .filter_map(|p| gossipsub.peer_score(p).map(|s| (*p, s)))
+                .collect(),
             channel_peers,
             retrieval_pending: self.retriever.pending(),
             ..self.status.clone()
