@@ -218,3 +218,59 @@ async fn five_nodes_with_a_fifth_of_gossip_lost_converge_through_retrieval() {
         node.shutdown().await;
     }
 }
+
+/// Gossipsub's default `max_transmit_size` (64 KiB) would drop SDS messages above it; the node
+/// sizes it from the manager's limits, so a message with the largest content gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_the_largest_content_crosses() {
+    let base = 4_000_000 + u64::from(std::process::id()) * 16;
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let a = start(0, base, Vec::new(), counts.clone()).await;
+    let addr: Multiaddr = format!("/memory/{base}").parse().unwrap();
+    let b_manager = ReliabilityManager::new(
+        "receiver",
+        ManagerConfig::default(),
+        Arc::new(MemoryPersistence::new()),
+    )
+    .unwrap();
+    let (b, mut events) = Node::spawn(
+        b_manager,
+        Keypair::generate_ed25519(),
+        NodeConfig {
+            peers: vec![addr],
+            heartbeat_interval: Duration::from_millis(200),
+            // Only gossip may bring it (retrieval answers are sized apart).
+            retrieval: sds_libp2p::RetrievalConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            ..NodeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    a.join(CHANNEL).await.unwrap();
+    b.join(CHANNEL).await.unwrap();
+    let content = vec![7u8; sds::Config::default().limits.max_content_size];
+    let delivered = tokio::time::timeout(Duration::from_secs(30), async {
+        // Sent once both are on the channel (publishing earlier fails and SDS would only send
+        // again after its resend interval).
+        loop {
+            let s = a.status().await.unwrap();
+            if s.channel_peers.first().map(|(_, n)| *n) == Some(1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        a.send(CHANNEL, "big", content.clone()).await.unwrap();
+        while let Some(event) = events.next().await {
+            if let NodeEvent::Sds(Event::MessageReady { content, .. }) = event {
+                return content;
+            }
+        }
+        panic!("node stopped");
+    })
+    .await
+    .expect("the large message never arrived");
+    assert_eq!(delivered.len(), content.len());
+}
