@@ -274,3 +274,59 @@ async fn a_message_with_the_largest_content_crosses() {
     .expect("the large message never arrived");
     assert_eq!(delivered.len(), content.len());
 }
+
+/// The real transports: a message crosses between two nodes over localhost TCP, and over QUIC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_crosses_over_tcp_and_over_quic() {
+    for listen in ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"] {
+        let spawn = |name: &str, listen: &str, peers: Vec<Multiaddr>| {
+            let manager = ReliabilityManager::new(
+                name,
+                ManagerConfig::default(),
+                Arc::new(MemoryPersistence::new()),
+            )
+            .unwrap();
+            let config = NodeConfig {
+                listen: vec![listen.parse().unwrap()],
+                peers,
+                heartbeat_interval: Duration::from_millis(200),
+                ..NodeConfig::default()
+            };
+            Node::spawn(manager, Keypair::generate_ed25519(), config)
+        };
+        let (a, mut a_events) = spawn("a", listen, Vec::new()).await.unwrap();
+        let addr = loop {
+            match a_events.next().await {
+                Some(NodeEvent::Listening(addr)) => break addr,
+                Some(_) => {}
+                None => panic!("node stopped"),
+            }
+        };
+        let (b, mut b_events) = spawn("b", listen, vec![addr]).await.unwrap();
+        a.join(CHANNEL).await.unwrap();
+        b.join(CHANNEL).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let s = a.status().await.unwrap();
+                if s.channel_peers.first().map(|(_, n)| *n) == Some(1) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            a.send(CHANNEL, "hello", &b"over the wire"[..])
+                .await
+                .unwrap();
+            while let Some(event) = b_events.next().await {
+                if let NodeEvent::Sds(Event::MessageReady { content, .. }) = event {
+                    return content;
+                }
+            }
+            panic!("node stopped");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("nothing arrived over {listen}"));
+        assert_eq!(&got[..], b"over the wire");
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
