@@ -24,7 +24,7 @@ use clap::Args;
 use sds::{ChannelId, Config, Event, ManagerConfig, MessageId, ReliabilityManager};
 use sds_libp2p::{Keypair, Multiaddr, Node, NodeConfig, NodeEvent, NodeHandle};
 use sds_proto::wire::{nim, Limits};
-use sds_sqlite::{Durability, SqliteStore};
+use sds_sqlite::{Durability, Options, SqliteStore};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -284,21 +284,23 @@ async fn chat(args: ChatArgs) -> CmdResult {
         .unwrap_or_else(|| PathBuf::from(format!("sds-chat-{}", args.name)));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let keypair = identity(&dir)?;
-    let store = SqliteStore::open_with(dir.join("sds.db"), Durability::Normal)
-        .map_err(|e| format!("{}: {e}", dir.join("sds.db").display()))?;
-    let engine = Config {
-        sync_interval: args.sync_interval,
-        resend_interval: args.resend_interval,
-        possibly_acked_resend_interval: args.resend_interval.saturating_mul(2),
-        ..Config::default()
+    // A chat keeps its whole history, not only the bounded log the protocol needs.
+    let options = Options {
+        durability: Durability::Normal,
+        keep_history: true,
+        ..Options::default()
     };
+    let store = SqliteStore::open_with_options(dir.join("sds.db"), options)
+        .map_err(|e| format!("{}: {e}", dir.join("sds.db").display()))?;
+    let resend = Duration::from_millis(args.resend_interval);
+    let engine = Config::default()
+        .with_sync_interval(Duration::from_millis(args.sync_interval))
+        .with_resend_interval(resend)
+        .with_possibly_acked_resend_interval(resend.saturating_mul(2));
     let limits = engine.limits.clone();
     let manager = ReliabilityManager::new(
         args.name.clone(),
-        ManagerConfig {
-            engine,
-            ..ManagerConfig::default()
-        },
+        ManagerConfig::default().with_engine(engine),
         Arc::new(store),
     )
     .map_err(|e| e.to_string())?;

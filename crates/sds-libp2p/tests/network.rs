@@ -32,13 +32,11 @@ fn lossy(seed: u64, percent: u64) -> GossipFilter {
 }
 
 fn engine() -> Config {
-    Config {
-        resend_interval: 2_000,
-        possibly_acked_resend_interval: 4_000,
-        sync_interval: 1_000,
-        max_resend_attempts: 20,
-        ..Config::default()
-    }
+    Config::default()
+        .with_resend_interval(Duration::from_millis(2_000))
+        .with_possibly_acked_resend_interval(Duration::from_millis(4_000))
+        .with_sync_interval(Duration::from_millis(1_000))
+        .with_max_resend_attempts(20)
 }
 
 #[derive(Default, Debug, Clone)]
@@ -61,10 +59,7 @@ async fn start(
 ) -> NodeHandle {
     let manager = ReliabilityManager::new(
         format!("member-{index}"),
-        ManagerConfig {
-            engine: engine(),
-            ..ManagerConfig::default()
-        },
+        ManagerConfig::default().with_engine(engine()),
         Arc::new(MemoryPersistence::new()),
     )
     .unwrap();
