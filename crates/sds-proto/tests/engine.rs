@@ -2032,3 +2032,73 @@ fn hostile_expiry_waits_for_a_held_dependency_that_can_still_complete() {
     assert!(dropped(&b.events, DropReason::Expired).is_empty());
     assert_eq!(b.ch.incoming_len(), 0);
 }
+
+#[test]
+fn held_bytes_count_waiting_messages_and_repair_entries_and_shedding_releases_them() {
+    let mut b = Node::new("bob", lost_config());
+    assert_eq!(b.ch.held_bytes(), 0);
+    // Two waiting messages of mallory's and one of alice's, each citing one missing message.
+    let mut charged = 0;
+    for (id, sender) in [("m1", "mallory"), ("m2", "mallory"), ("a1", "alice")] {
+        let bytes = bytes_of(&message(id, T0_S, &[&format!("{id}-dep")], sender));
+        charged += bytes.len() + 1_024;
+        assert_eq!(b.unwrap(&bytes, T0).kind, ReceivedKind::Buffered);
+    }
+    // The waiting messages as charged against the buffer's bound, and one SDS-R request per
+    // missing message (bob has a participant id), each at least its id and overhead.
+    assert_eq!(b.ch.outgoing_repair().len(), 3);
+    let held = b.ch.held_bytes();
+    assert!(held >= charged + 3 * 256, "{held} vs {charged}");
+    assert!(held <= charged + 3 * 512, "{held} vs {charged}");
+    // Shedding to a target takes mallory's oldest first, then the next heaviest.
+    b.take_events();
+    let released = b.ch.shed_held(held - 1);
+    b.drain();
+    assert!(released >= 1);
+    assert_eq!(dropped(&b.events, DropReason::Evicted), ["m1"]);
+    assert!(b.ch.held_bytes() < held);
+    assert!(b
+        .batches
+        .last()
+        .unwrap()
+        .contains(&StoreOp::RemoveIncoming("m1".into())));
+    // Down to nothing: every waiting message, then every repair entry.
+    b.ch.shed_held(0);
+    b.drain();
+    assert_eq!(b.ch.held_bytes(), 0);
+    assert_eq!(b.ch.incoming_len(), 0);
+    assert!(b.ch.outgoing_repair().is_empty());
+    assert_eq!(dropped(&b.events, DropReason::Evicted), ["m1", "m2", "a1"]);
+}
+
+#[test]
+fn messages_encoded_outside_a_channel_decode_as_written_in_both_profiles() {
+    use sds_proto::engine::{decode, encode, Received};
+    use sds_proto::wire::Profile;
+    let mut msg = message("m", T0_S, &["d1", "d2"], "mallory");
+    msg.repair_request = vec![HistoryEntry {
+        sender_id: "alice".into(),
+        ..HistoryEntry::new("r")
+    }];
+    for profile in [Profile::NimSds, Profile::Spec] {
+        let config = Config {
+            profile,
+            ..Config::default()
+        };
+        for content in [Bytes::from_static(b"x"), Bytes::new()] {
+            let m = SdsMessage {
+                content,
+                ..msg.clone()
+            };
+            match decode(&encode(&m, profile), &config).unwrap() {
+                Received::Message(got) => assert_eq!(got, m),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // A received channel takes it like any message.
+    msg.content = Bytes::from_static(b"x");
+    let mut b = Node::new("bob", Config::default());
+    let r = b.unwrap(&encode(&msg, Profile::NimSds), T0);
+    assert_eq!(r.kind, ReceivedKind::Buffered);
+}

@@ -54,7 +54,7 @@ pub use types::{
 use self::incoming::{Incoming, Waiting};
 use self::known::{Known, KnownIds, SyncIds};
 use self::log::Log;
-pub use self::profile::{decode, ephemeral_message, EphemeralMessage, Received};
+pub use self::profile::{decode, encode, ephemeral_message, EphemeralMessage, Received};
 use self::profile::{ChannelFilter, Hashes};
 use self::repair_guard::RepairGuard;
 use self::timed::TimedBuffer;
@@ -1044,6 +1044,43 @@ impl Channel {
     /// SDS-R: requested messages we may rebroadcast, by T_resp.
     pub fn incoming_repair(&self) -> Vec<IncomingRepairEntry> {
         self.incoming_repair.iter().cloned().collect()
+    }
+
+    /// Bytes held on behalf of remote members: the messages waiting for dependencies as they
+    /// are charged against [`Config::max_incoming_buffer_bytes`] (their bytes and 1 KiB per
+    /// dependency, for the indexes and timers it makes us keep), and the SDS-R entries with
+    /// their indexes (the bytes of a message to rebroadcast are those of our log, bounded by
+    /// count, and are not counted again). What [`shed_held`](Self::shed_held) can release.
+    pub fn held_bytes(&self) -> usize {
+        self.incoming
+            .bytes
+            .saturating_add(self.incoming_repair.held())
+            .saturating_add(self.outgoing_repair.held())
+    }
+
+    /// Releases what remote members make us hold until [`held_bytes`](Self::held_bytes) is at
+    /// most `target` (for a budget shared by several channels): the oldest waiting message of
+    /// the sender holding the most bytes goes first (a `Dropped` event, reason `Evicted`), as
+    /// when the incoming buffer is full; then the SDS-R responses and requests due last.
+    /// Returns the bytes released.
+    pub fn shed_held(&mut self, target: usize) -> usize {
+        let before = self.held_bytes();
+        while self.held_bytes() > target {
+            if let Some(id) = self.incoming.eviction_candidate() {
+                if self.incoming.entries.contains_key(&id) {
+                    self.drop_waiting(&id, DropReason::Evicted);
+                    continue;
+                }
+            }
+            if let Some((_, id)) = self.incoming_repair.last() {
+                self.remove_incoming_repair(&id);
+            } else if let Some((_, id)) = self.outgoing_repair.last() {
+                self.remove_outgoing_repair(&id);
+            } else {
+                break;
+            }
+        }
+        before.saturating_sub(self.held_bytes())
     }
 
     /// The bloom filter of sent, received and marked-met ids, on the nim-sds profile (`None` on

@@ -105,26 +105,44 @@ impl ChannelFilter {
         match self {
             ChannelFilter::Nim(r) => Bytes::from(nim::encode_with_filter(msg, r.filter())),
             ChannelFilter::Spec(rolling) => {
-                let entry = |e: &HistoryEntry| SpecHistoryEntry {
-                    message_id: e.message_id.clone(),
-                    retrieval_hint: (!e.retrieval_hint.is_empty())
-                        .then(|| e.retrieval_hint.clone()),
-                    sender_id: (!e.sender_id.is_empty()).then(|| e.sender_id.clone()),
-                };
-                let spec_msg = SpecMessage {
-                    sender_id: msg.sender_id.clone(),
-                    message_id: msg.message_id.clone(),
-                    channel_id: msg.channel_id.clone(),
-                    // Our clock never goes below zero.
-                    lamport_timestamp: Some(msg.lamport_timestamp.max(0) as u64),
-                    causal_history: msg.causal_history.iter().map(entry).collect(),
-                    bloom_filter: Some(Bytes::from(rolling.filter().to_bytes())),
-                    repair_request: msg.repair_request.iter().map(entry).collect(),
-                    // A sync leaves field 20 out (SYNC-03).
-                    content: (!msg.content.is_empty()).then(|| msg.content.clone()),
-                };
-                Bytes::from(spec::encode(&spec_msg))
+                let filter = Bytes::from(rolling.filter().to_bytes());
+                Bytes::from(spec::encode(&spec_message(msg, Some(filter))))
             }
+        }
+    }
+}
+
+/// `msg` in the spec profile's layout, with this bloom filter.
+fn spec_message(msg: &SdsMessage, bloom_filter: Option<Bytes>) -> SpecMessage {
+    let entry = |e: &HistoryEntry| SpecHistoryEntry {
+        message_id: e.message_id.clone(),
+        retrieval_hint: (!e.retrieval_hint.is_empty()).then(|| e.retrieval_hint.clone()),
+        sender_id: (!e.sender_id.is_empty()).then(|| e.sender_id.clone()),
+    };
+    SpecMessage {
+        sender_id: msg.sender_id.clone(),
+        message_id: msg.message_id.clone(),
+        channel_id: msg.channel_id.clone(),
+        // The field is unsigned: a clock never goes below zero.
+        lamport_timestamp: Some(msg.lamport_timestamp.max(0) as u64),
+        causal_history: msg.causal_history.iter().map(entry).collect(),
+        bloom_filter,
+        repair_request: msg.repair_request.iter().map(entry).collect(),
+        // A sync leaves field 20 out (SYNC-03).
+        content: (!msg.content.is_empty()).then(|| msg.content.clone()),
+    }
+}
+
+/// Encodes a content or sync message in `profile`'s layout as it is, its bloom filter
+/// included when not empty: for tools and tests that write messages no channel would (a
+/// channel encodes its own, with its filter, in [`Channel::wrap`](super::Channel::wrap)).
+/// What a receiver makes of the bytes is [`decode`]'s business.
+pub fn encode(msg: &SdsMessage, profile: Profile) -> Bytes {
+    match profile {
+        Profile::NimSds => Bytes::from(nim::encode(msg)),
+        Profile::Spec => {
+            let filter = (!msg.bloom_filter.is_empty()).then(|| msg.bloom_filter.clone());
+            Bytes::from(spec::encode(&spec_message(msg, filter)))
         }
     }
 }

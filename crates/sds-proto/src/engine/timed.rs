@@ -7,10 +7,28 @@ use super::HashMap;
 
 use super::types::{IncomingRepairEntry, OutgoingRepairEntry, StoreOp};
 use crate::id::MessageId;
+use crate::message::HistoryEntry;
+
+/// Bytes charged for each SDS-R entry on top of its ids and hint: the entry itself and its
+/// places in the id map and the due-time index.
+pub(crate) const ENTRY_OVERHEAD_BYTES: usize = 256;
+
+/// What an entry citing `e` is charged: its ids, its hint and [`ENTRY_OVERHEAD_BYTES`] (the
+/// ids appear in the map, the index and the entry).
+fn entry_charge(e: &HistoryEntry) -> usize {
+    ENTRY_OVERHEAD_BYTES
+        .saturating_add(e.message_id.len().saturating_mul(3))
+        .saturating_add(e.retrieval_hint.len())
+        .saturating_add(e.sender_id.len())
+}
 
 /// An entry with an id and a due time, stored through its own pair of store operations.
 pub(crate) trait Timed: Clone {
     fn id(&self) -> &MessageId;
+    /// Bytes it makes us hold, with its indexes: what a remote member's citation or request
+    /// costs us. The bytes of a message to rebroadcast are not counted: they are those of our
+    /// log.
+    fn held(&self) -> usize;
     fn due(&self) -> u64;
     fn set_due(&mut self, due: u64);
     fn save_op(self) -> StoreOp;
@@ -20,6 +38,9 @@ pub(crate) trait Timed: Clone {
 impl Timed for OutgoingRepairEntry {
     fn id(&self) -> &MessageId {
         &self.entry.message_id
+    }
+    fn held(&self) -> usize {
+        entry_charge(&self.entry)
     }
     fn due(&self) -> u64 {
         self.t_req
@@ -38,6 +59,9 @@ impl Timed for OutgoingRepairEntry {
 impl Timed for IncomingRepairEntry {
     fn id(&self) -> &MessageId {
         &self.entry.message_id
+    }
+    fn held(&self) -> usize {
+        entry_charge(&self.entry)
     }
     fn due(&self) -> u64 {
         self.t_resp
@@ -58,6 +82,8 @@ impl Timed for IncomingRepairEntry {
 pub(crate) struct TimedBuffer<E> {
     entries: HashMap<MessageId, E>,
     order: BTreeSet<(u64, MessageId)>,
+    /// What the entries are charged ([`Timed::held`]).
+    held: usize,
 }
 
 impl<E> Default for TimedBuffer<E> {
@@ -65,6 +91,7 @@ impl<E> Default for TimedBuffer<E> {
         TimedBuffer {
             entries: HashMap::default(),
             order: BTreeSet::new(),
+            held: 0,
         }
     }
 }
@@ -81,6 +108,16 @@ impl<E: Timed> TimedBuffer<E> {
     /// The earliest due time and its id.
     pub(crate) fn first(&self) -> Option<(u64, MessageId)> {
         self.order.first().cloned()
+    }
+
+    /// The latest due time and its id.
+    pub(crate) fn last(&self) -> Option<(u64, MessageId)> {
+        self.order.last().cloned()
+    }
+
+    /// Bytes charged for the entries held ([`Timed::held`]).
+    pub(crate) fn held(&self) -> usize {
+        self.held
     }
 
     /// Whether an entry due at `due` would be refused by [`insert_bounded`](Self::insert_bounded)
@@ -108,6 +145,7 @@ impl<E: Timed> TimedBuffer<E> {
     pub(crate) fn insert(&mut self, e: E) {
         self.remove(e.id());
         self.order.insert((e.due(), e.id().clone()));
+        self.held = self.held.saturating_add(e.held());
         self.entries.insert(e.id().clone(), e);
     }
 
@@ -145,6 +183,7 @@ impl<E: Timed> TimedBuffer<E> {
     pub(crate) fn remove(&mut self, id: &MessageId) -> Option<E> {
         let e = self.entries.remove(id)?;
         self.order.remove(&(e.due(), id.clone()));
+        self.held = self.held.saturating_sub(e.held());
         Some(e)
     }
 
