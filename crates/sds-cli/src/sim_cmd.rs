@@ -153,7 +153,7 @@ impl SimArgs {
             store,
             restart_rate: self.restart_rate,
             threads: self.threads,
-            roles: Vec::new(),
+            ..Scenario::default()
         })
     }
 }

@@ -19,9 +19,13 @@
 //!
 //! Modules by concept: [`network`] (loss, latency, bursts), `member` (one simulated
 //! participant), [`scenario`] (the parameters), `run` (the event loop and its parallel
-//! windows), [`report`] (the outcome as data), `store` (SQLite members and restarts).
+//! windows), [`report`] (the outcome as data), `store` (SQLite members and restarts),
+//! [`adversary`] (hostile members that craft wire bytes), `watch` (what an honest member goes
+//! through among them), [`compare`] (an attacked run next to the same run without the attack).
 
+pub mod adversary;
 mod clock;
+pub mod compare;
 mod member;
 pub mod network;
 pub mod report;
@@ -29,7 +33,10 @@ mod rng;
 mod run;
 pub mod scenario;
 mod store;
+mod watch;
 
+pub use adversary::AttackSettings;
+pub use compare::{compare, Comparison};
 pub use network::Network;
 pub use report::Report;
 pub use rng::Rng;

@@ -2,9 +2,14 @@
 
 use sds_proto::engine::{Channel, Config};
 
+use crate::adversary::Adversary;
 use crate::clock::T0;
 use crate::rng::Rng;
+use crate::watch::Watch;
 use crate::Error;
+
+/// The channel every member is on.
+pub(crate) const CHANNEL: &str = "sim";
 
 /// Something that happens to one member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -14,6 +19,8 @@ pub(crate) enum Own {
     Offline,
     Online,
     Restart,
+    /// An attacking member's next attack.
+    Attack,
 }
 
 /// One participant. Each member draws from its own generators, so a run does not depend on how
@@ -31,6 +38,12 @@ pub(crate) struct Member {
     /// Numbers this member's outputs: with the member index it orders them independently of
     /// threads.
     pub(crate) counter: u64,
+    /// A hostile member that runs no protocol (silent or attacking): its engine stays idle.
+    pub(crate) idle: bool,
+    /// What it attacks with, when it attacks.
+    pub(crate) adversary: Option<Box<Adversary>>,
+    /// What it goes through, when honest in a group with hostile members.
+    pub(crate) watch: Option<Box<Watch>>,
 }
 
 impl Member {
@@ -48,7 +61,7 @@ impl Member {
         } else {
             String::new()
         };
-        let mut ch = Channel::new("sim".into(), id.into(), config.clone(), T0)
+        let mut ch = Channel::new(CHANNEL.into(), id.into(), config.clone(), T0)
             .map_err(|e| Error::Failed(e.to_string()))?;
         let mut rng = member_rng(seed, p, 1);
         // Stagger the periodic syncs.
@@ -64,11 +77,15 @@ impl Member {
             sends,
             sent: 0,
             counter: 0,
+            idle: false,
+            adversary: None,
+            watch: None,
         })
     }
 }
 
-/// The generator of member `p`'s stream `stream` (0: its sends, 1: everything else).
+/// The generator of member `p`'s stream `stream` (0: its sends, 1: everything else, 2: its
+/// attacks).
 pub(crate) fn member_rng(seed: u64, p: usize, stream: u64) -> Rng {
     let mut mix = Rng(seed
         ^ (p as u64).wrapping_mul(0xa076_1d64_78bd_642f)

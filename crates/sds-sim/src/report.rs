@@ -34,6 +34,9 @@ pub(crate) struct Counters {
     pub(crate) repair_requests: u64,
     pub(crate) irretrievably_lost: u64,
     pub(crate) restarts: u64,
+    /// Broadcasts of attacking members (also counted in `transmissions` and `bytes`).
+    pub(crate) hostile_broadcasts: u64,
+    pub(crate) hostile_bytes: u64,
 }
 
 impl Counters {
@@ -46,6 +49,8 @@ impl Counters {
         self.repair_requests += o.repair_requests;
         self.irretrievably_lost += o.irretrievably_lost;
         self.restarts += o.restarts;
+        self.hostile_broadcasts += o.hostile_broadcasts;
+        self.hostile_bytes += o.hostile_bytes;
     }
 }
 
@@ -100,6 +105,52 @@ pub struct Honest {
     pub members: usize,
     /// What they achieved among themselves.
     pub outcomes: Outcomes,
+    /// What hostile members' traffic did to them.
+    pub effects: Effects,
+}
+
+/// What hostile members' traffic did to the honest members, as their engines and
+/// applications saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Effects {
+    /// Broadcasts of the attacking members.
+    pub hostile_broadcasts: u64,
+    /// Bytes they broadcast (once per broadcast, not per copy).
+    pub hostile_bytes: u64,
+    /// Deliveries at an honest member of a message citing one it had not delivered (nor seen
+    /// declared lost) before: causal order broken.
+    pub order_violations: u64,
+    /// Deliveries at an honest member of a message it had delivered (or sent) before.
+    pub duplicates_delivered: u64,
+    /// Deliveries at honest members of messages no honest member sent: junk, which SDS cannot
+    /// tell from content, delivered in causal order.
+    pub hostile_delivered: u64,
+    /// Ids that honest members delivered with different contents (an equivocating sender).
+    pub divergent_ids: u64,
+    /// The most bytes one honest member held on behalf of others at once, as its engine
+    /// charges them (`Channel::held_bytes`: messages waiting for dependencies with their
+    /// indexes, SDS-R entries).
+    pub peak_held_bytes: u64,
+    /// Bytes honest members rebroadcast: resends of their own messages and SDS-R repairs.
+    pub rebroadcast_bytes: u64,
+    /// Received messages refused because their lamport timestamp was too far ahead.
+    pub refused_clock: u64,
+    /// Received messages refused because they were for another channel.
+    pub refused_channel: u64,
+    /// Received messages refused for another reason (a full buffer, a malformed message, …).
+    pub refused_other: u64,
+    /// Received messages with the id of one held and other content (`Conflict`).
+    pub conflicts: u64,
+    /// Received messages older than forgotten ids, not delivered (`Stale`).
+    pub stale: u64,
+    /// Waiting messages dropped to make room (`Dropped`, evicted).
+    pub evicted: u64,
+    /// Waiting messages dropped because they could never complete (`Dropped`, expired).
+    pub expired: u64,
+    /// The largest lead of an honest member's lamport clock over the wall clock at the end of
+    /// the run, in seconds (0 when none was ahead).
+    pub clock_lead_s: f64,
 }
 
 /// Delivery, acknowledgement, detection and consistency among a set of members (the fields of
@@ -375,21 +426,24 @@ fn latency(v: &mut [f64], requirement: Option<f64>, s_ms: f64) -> Latency {
 }
 
 impl Report {
-    /// Summarizes a finished run of `scenario` (its history resolved).
+    /// Summarizes a finished run of `scenario` (its history resolved); `effects`, measured when
+    /// the scenario has hostile members, make the honest section.
     pub(crate) fn new(
         scenario: &Scenario,
         messages: &[MessageStats],
         counters: &Counters,
         timeline: Timeline,
+        effects: Option<Effects>,
     ) -> Report {
         let n = scenario.participants;
         let s_ms = scenario.send_interval * 1000.0;
         let all = Outcomes::new(messages, &vec![true; n], s_ms);
-        let honest = (scenario.hostile_members() > 0).then(|| {
+        let honest = effects.map(|effects| {
             let within: Vec<bool> = (0..n).map(|p| scenario.role(p) == Role::Honest).collect();
             Honest {
                 members: n - scenario.hostile_members(),
                 outcomes: Outcomes::new(messages, &within, s_ms),
+                effects,
             }
         });
         let (delivered, sent) = (all.deliveries, all.messages_sent);

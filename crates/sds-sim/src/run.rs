@@ -13,10 +13,11 @@ use std::collections::{BinaryHeap, HashMap};
 use sds_proto::engine::{Config, Event, ReceivedKind, TransmitKind};
 use sds_proto::{Bytes, MessageId};
 
+use crate::adversary::{Adversary, Shot};
 use crate::clock::{stamp, NEVER, T0};
-use crate::member::{send_schedule, Member, Own};
+use crate::member::{member_rng, send_schedule, Member, Own, CHANNEL};
 use crate::report::{Counters, MessageStats, Report, Sample, Timeline};
-use crate::scenario::Scenario;
+use crate::scenario::{Hostility, Role, Scenario};
 use crate::store::Stores;
 use crate::Error;
 
@@ -116,6 +117,8 @@ struct Ctx<'a> {
     index: &'a HashMap<MessageId, usize>,
     stores: Option<&'a Stores>,
     window_end: u64,
+    /// When the sending period ends (attacks end with it).
+    end_of_sends: u64,
 }
 
 /// With the thread count left automatic, windows with fewer items than this run on one thread:
@@ -202,7 +205,14 @@ impl<'a, 'c> Part<'a, 'c> {
         let scenario = self.ctx.scenario;
         match work {
             Work::Deliver { bytes, original } => {
-                if !self.member(p).online {
+                let m = self.member(p);
+                if m.idle {
+                    if let Some(a) = m.adversary.as_mut() {
+                        a.observe(&bytes);
+                    }
+                    return Ok(());
+                }
+                if !m.online {
                     if let Some(m) = original {
                         self.out.records.push(Record::Missed(m, p));
                     }
@@ -210,7 +220,11 @@ impl<'a, 'c> Part<'a, 'c> {
                 }
                 // Every copy on this network is well formed; one the engine refuses (for
                 // example a full incoming buffer) is simply dropped, as a real peer would.
-                let got = self.member(p).ch.unwrap(bytes, t);
+                let m = self.member(p);
+                let got = m.ch.unwrap(bytes, t);
+                if let Some(w) = m.watch.as_mut() {
+                    w.received(&got, m.ch.held_bytes());
+                }
                 // A copy that must wait is in the member's hands: no longer to be detected.
                 if let Ok(r) = got {
                     if r.kind == ReceivedKind::Buffered {
@@ -235,6 +249,9 @@ impl<'a, 'c> Part<'a, 'c> {
                 let number = m.sent;
                 m.sent += 1;
                 let id = MessageId::from(format!("p{p:04}-{number}"));
+                if let Some(w) = m.watch.as_mut() {
+                    w.sent(&id);
+                }
                 let content = Bytes::from(format!("message {number} from p{p:04}"));
                 let bytes =
                     m.ch.wrap(content, id.clone(), t)
@@ -283,6 +300,21 @@ impl<'a, 'c> Part<'a, 'c> {
                 self.schedule(p, t + stay.max(1), Own::Offline);
                 Ok(())
             }
+            Work::Own(Own::Attack) => {
+                let end = self.ctx.end_of_sends;
+                let Some(a) = self.member(p).adversary.as_mut() else {
+                    return Ok(());
+                };
+                let shots = a.attack(t);
+                let next = a.next_attack(t).filter(|&next| next < end);
+                for shot in shots {
+                    self.hostile_broadcast(p, shot, t);
+                }
+                if let Some(next) = next {
+                    self.schedule(p, next, Own::Attack);
+                }
+                Ok(())
+            }
             Work::Own(Own::Restart) => {
                 self.restart(p, t)?;
                 let m = self.member(p);
@@ -323,6 +355,34 @@ impl<'a, 'c> Part<'a, 'c> {
         lost
     }
 
+    /// Broadcasts an attacking member's crafted bytes to their audience, each copy lost
+    /// independently.
+    fn hostile_broadcast(&mut self, from: usize, shot: Shot, now: u64) {
+        let len = shot.bytes.len() as u64;
+        let c = &mut self.out.counters;
+        c.transmissions += 1;
+        c.bytes += len;
+        c.hostile_broadcasts += 1;
+        c.hostile_bytes += len;
+        let scenario = self.ctx.scenario;
+        let m = self.member(from);
+        let (mut arrivals, _) =
+            scenario
+                .network
+                .broadcast(&mut m.rng, from, scenario.participants, now);
+        arrivals.retain(|&(_, to)| shot.to.includes(to));
+        let counter = m.counter;
+        m.counter += 1;
+        self.out.flights.push(NewFlight {
+            at: now,
+            member: from,
+            counter,
+            bytes: shot.bytes,
+            arrivals,
+            original: None,
+        });
+    }
+
     /// Drains one member's outputs after an input at `now`: its store batch is committed first.
     fn drain(&mut self, p: usize, now: u64) -> Result<(), Error> {
         let ctx = self.ctx;
@@ -334,6 +394,13 @@ impl<'a, 'c> Part<'a, 'c> {
             }
         }
         while let Some(e) = m.ch.poll_event() {
+            if let Some(w) = m.watch.as_mut() {
+                let honest = match &e {
+                    Event::MessageReady { message_id, .. } => ctx.index.contains_key(message_id),
+                    _ => true,
+                };
+                w.event(&e, &m.ch, ctx.config, honest);
+            }
             let record = match e {
                 Event::MessageReady { message_id, .. } => ctx
                     .index
@@ -370,6 +437,11 @@ impl<'a, 'c> Part<'a, 'c> {
         }
         let mut transmits = Vec::new();
         while let Some(t) = m.ch.poll_transmit() {
+            if let Some(w) = m.watch.as_mut() {
+                if matches!(t.kind, TransmitKind::Resend | TransmitKind::Repair) {
+                    w.rebroadcast(t.bytes.len());
+                }
+            }
             transmits.push(t);
         }
         for t in transmits {
@@ -423,6 +495,7 @@ pub(crate) struct Sim {
     samples: Vec<(u64, u64, u64)>,
     delivered_pairs: u64,
     end: u64,
+    end_of_sends: u64,
     config: Config,
     stores: Option<Stores>,
 }
@@ -450,6 +523,32 @@ impl Sim {
                 scenario.repair,
             )?);
         }
+        // Repair requests name the first honest member as sender when they pick one.
+        let target = (0..scenario.participants)
+            .find(|&p| scenario.role(p) == Role::Honest)
+            .unwrap_or(0);
+        let watched = scenario.hostile_members() > 0;
+        for (p, m) in members.iter_mut().enumerate() {
+            match scenario.role(p) {
+                Role::Hostile(h) if h != Hostility::Conforming => {
+                    m.idle = true;
+                    m.sends.clear();
+                    if h.attacks() {
+                        m.adversary = Some(Box::new(Adversary::new(
+                            h,
+                            p,
+                            &config,
+                            CHANNEL.into(),
+                            format!("p{target:04}").into(),
+                            &scenario.attack,
+                            member_rng(scenario.seed, p, 2),
+                        )));
+                    }
+                }
+                Role::Honest if watched => m.watch = Some(Box::default()),
+                _ => {}
+            }
+        }
         let stores = match &scenario.store {
             None => None,
             Some(dir) => Some(Stores::open(dir, scenario.participants)?),
@@ -471,10 +570,20 @@ impl Sim {
             samples: Vec::new(),
             delivered_pairs: 0,
             end,
+            end_of_sends,
             config,
             stores,
         };
         for p in 0..sim.scenario.participants {
+            if let Some(a) = sim.members[p].adversary.as_mut() {
+                let at = a.first_attack(T0);
+                if at < end_of_sends {
+                    sim.push(at, Ev::Member(p, Own::Attack));
+                }
+            }
+            if sim.members[p].idle {
+                continue;
+            }
             if let Some(&first) = sim.members[p].sends.last() {
                 sim.push(first, Ev::Member(p, Own::Send));
             }
@@ -702,6 +811,7 @@ impl Sim {
                 index: &self.index,
                 stores: self.stores.as_ref(),
                 window_end,
+                end_of_sends: self.end_of_sends,
             };
             let work: usize = items.iter().map(Vec::len).sum();
             let outcomes: Vec<Outcome> = if self.threads == 1 {
@@ -775,6 +885,14 @@ impl Sim {
             span_ms: self.end - T0,
             samples,
         };
-        Report::new(&self.scenario, &self.messages, &self.counters, timeline)
+        let effects = (self.scenario.hostile_members() > 0)
+            .then(|| crate::watch::effects(&self.members, &self.counters, self.end, &self.config));
+        Report::new(
+            &self.scenario,
+            &self.messages,
+            &self.counters,
+            timeline,
+            effects,
+        )
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sds_proto::engine::Config;
 use sds_proto::wire::Profile;
 
+use crate::adversary::AttackSettings;
 use crate::network::Network;
 use crate::Error;
 
@@ -20,13 +21,95 @@ pub enum Role {
     Hostile(Hostility),
 }
 
-/// The kinds of hostile member.
+/// The kinds of hostile member. Every kind but [`Conforming`](Hostility::Conforming) runs no
+/// protocol: it listens to the bus, never sends a message of its own and never helps with
+/// repair, and the attacking kinds craft wire bytes outside any engine (see
+/// [`AttackSettings`] for their rate and budget).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Hostility {
     /// Behaves exactly as an honest member: hostile only in the report's accounting, a baseline
     /// against which kinds that attack can be compared.
     Conforming,
+    /// Listens and never sends: the stand-in for an attacking member in the clean run an
+    /// attack is compared with ([`Scenario::clean`]).
+    Silent,
+    /// Junk content messages under fresh ids, each citing many messages that do not exist:
+    /// they wait for ever and fill the incoming buffers.
+    Flood,
+    /// Bursts of junk content messages under fresh ids that cite nothing: delivered
+    /// everywhere, they crowd honest messages out of logs and causal histories, so that honest
+    /// messages come to depend on junk that no log keeps long enough to be repaired.
+    Junk,
+    /// Pairs of messages citing each other: never deliverable.
+    Cycles,
+    /// Lamport timestamps far in the future, and `i64::MAX`.
+    Clock,
+    /// Honest messages seen on the bus sent again (as they were, and re-encoded under another
+    /// timestamp), between bursts of syncs under fresh ids meant to flush duplicate detection.
+    Replay,
+    /// Syncs carrying SDS-R repair requests for many of the largest honest messages seen,
+    /// naming their true senders or a chosen member as sender.
+    RepairAmplification,
+    /// Messages on a fresh channel id each time.
+    ChannelSpam,
+    /// One id, two contents: each half of the group gets one of them.
+    Equivocation,
+}
+
+impl Hostility {
+    /// The kinds that attack, in the order `sds sim --adversary` lists them.
+    pub const ATTACKS: [Hostility; 8] = [
+        Hostility::Flood,
+        Hostility::Junk,
+        Hostility::Cycles,
+        Hostility::Clock,
+        Hostility::Replay,
+        Hostility::RepairAmplification,
+        Hostility::ChannelSpam,
+        Hostility::Equivocation,
+    ];
+
+    /// The kind's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hostility::Conforming => "conforming",
+            Hostility::Silent => "silent",
+            Hostility::Flood => "flood",
+            Hostility::Junk => "junk",
+            Hostility::Cycles => "cycles",
+            Hostility::Clock => "clock",
+            Hostility::Replay => "replay",
+            Hostility::RepairAmplification => "repair-amplification",
+            Hostility::ChannelSpam => "channel-spam",
+            Hostility::Equivocation => "equivocation",
+        }
+    }
+
+    /// Whether a member of this kind sends crafted bytes.
+    pub fn attacks(self) -> bool {
+        !matches!(self, Hostility::Conforming | Hostility::Silent)
+    }
+}
+
+impl std::fmt::Display for Hostility {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Hostility {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let all = [Hostility::Conforming, Hostility::Silent]
+            .into_iter()
+            .chain(Hostility::ATTACKS);
+        all.clone().find(|h| h.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = all.map(Hostility::name).collect();
+            format!("unknown adversary {s:?} (known: {})", names.join(", "))
+        })
+    }
 }
 
 /// The parameters of one simulation run. The same scenario (seed included) gives the same
@@ -83,6 +166,11 @@ pub struct Scenario {
     pub threads: usize,
     /// The role of each member by index; members past its end are honest (empty: everyone).
     pub roles: Vec<Role>,
+    /// How much the attacking members send.
+    pub attack: AttackSettings,
+    /// The engine configuration of every member, instead of the one derived from the settings
+    /// above ([`Scenario::config`]); for runs with a defence turned down or off.
+    pub engine: Option<Config>,
 }
 
 impl Default for Scenario {
@@ -108,6 +196,8 @@ impl Default for Scenario {
             restart_rate: 0.0,
             threads: 0,
             roles: Vec::new(),
+            attack: AttackSettings::default(),
+            engine: None,
         }
     }
 }
@@ -128,6 +218,35 @@ impl Scenario {
         (0..self.participants)
             .filter(|&p| self.role(p) != Role::Honest)
             .count()
+    }
+
+    /// Whether a member attacks.
+    pub fn attacked(&self) -> bool {
+        (0..self.participants).any(|p| matches!(self.role(p), Role::Hostile(h) if h.attacks()))
+    }
+
+    /// Makes the last `count` members hostile, of the `kinds` in turn (the other roles are
+    /// honest): several kinds attack at once when `count` is at least their number.
+    pub fn with_adversaries(mut self, kinds: &[Hostility], count: usize) -> Scenario {
+        let count = count.min(self.participants);
+        self.roles = vec![Role::Honest; self.participants - count];
+        self.roles
+            .extend(kinds.iter().cycle().take(count).map(|&k| Role::Hostile(k)));
+        self
+    }
+
+    /// The same scenario without the attacks: every attacking member is
+    /// [`Silent`](Hostility::Silent) instead. Honest members send at the same times, and every
+    /// broadcast among them meets the same losses and latencies until the attack changes what
+    /// they send; the honest outcomes of the two runs compare.
+    pub fn clean(&self) -> Scenario {
+        let mut clean = self.clone();
+        for role in &mut clean.roles {
+            if matches!(role, Role::Hostile(h) if h.attacks()) {
+                *role = Role::Hostile(Hostility::Silent);
+            }
+        }
+        clean
     }
 
     /// Refuses impossible settings.
@@ -164,6 +283,14 @@ impl Scenario {
         if self.restart_rate > 0.0 && self.store.is_none() {
             return refuse("--restart-rate needs --store sqlite:DIR to restart from");
         }
+        if !(self.attack.rate > 0.0 && self.attack.rate <= 1_000.0) {
+            return refuse("the hostile rate must be above 0 and at most 1000 per second");
+        }
+        if let Some(config) = &self.engine {
+            config
+                .validate()
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+        }
         Ok(())
     }
 
@@ -179,8 +306,12 @@ impl Scenario {
         }
     }
 
-    /// The engine configuration of every member.
-    pub(crate) fn config(&self) -> Config {
+    /// The engine configuration of every member: [`engine`](Self::engine) if set, otherwise
+    /// derived from the other settings.
+    pub fn config(&self) -> Config {
+        if let Some(config) = &self.engine {
+            return config.clone();
+        }
         let history = self.resolved_history();
         let ms = |s: f64| Duration::from_millis((s * 1000.0) as u64);
         Config::default()
