@@ -20,6 +20,7 @@ mod bloom_cmd;
 mod chat_cmd;
 mod peer_cmd;
 mod plot;
+mod sim_attack;
 mod sim_cmd;
 mod sim_store;
 mod sim_text;

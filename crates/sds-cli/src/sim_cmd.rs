@@ -112,6 +112,8 @@ pub(crate) struct SimArgs {
     /// --store). The report does not depend on it.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    attack: crate::sim_attack::AttackArgs,
 }
 
 impl SimArgs {
@@ -160,6 +162,10 @@ impl SimArgs {
 
 pub(crate) fn run(args: SimArgs) -> CmdResult {
     let scenario = args.scenario()?;
+    if args.attack.active() {
+        let plot = args.plot.as_deref();
+        return crate::sim_attack::run(&args.attack, scenario, args.json, args.quiet, plot);
+    }
     let created = scenario
         .store
         .as_deref()

@@ -301,3 +301,77 @@ fn the_members_stores_are_removed_at_the_end_unless_kept() {
     }
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+#[test]
+fn adversaries_are_run_against_the_clean_run() {
+    let small = [
+        "--participants",
+        "8",
+        "--duration",
+        "60",
+        "--tail",
+        "300",
+        "--seed",
+        "3",
+        "--hostile-rate",
+        "4",
+    ];
+    let mut args = small.to_vec();
+    args.extend(["--adversary", "flood,clock", "--hostile", "3"]);
+    let c = report(&args);
+    assert_eq!(
+        c["adversaries"],
+        serde_json::json!(["flood", "clock", "flood"])
+    );
+    assert_eq!(c["attack"]["rate"], 4.0);
+    for run in ["clean", "attacked"] {
+        assert_eq!(c[run]["parameters"]["participants"], 8);
+        assert_eq!(c[run]["honest"]["members"], 5);
+    }
+    let (clean, attacked) = (&c["clean"]["honest"], &c["attacked"]["honest"]);
+    assert_eq!(clean["effects"]["hostileBytes"], 0);
+    assert!(attacked["effects"]["hostileBytes"].as_u64().unwrap() > 10_000);
+    assert!(attacked["effects"]["refusedClock"].as_u64().unwrap() > 100);
+    let ratio = c["completenessRatio"].as_f64().unwrap();
+    let expected = attacked["outcomes"]["completeness"].as_f64().unwrap()
+        / clean["outcomes"]["completeness"].as_f64().unwrap();
+    assert!((ratio - expected).abs() < 1e-12);
+    assert!(c["amplification"].is_number());
+
+    // As text: the honest outcomes side by side.
+    let mut text_args = vec!["sim", "--quiet", "--adversary", "repair-amplification"];
+    text_args.extend_from_slice(&small);
+    let out = sds(&text_args);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("SDS simulation under attack: 7 honest and 1 hostile member (repair-amplification), 4 attacks per second each, 8 participants,"),
+        "{text}"
+    );
+    for line in [
+        "  honest members                                 clean       attacked\n",
+        "  completeness                                 100.00 %",
+        "  deliveries out of causal order                      0              0\n",
+        "  deliveries of a message delivered before            0              0\n",
+        "  most bytes one member held for others ",
+        "  hostile: ",
+        "bytes rebroadcast beyond the clean run per hostile byte ",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+}
+
+#[test]
+fn impossible_adversaries_are_refused() {
+    for args in [
+        &["sim", "--adversary", "meteor"][..],
+        &["sim", "--hostile", "2"],
+        &["sim", "--adversary", "flood", "--hostile", "0"],
+        &["sim", "--participants", "3", "--adversary", "flood,clock"],
+        &["sim", "--adversary", "flood", "--hostile-rate", "0"],
+    ] {
+        let out = sds(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}

@@ -2081,10 +2081,7 @@ fn messages_encoded_outside_a_channel_decode_as_written_in_both_profiles() {
         ..HistoryEntry::new("r")
     }];
     for profile in [Profile::NimSds, Profile::Spec] {
-        let config = Config {
-            profile,
-            ..Config::default()
-        };
+        let config = Config::default().with_profile(profile);
         for content in [Bytes::from_static(b"x"), Bytes::new()] {
             let m = SdsMessage {
                 content,

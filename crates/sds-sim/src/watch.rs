@@ -132,6 +132,7 @@ impl Watch {
             Event::Dropped { reason, .. } => match reason {
                 DropReason::Evicted => self.tally.evicted += 1,
                 DropReason::Expired => self.tally.expired += 1,
+                _ => {}
             },
             _ => {}
         }

@@ -173,7 +173,9 @@ fn far_future_clocks_are_refused() {
     assert!(e.clock_lead_s <= day, "{e:?}");
     // Without the bound on the clock's lead the far-future messages are taken, and honest
     // clocks run ten years ahead: the check above would fail.
-    let open = tuned(s, |c| c.max_clock_lead = i64::MAX as u64);
+    let open = tuned(s, |c| {
+        c.max_clock_lead = std::time::Duration::from_millis(i64::MAX as u64)
+    });
     let r = sds_sim::run(&open).unwrap();
     assert!(effects(&r).clock_lead_s > 365.0 * day, "{:?}", effects(&r));
 }
@@ -202,7 +204,7 @@ fn repair_requests_amplify_within_a_bound() {
     // not hold.
     let open = tuned(s, |c| {
         c.max_repair_requests = c.limits.max_repair_request;
-        c.repair_cooldown = Some(1);
+        c.repair_cooldown = Some(std::time::Duration::from_millis(1));
         c.max_repair_bytes = u64::MAX;
     });
     let c = compare(&open).unwrap();

@@ -13,7 +13,6 @@
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "lowercase")
 )]
-#[non_exhaustive]
 pub enum LamportUnit {
     /// Milliseconds since the Unix epoch, as the spec counts (the spec profile's unit).
     Milliseconds,
