@@ -75,7 +75,10 @@ int SdsStartPeriodicTasks(void* ctx, SdsCallBack callback, void* userData);
 //   "maxClockLeadMs", "repairTMinMs", "repairTMaxMs", "numResponseGroups", "maxRepairRequests",
 //   "repairCooldownMs", "maxRepairBytes",
 //   "quietSync" (bool), "filterResendAfterMs" (0: never), "lamportUnit" ("seconds", the
-//   default, as nim-sds counts, or "milliseconds").
+//   default, as nim-sds counts, or "milliseconds"),
+//   and "maxHeldBytes": the most bytes held on behalf of remote members across all channels
+//     (default 512 MiB; beyond it the channel holding the most drops its heaviest sender's
+//     oldest waiting messages).
 // An invalid configuration: NULL, and the callback gets RET_ERR with the reason.
 void* SdsNewReliabilityManagerWithConfig(const char* configJson, SdsCallBack callback, void* userData);
 

@@ -43,7 +43,8 @@ pub fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), St
         };
         let ms = || n().map(Duration::from_millis);
         match key.as_str() {
-            "participantId" | "databasePath" | "databaseDurability" => {}
+            // Manager settings: see `held_budget`.
+            "participantId" | "databasePath" | "databaseDurability" | "maxHeldBytes" => {}
             "bloomCapacity" => {
                 c.bloom_capacity = value.as_i64().ok_or("bloomCapacity must be an integer")?
             }
@@ -87,6 +88,18 @@ pub fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), St
     Ok((participant, database, c))
 }
 
+/// `maxHeldBytes` of a configuration: the manager's budget of bytes held on behalf of remote
+/// members across channels (`None`: the default).
+pub fn held_budget(v: &Value) -> Result<Option<usize>, String> {
+    match v.get("maxHeldBytes") {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => match n.as_u64() {
+            Some(n) if n > 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+            _ => Err("maxHeldBytes must be a positive integer".into()),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +134,24 @@ mod tests {
         );
         for bad in [r#"{"lamportUnit":"hours"}"#, r#"{"lamportUnit":1}"#] {
             assert!(engine_config(&serde_json::from_str(bad).unwrap()).is_err());
+        }
+    }
+
+    #[test]
+    fn the_held_bytes_budget_is_a_positive_integer() {
+        let budget = |json: &str| {
+            let v: Value = serde_json::from_str(json).unwrap();
+            engine_config(&v)?;
+            held_budget(&v)
+        };
+        assert_eq!(budget(r#"{"maxHeldBytes":1048576}"#), Ok(Some(1_048_576)));
+        assert_eq!(budget(r#"{}"#), Ok(None));
+        for bad in [
+            r#"{"maxHeldBytes":0}"#,
+            r#"{"maxHeldBytes":-1}"#,
+            r#"{"maxHeldBytes":"1"}"#,
+        ] {
+            assert!(budget(bad).is_err(), "{bad}");
         }
     }
 

@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use callbacks::{Callback, Callbacks, HintCallback, Reply};
-use config::engine_config;
+use config::{engine_config, held_budget};
 use json::error_text;
 use retained::{Retained, WITHOUT_CONTEXT};
 use sds_core::{ManagerConfig, NoopPersistence, Persistence, ReliabilityManager, UnjoinedChannels};
@@ -186,10 +186,11 @@ fn create(config: Value, created: Callback) -> *mut c_void {
         Reply::new(created, WITHOUT_CONTEXT.clone()).refuse(reason);
         std::ptr::null_mut()
     };
-    let (participant, database, engine) = match engine_config(&config) {
-        Ok(x) => x,
-        Err(e) => return refuse(&format!("invalid configuration: {e}")),
-    };
+    let ((participant, database, engine), held) =
+        match engine_config(&config).and_then(|e| Ok((e, held_budget(&config)?))) {
+            Ok(x) => x,
+            Err(e) => return refuse(&format!("invalid configuration: {e}")),
+        };
     let max_message_size = engine.limits.max_message_size;
     let sync_interval = engine.sync_interval.max(Duration::from_millis(1));
     let manager_config = ManagerConfig::default()
@@ -198,7 +199,8 @@ fn create(config: Value, created: Callback) -> *mut c_void {
         // channels are bounded apart from the ones the application sends on.
         .with_unjoined_channels(UnjoinedChannels::Accept {
             max: REMOTE_CHANNELS,
-        });
+        })
+        .with_max_held_bytes(held.unwrap_or(ManagerConfig::default().max_held_bytes));
     // Checked before a database is opened or created.
     if let Err(e) = manager_config.engine.validate() {
         return refuse(&format!("reInvalidArgument: {e}"));

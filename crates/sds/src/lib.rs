@@ -23,6 +23,7 @@
 //! # });
 //! ```
 
+mod budget;
 mod catch_up;
 mod manager;
 mod notifications;

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::budget::Held;
 use crate::catch_up::{self, LoggedMessage};
 use crate::notifications::Hub;
 use crate::observe::{self, Sizes};
@@ -58,6 +59,15 @@ pub struct ManagerConfig {
     /// one received message can deliver the 10 000 that waited for it, so a subscriber that
     /// reads after each operation misses nothing). The queue grows only as far as it is used.
     pub notification_capacity: usize,
+    /// Most bytes held on behalf of remote members across all channels in memory, as the
+    /// engine charges them (`Channel::held_bytes`: messages waiting for dependencies with their
+    /// indexes and timers, SDS-R entries). An operation that leaves more makes the channel
+    /// holding the most give way — its heaviest sender's oldest waiting messages first
+    /// (`Dropped` events, reason `Evicted`), as its own full buffer would — and then the next,
+    /// until the total is within the budget. Default 512 MiB: twice one channel's
+    /// `max_incoming_buffer_bytes`, so that one channel under a flood still reaches its own
+    /// bound while all channels together hold no more, however many there are.
+    pub max_held_bytes: usize,
 }
 
 impl Default for ManagerConfig {
@@ -67,6 +77,7 @@ impl Default for ManagerConfig {
             max_channels: 1_000,
             unjoined_channels: UnjoinedChannels::default(),
             notification_capacity: 16_384,
+            max_held_bytes: 512 << 20,
         }
     }
 }
@@ -90,6 +101,13 @@ impl ManagerConfig {
     #[must_use]
     pub fn with_unjoined_channels(mut self, unjoined_channels: UnjoinedChannels) -> Self {
         self.unjoined_channels = unjoined_channels;
+        self
+    }
+
+    /// Sets [`max_held_bytes`](Self::max_held_bytes).
+    #[must_use]
+    pub fn with_max_held_bytes(mut self, max_held_bytes: usize) -> Self {
+        self.max_held_bytes = max_held_bytes;
         self
     }
 
@@ -355,6 +373,10 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     hint_provider: RwLock<Option<HintProvider>>,
     timers: Mutex<Timers>,
+    /// Bytes held for remote members, per channel ([`ManagerConfig::max_held_bytes`]).
+    held: Mutex<Held>,
+    /// Taken while channels shed bytes for the budget, one operation at a time.
+    shedding: tokio::sync::Mutex<()>,
     wake: Notify,
     periodic_on: AtomicBool,
     periodic: tokio::sync::Mutex<Option<Periodic>>,
@@ -419,6 +441,9 @@ impl ReliabilityManager {
         if config.notification_capacity < 2 {
             return Err(ConfigError("notification_capacity must be at least 2".into()).into());
         }
+        if config.max_held_bytes == 0 {
+            return Err(ConfigError("max_held_bytes must be at least 1".into()).into());
+        }
         let inner = Arc::new(Inner {
             participant_id: participant_id.into(),
             config,
@@ -429,6 +454,8 @@ impl ReliabilityManager {
             shutdown: watch::channel(false).0,
             hint_provider: RwLock::new(None),
             timers: Mutex::new(Timers::default()),
+            held: Mutex::new(Held::default()),
+            shedding: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             periodic_on: AtomicBool::new(false),
             periodic: tokio::sync::Mutex::new(None),
@@ -629,6 +656,7 @@ impl ReliabilityManager {
                     inner.persistence.drop_channel(&channel).await?;
                     guard.discard();
                     lock(&inner.channels).forget(&channel);
+                    lock(&inner.held).set(&channel, 0);
                 }
                 None => inner.persistence.drop_channel(&channel).await?,
             }
@@ -661,6 +689,7 @@ impl ReliabilityManager {
             }
             *lock(&this.inner.channels) = Channels::default();
             *lock(&this.inner.timers) = Timers::default();
+            *lock(&this.inner.held) = Held::default();
             Ok(())
         })
         .await;
@@ -749,6 +778,12 @@ impl ReliabilityManager {
         let mut ids: Vec<ChannelId> = lock(&self.inner.channels).slots.keys().cloned().collect();
         ids.sort();
         ids
+    }
+
+    /// Bytes held on behalf of remote members across the channels in memory, as their engines
+    /// charge them: what [`ManagerConfig::max_held_bytes`] bounds.
+    pub fn held_bytes(&self) -> usize {
+        lock(&self.inner.held).total()
     }
 
     /// The whole state of `channel` (loading it if needed).
@@ -937,6 +972,7 @@ impl Inner {
         }
         lock(&self.channels).forget(id);
         lock(&self.timers).set(id, None);
+        lock(&self.held).set(id, 0);
         tracing::debug!(channel = %id, "channel opened by received messages evicted");
         Ok(())
     }
@@ -961,7 +997,55 @@ impl Inner {
         let ch = self.loaded(id, &mut guard.0, now).await?;
         let value = f(ch, now)?;
         self.commit(id, &mut guard.0).await?;
+        drop(guard);
+        self.keep_budget().await;
         Ok(value)
+    }
+
+    /// Brings the bytes held for remote members back within [`ManagerConfig::max_held_bytes`]:
+    /// the channel holding the most sheds what the total exceeds, then the next, one at a time
+    /// (called with no channel locked). A channel that fails to commit is reported as
+    /// periodic work is.
+    async fn keep_budget(&self) {
+        let budget = self.config.max_held_bytes;
+        if lock(&self.held).total() <= budget {
+            return;
+        }
+        let _one_at_a_time = self.shedding.lock().await;
+        loop {
+            let (id, target) = {
+                let held = lock(&self.held);
+                match held.heaviest() {
+                    Some((id, bytes)) if held.total() > budget => {
+                        let target = held.target(bytes, budget);
+                        (id, target)
+                    }
+                    _ => return,
+                }
+            };
+            let Some(slot) = lock(&self.channels).slots.get(&id).cloned() else {
+                lock(&self.held).set(&id, 0);
+                continue;
+            };
+            let mut guard = DiscardOnPanic(slot.lock().await);
+            let Some(ch) = guard.0.channel.as_mut() else {
+                // Discarded meanwhile: it holds nothing.
+                lock(&self.held).set(&id, 0);
+                continue;
+            };
+            let released = ch.shed_held(target);
+            tracing::debug!(channel = %id, released, "held bytes shed for the manager's budget");
+            if let Err(error) = self.commit(&id, &mut guard.0).await {
+                // The channel was discarded: it holds nothing in memory now.
+                self.hub.publish([Notification::TaskError {
+                    channel_id: id,
+                    error,
+                }]);
+            } else if released == 0 {
+                // Cannot happen (a channel sheds down to any target); never loop on it.
+                return;
+            }
+        }
     }
 
     /// The channel in the slot, loading (and restoring) it from the store first if needed.
@@ -1018,10 +1102,12 @@ impl Inner {
                 tracing::warn!(channel = %id, error = %e, "store batch failed; channel will be reloaded");
                 slot.discard();
                 lock(&self.timers).set(id, None);
+                lock(&self.held).set(id, 0);
                 return Err(e.into());
             }
         }
         Sizes::moved(std::mem::replace(&mut slot.sizes, sizes), sizes);
+        lock(&self.held).set(id, sizes.held());
         if lock(&self.timers).set(id, deadline) {
             self.wake.notify_one();
         }

@@ -17,6 +17,7 @@
 //! | `sds_store_batch_seconds` | histogram | time of one store batch |
 //! | `sds_store_failures_total` | counter | store batches that failed |
 //! | `sds_log_entries`, `sds_incoming_buffered`, `sds_outgoing_unacknowledged` | gauge | summed over loaded channels |
+//! | `sds_held_bytes` | gauge | bytes held on behalf of remote members, summed over loaded channels (what `ManagerConfig::max_held_bytes` bounds) |
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ pub(crate) struct Sizes {
     log: usize,
     incoming: usize,
     outgoing: usize,
+    held: usize,
 }
 
 impl Sizes {
@@ -36,7 +38,13 @@ impl Sizes {
             log: ch.log_len(),
             incoming: ch.incoming_len(),
             outgoing: ch.outgoing_len(),
+            held: ch.held_bytes(),
         }
+    }
+
+    /// Bytes held on behalf of remote members.
+    pub(crate) fn held(&self) -> usize {
+        self.held
     }
 
     /// Moves the gauges from `before` to `after` (a channel loaded, changed or dropped).
@@ -52,6 +60,9 @@ impl Sizes {
         if before.outgoing != after.outgoing {
             metrics::gauge!("sds_outgoing_unacknowledged")
                 .increment(delta(before.outgoing, after.outgoing));
+        }
+        if before.held != after.held {
+            metrics::gauge!("sds_held_bytes").increment(delta(before.held, after.held));
         }
     }
 }

@@ -1047,3 +1047,112 @@ async fn the_default_subscription_holds_the_largest_burst_of_one_operation() {
     );
     assert_eq!(ready(&got).len(), 5_001);
 }
+
+/// Received bytes of `sender` on `channel` citing `deps` missing messages: they wait.
+fn waiting(id: &str, deps: usize, sender: &str, channel: &str) -> Bytes {
+    let deps: Vec<String> = (0..deps).map(|d| format!("{id}-dep{d}")).collect();
+    let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+    msg(id, 1, &deps, sender, channel)
+}
+
+#[tokio::test]
+async fn the_held_bytes_budget_spans_channels_and_the_heaviest_channel_gives_way() {
+    // Each channel may hold 1 MiB of waiting messages; all of them together 2 MiB.
+    const BUDGET: usize = 2 << 20;
+    let config = |budget| {
+        open_channels()
+            .with_engine(Config::default().with_max_incoming_buffer_bytes(1 << 20))
+            .with_max_held_bytes(budget)
+    };
+    let feed = |m: ReliabilityManager| async move {
+        // Mallory fills "big" below its own bound: ten messages charged about 66 KB each.
+        for i in 0..10 {
+            m.unwrap_received_message(waiting(&format!("big{i}"), 64, "mallory", "big"))
+                .await
+                .unwrap();
+        }
+        let big = m.held_bytes();
+        // Five more channels with four of alice's each: each below its own bound, all of
+        // them together above the budget.
+        for c in 0..5 {
+            for i in 0..4 {
+                let channel = format!("c{c}");
+                m.unwrap_received_message(waiting(
+                    &format!("{channel}-{i}"),
+                    64,
+                    "alice",
+                    &channel,
+                ))
+                .await
+                .unwrap();
+            }
+        }
+        (m, big)
+    };
+    let m = ReliabilityManager::new("bob", config(BUDGET), Arc::new(NoopPersistence)).unwrap();
+    let mut rx = m.subscribe();
+    let (m, big) = feed(m).await;
+    assert!(big > 600_000 && big < 1 << 20, "{big}");
+    // The budget holds: the channel holding the most gave way, its heaviest sender's oldest
+    // messages first; the other channels keep all of theirs.
+    assert!(m.held_bytes() <= BUDGET, "{}", m.held_bytes());
+    let dropped: Vec<(String, String)> = drain(&mut rx)
+        .iter()
+        .filter_map(|n| match n {
+            Notification::Event(Event::Dropped {
+                channel_id,
+                message_id,
+                ..
+            }) => Some((channel_id.to_string(), message_id.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert!(!dropped.is_empty());
+    assert!(dropped.iter().all(|(c, _)| c == "big"), "{dropped:?}");
+    assert_eq!(dropped[0].1, "big0");
+    let kept = m.get_incoming("big").await.unwrap().len();
+    assert_eq!(kept + dropped.len(), 10);
+    for c in 0..5 {
+        assert_eq!(m.get_incoming(format!("c{c}")).await.unwrap().len(), 4);
+    }
+    // With no budget across channels, the same traffic is held whole: above the budget.
+    let unbounded =
+        ReliabilityManager::new("bob", config(usize::MAX), Arc::new(NoopPersistence)).unwrap();
+    let (unbounded, _) = feed(unbounded).await;
+    assert!(
+        unbounded.held_bytes() > BUDGET,
+        "{}",
+        unbounded.held_bytes()
+    );
+    assert_eq!(unbounded.get_incoming("big").await.unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn the_held_bytes_follow_channels_out_of_memory() {
+    let store = MemoryPersistence::new();
+    let m = manager("bob", &store);
+    m.unwrap_received_message(waiting("a1", 8, "alice", "a"))
+        .await
+        .unwrap();
+    m.unwrap_received_message(waiting("b1", 8, "alice", "b"))
+        .await
+        .unwrap();
+    let both = m.held_bytes();
+    assert!(both > 2 * 8 * 1_024, "{both}");
+    m.remove_channel("a").await.unwrap();
+    let one = m.held_bytes();
+    assert!(one < both && one > 8 * 1_024, "{one}");
+    m.cleanup().await;
+    assert_eq!(m.held_bytes(), 0);
+    // Loading the channel from its store counts what it holds again.
+    m.get_incoming("b").await.unwrap();
+    assert_eq!(m.held_bytes(), one);
+    assert!(matches!(
+        ReliabilityManager::new(
+            "bob",
+            ManagerConfig::default().with_max_held_bytes(0),
+            Arc::new(NoopPersistence)
+        ),
+        Err(ManagerError::Config(_))
+    ));
+}
