@@ -40,6 +40,19 @@ impl AttackArgs {
         !self.adversary.is_empty() || self.hostile.is_some()
     }
 
+    /// The lost-dependency timeout when none is given: the engine's default (600 s) with
+    /// hostile members, whose junk would otherwise stall honest members for good; never
+    /// without them.
+    pub(crate) fn default_lost_timeout(&self) -> f64 {
+        if self.active() {
+            sds_proto::engine::Config::default()
+                .lost_dependency_timeout
+                .map_or(0.0, |t| t.as_secs_f64())
+        } else {
+            0.0
+        }
+    }
+
     /// `scenario` with the hostile members.
     fn apply(&self, scenario: Scenario) -> Result<Scenario, String> {
         if self.adversary.is_empty() {

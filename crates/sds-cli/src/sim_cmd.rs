@@ -71,6 +71,11 @@ pub(crate) struct SimArgs {
     /// Turn repair off: SDS-R and the rebroadcasts prompted by members' filters.
     #[arg(long)]
     no_repair: bool,
+    /// Seconds after which a member gives up on a missing dependency and delivers what waited
+    /// for it (0: never). Default 0, so that the report shows what repair achieves; with
+    /// --adversary, 600, the engine's default (hostile junk could otherwise stall members).
+    #[arg(long, value_name = "SECS")]
+    lost_timeout: Option<f64>,
     /// Do not rebroadcast a recent message when a member's bloom filter shows it lacks it (then a
     /// lost message nobody cites any more can stay undetected).
     #[arg(long)]
@@ -148,6 +153,9 @@ impl SimArgs {
             churn_offline: self.churn_offline,
             history: self.history,
             repair: !self.no_repair,
+            lost_timeout: self
+                .lost_timeout
+                .unwrap_or(self.attack.default_lost_timeout()),
             filter_resend: !self.no_filter_resend,
             all_syncs: self.all_syncs,
             profile: self.profile,

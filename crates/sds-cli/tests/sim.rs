@@ -57,6 +57,8 @@ fn every_option_reaches_the_report() {
         "--profile",
         "spec",
         "--no-repair",
+        "--lost-timeout",
+        "90",
         "--seed",
         "9",
     ]);
@@ -76,6 +78,13 @@ fn every_option_reaches_the_report() {
     assert_eq!(p["profile"], "spec");
     assert_eq!(p["repair"], false);
     assert_eq!(p["seed"], 9);
+    assert_eq!(p["lostTimeoutS"], 90.0);
+    // Without a timeout (the default) the key is left out.
+    assert!(
+        report(&["--participants", "3", "--duration", "10", "--tail", "0"])["parameters"]
+            .get("lostTimeoutS")
+            .is_none()
+    );
     assert!(r["messagesSent"].as_u64().unwrap() <= 10);
     assert_eq!(r["wire"]["repairs"], 0);
 }
@@ -326,6 +335,8 @@ fn adversaries_are_run_against_the_clean_run() {
     assert_eq!(c["attack"]["rate"], 4.0);
     for run in ["clean", "attacked"] {
         assert_eq!(c[run]["parameters"]["participants"], 8);
+        // Members give up on a gap after the engine's default timeout, with hostile ones.
+        assert_eq!(c[run]["parameters"]["lostTimeoutS"], 600.0);
         assert_eq!(c[run]["honest"]["members"], 5);
     }
     let (clean, attacked) = (&c["clean"]["honest"], &c["attacked"]["honest"]);
@@ -369,6 +380,7 @@ fn impossible_adversaries_are_refused() {
         &["sim", "--adversary", "flood", "--hostile", "0"],
         &["sim", "--participants", "3", "--adversary", "flood,clock"],
         &["sim", "--adversary", "flood", "--hostile-rate", "0"],
+        &["sim", "--lost-timeout", "-1"],
     ] {
         let out = sds(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -294,6 +294,15 @@ pub struct Parameters {
     pub history: usize,
     /// The seed.
     pub seed: u64,
+    /// Seconds after which members gave up on a missing dependency (0: never, and then left
+    /// out of the JSON form).
+    #[serde(skip_serializing_if = "never")]
+    pub lost_timeout_s: f64,
+}
+
+/// Whether a timeout is off (0).
+fn never(timeout: &f64) -> bool {
+    *timeout == 0.0
 }
 
 /// The distribution of one latency, against its requirement.
@@ -465,6 +474,7 @@ impl Report {
                 repair_t_max_s: scenario.repair_t_max,
                 history: scenario.history,
                 seed: scenario.seed,
+                lost_timeout_s: scenario.lost_timeout,
             },
             messages_sent: all.messages_sent,
             deliveries: all.deliveries,

@@ -143,6 +143,10 @@ pub struct Scenario {
     pub history: usize,
     /// Repair on: SDS-R and the rebroadcasts prompted by members' filters.
     pub repair: bool,
+    /// Seconds after which a member gives up on a missing dependency and delivers what waited
+    /// for it (the engine's lost-dependency timeout; 0: never, so that the report shows what
+    /// repair alone achieves).
+    pub lost_timeout: f64,
     /// Rebroadcast a recent message when a member's bloom filter shows it lacks it (only with
     /// `repair`).
     pub filter_resend: bool,
@@ -188,6 +192,7 @@ impl Default for Scenario {
             churn_offline: 30.0,
             history: 0,
             repair: true,
+            lost_timeout: 0.0,
             filter_resend: true,
             all_syncs: false,
             profile: Profile::NimSds,
@@ -271,6 +276,9 @@ impl Scenario {
         if self.duration + self.tail > 40.0 * 86_400.0 {
             return refuse("duration and tail together must stay under 40 days");
         }
+        if self.lost_timeout.is_nan() || self.lost_timeout < 0.0 {
+            return refuse("the lost timeout must not be negative");
+        }
         if self.repair_t_min < 0.0 || self.repair_t_max < self.repair_t_min {
             return refuse("repair-t-max must be at least repair-t-min, both not negative");
         }
@@ -315,8 +323,11 @@ impl Scenario {
         let history = self.resolved_history();
         let ms = |s: f64| Duration::from_millis((s * 1000.0) as u64);
         Config::default()
-            // Members never give up on a gap here: the report shows what repair achieves.
-            .with_lost_dependency_timeout(None)
+            // By default members never give up on a gap: the report shows what repair achieves.
+            .with_lost_dependency_timeout(
+                (self.lost_timeout > 0.0)
+                    .then(|| ms(self.lost_timeout).max(Duration::from_millis(1))),
+            )
             .with_max_message_history(history)
             .with_max_known_ids(history.max(10_000))
             .with_repair_t_min(ms(self.repair_t_min))

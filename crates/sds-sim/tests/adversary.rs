@@ -8,14 +8,16 @@ use sds_proto::engine::Config;
 use sds_sim::report::Effects;
 use sds_sim::{compare, AttackSettings, Comparison, Hostility, Network, Report, Role, Scenario};
 
-/// Ten honest members and `hostile` more of these kinds, on a lossy network, with repair; each
-/// attacking member attacks five times a second for the two minutes of sending.
+/// Ten honest members and `hostile` more of these kinds, on a lossy network, with repair and
+/// the engine's lost-dependency timeout (as `sds sim --adversary` runs); each attacking member
+/// attacks five times a second for the two minutes of sending.
 fn group(kinds: &[Hostility], hostile: usize) -> Scenario {
     Scenario {
         participants: 10 + hostile,
         send_interval: 10.0,
         duration: 120.0,
-        tail: 600.0,
+        tail: 900.0,
+        lost_timeout: 600.0,
         network: Network {
             loss: 0.2,
             ..Network::default()
@@ -115,9 +117,9 @@ fn a_flood_of_messages_waiting_for_nothing_stays_within_the_buffer_bound() {
     honest_outcomes_hold(&c, FEW_PERCENT);
     let e = effects(&c.attacked);
     // Over 600 flood messages of about 33 KiB each as charged: the buffer gave way, to the
-    // flooder's messages.
+    // flooder's messages. (Those still waiting when the lost-dependency timeout came are
+    // delivered without what they cite, in order.)
     assert!(e.evicted > 1_000, "{e:?}");
-    assert_eq!(e.hostile_delivered, 0);
     // What a member holds: the buffer's bound, plus its SDS-R requests (at most
     // `max_repair_buffer` entries of a few hundred bytes here).
     let allowance = s.config().max_repair_buffer * 512;
@@ -133,32 +135,46 @@ fn a_flood_of_messages_waiting_for_nothing_stays_within_the_buffer_bound() {
 fn junk_is_delivered_and_the_lost_dependency_timeout_keeps_honest_messages_coming() {
     // With the engine's default timeout, an honest message that came to depend on junk
     // nobody logs any more is delivered once the junk is declared lost.
-    let s = Scenario {
-        tail: 900.0,
-        ..group(&[Hostility::Junk], 1)
-    };
-    let s = tuned(s, |c| {
-        c.lost_dependency_timeout = Config::default().lost_dependency_timeout;
-    });
+    let s = group(&[Hostility::Junk], 1);
+    assert_eq!(
+        s.config().lost_dependency_timeout,
+        Config::default().lost_dependency_timeout
+    );
     let c = compare(&s).unwrap();
     honest_outcomes_hold(&c, FEW_PERCENT);
     assert!(effects(&c.attacked).hostile_delivered > 10_000);
-    // Members that never give up on a gap (the simulator's own setting) wait for ever.
-    let waiting = tuned(s, |c| c.lost_dependency_timeout = None);
+    // Members that never give up on a gap wait for ever.
+    let waiting = Scenario {
+        lost_timeout: 0.0,
+        ..s
+    };
     let c = compare(&waiting).unwrap();
     assert!(c.completeness_ratio < 0.5, "{}", c.completeness_ratio);
 }
 
 #[test]
-fn dependency_cycles_are_never_delivered_and_give_way_in_a_full_buffer() {
+fn dependency_cycles_expire_and_give_way_in_a_full_buffer() {
+    // A pair held whole waits for itself: it expires at the lost-dependency timeout. (A
+    // member that lost one of the two holds a message citing one it lacks, like any other:
+    // that one is declared lost and the message delivered, in order.)
+    let c = compare(&group(&[Hostility::Cycles], 1)).unwrap();
+    honest_outcomes_hold(&c, FEW_PERCENT);
+    let e = effects(&c.attacked);
+    assert!(e.expired > 5_000, "{e:?}");
+    assert!(e.hostile_delivered < e.expired / 2, "{e:?}");
+    // In a buffer they fill, the oldest give way to honest messages. (A message whose partner
+    // gave way no longer waits for a message held: at the timeout the partner is declared
+    // lost and the message delivered without it, in order.)
     let s = tuned(group(&[Hostility::Cycles], 1), |c| {
         c.max_incoming_buffer = 200
     });
     let c = compare(&s).unwrap();
     honest_outcomes_hold(&c, FEW_PERCENT);
-    let e = effects(&c.attacked);
-    assert_eq!(e.hostile_delivered, 0);
-    assert!(e.evicted > 1_000, "{e:?}");
+    assert!(
+        effects(&c.attacked).evicted > 1_000,
+        "{:?}",
+        effects(&c.attacked)
+    );
 }
 
 #[test]
@@ -240,15 +256,7 @@ fn an_equivocating_sender_splits_the_group_without_duplicates_or_disorder() {
 
 #[test]
 fn every_kind_at_once() {
-    // With the engine's lost-dependency timeout, which junk needs (see above).
-    let s = Scenario {
-        tail: 900.0,
-        ..group(&Hostility::ATTACKS, 8)
-    };
-    let s = tuned(s, |c| {
-        c.lost_dependency_timeout = Config::default().lost_dependency_timeout;
-    });
-    let c = compare(&s).unwrap();
+    let c = compare(&group(&Hostility::ATTACKS, 8)).unwrap();
     honest_outcomes_hold(&c, FEW_PERCENT);
 }
 
