@@ -21,7 +21,7 @@
 //! participant), [`scenario`] (the parameters), `run` (the event loop and its parallel
 //! windows), [`report`] (the outcome as data), `store` (SQLite members and restarts),
 //! [`adversary`] (hostile members that craft wire bytes), `watch` (what an honest member goes
-//! through among them), [`compare`] (an attacked run next to the same run without the attack).
+//! through among them), [`compare`](mod@compare) (an attacked run next to the same run without the attack).
 
 pub mod adversary;
 mod clock;
