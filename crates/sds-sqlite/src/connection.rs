@@ -17,6 +17,7 @@ use crate::bytes::compact;
 use crate::damage::{DamageReport, OnDamage};
 use crate::reply;
 use crate::segments::{Segments, Unsynced};
+use crate::Spin;
 
 /// What the connection thread owns.
 pub(crate) struct Db {
@@ -26,10 +27,11 @@ pub(crate) struct Db {
     pub(crate) progress: Arc<Progress>,
     /// The running job's notice, given just before its commit (see [`reply`]).
     pub(crate) soon: Option<Arc<dyn reply::Soon>>,
-    /// Whether jobs give their task notice before the commit ([`Options::spin`] and no fsync
-    /// per commit).
+    /// Whether the running job gives its task notice before the commit: set per job by the
+    /// connection thread's [`Pace`], with [`Durability::Normal`] only (with `FULL` the commit's
+    /// fsync is too long to wait for busily).
     ///
-    /// [`Options::spin`]: crate::Options::spin
+    /// [`Durability::Normal`]: crate::Durability::Normal
     pub(crate) notice: bool,
     /// What loading does about damaged bytes.
     pub(crate) on_damage: OnDamage,
@@ -41,22 +43,82 @@ pub(crate) struct Db {
     pub(crate) keep_history: bool,
 }
 
-pub(crate) type Job = Box<dyn FnOnce(&mut Db) + Send>;
+/// Work for the connection thread, and when it was sent.
+pub(crate) struct Job {
+    /// When the caller sent it: with the end of the job before, how far apart operations come.
+    pub(crate) sent: Instant,
+    pub(crate) run: Box<dyn FnOnce(&mut Db) + Send>,
+}
 
-/// With [`Options::spin`](crate::Options::spin), how long the connection thread keeps looking
-/// for the next job before it sleeps. Callers that run operation after operation (a busy
-/// channel) then find it awake: waking a sleeping thread costs more than an operation's own
-/// statements.
-pub(crate) const STAY_AWAKE: std::time::Duration = std::time::Duration::from_micros(50);
+/// While spinning, how long the connection thread keeps looking for the next job before it
+/// sleeps; with [`Spin::Adaptive`], also the longest pause between the end of a job and the
+/// sending of the next that counts as back to back. Callers that run operation after operation
+/// (a busy channel) then find the thread awake: waking a sleeping thread costs more than an
+/// operation's own statements.
+pub(crate) const STAY_AWAKE: Duration = Duration::from_micros(50);
 
-/// Turns of the busy-wait loops (here and in [`reply`]) since the process started: a test
-/// checks that a store opened without [`Options::spin`](crate::Options::spin) has none.
-pub(crate) static SPINS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Turns of the busy-wait loops (here and in [`reply`]) of one store: tests check when a store
+/// spins and when it does not.
+pub(crate) type Spins = Arc<AtomicU64>;
 
 /// Counts one turn of a busy-wait loop.
-pub(crate) fn spun() {
-    SPINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+pub(crate) fn spun(spins: &AtomicU64) {
+    spins.fetch_add(1, Ordering::Relaxed);
     std::hint::spin_loop();
+}
+
+/// Whether the connection thread busy-waits, from [`Options::spin`] and the pace of jobs.
+///
+/// [`Options::spin`]: crate::Options::spin
+#[derive(Debug)]
+pub(crate) struct Pace {
+    spin: Spin,
+    /// When the last job ended.
+    ended: Option<Instant>,
+    /// The last job was sent at most [`STAY_AWAKE`] after the end of the one before.
+    back_to_back: bool,
+}
+
+impl Pace {
+    pub(crate) fn new(spin: Spin) -> Self {
+        Pace {
+            spin,
+            ended: None,
+            back_to_back: false,
+        }
+    }
+
+    /// A job sent at `sent` is about to run.
+    pub(crate) fn started(&mut self, sent: Instant) {
+        // Sent while the one before was still running: the pause is zero.
+        self.back_to_back = self
+            .ended
+            .is_some_and(|e| sent.saturating_duration_since(e) <= STAY_AWAKE);
+    }
+
+    /// The job ended at `at`.
+    pub(crate) fn ended(&mut self, at: Instant) {
+        self.ended = Some(at);
+    }
+
+    /// Whether to busy-wait now: give notice before commits, look for the next job before
+    /// sleeping.
+    pub(crate) fn spinning(&self) -> bool {
+        match self.spin {
+            Spin::Off => false,
+            Spin::Always => true,
+            Spin::Adaptive => self.back_to_back,
+        }
+    }
+
+    /// How long to look for the next job before sleeping.
+    pub(crate) fn stay_awake(&self) -> Duration {
+        if self.spinning() {
+            STAY_AWAKE
+        } else {
+            Duration::ZERO
+        }
+    }
 }
 
 /// What the connection thread wakes up for.
@@ -75,13 +137,14 @@ pub(crate) fn next_job(
     rx: &std_mpsc::Receiver<Job>,
     stay_awake: Duration,
     due: Option<Instant>,
+    spins: &AtomicU64,
 ) -> Next {
     let since = Instant::now();
     loop {
         match rx.try_recv() {
             Ok(job) => return Next::Job(job),
             Err(std_mpsc::TryRecvError::Disconnected) => return Next::Closed,
-            Err(std_mpsc::TryRecvError::Empty) if since.elapsed() < stay_awake => spun(),
+            Err(std_mpsc::TryRecvError::Empty) if since.elapsed() < stay_awake => spun(spins),
             Err(std_mpsc::TryRecvError::Empty) => break,
         }
     }
@@ -286,6 +349,47 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adaptive_spin_follows_the_pace_of_jobs() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        let mut p = Pace::new(Spin::Adaptive);
+        assert!(!p.spinning(), "a new store does not spin");
+        // The first job has nothing before it.
+        p.started(t0);
+        assert!(!p.spinning());
+        p.ended(t0 + us(100));
+        // Sent 20 µs after the end of the one before: back to back.
+        p.started(t0 + us(120));
+        assert!(p.spinning());
+        assert_eq!(p.stay_awake(), STAY_AWAKE);
+        p.ended(t0 + us(200));
+        // A pause longer than the window: sleeps at once again.
+        p.started(t0 + us(200) + STAY_AWAKE + us(1));
+        assert!(!p.spinning());
+        assert_eq!(p.stay_awake(), Duration::ZERO);
+        p.ended(t0 + us(400));
+        // Sent while the one before was running: back to back.
+        p.started(t0 + us(390));
+        assert!(p.spinning());
+        p.ended(t0 + us(500));
+        // A pause of exactly the window still counts.
+        p.started(t0 + us(500) + STAY_AWAKE);
+        assert!(p.spinning());
+
+        for (spin, expected) in [(Spin::Off, false), (Spin::Always, true)] {
+            let mut p = Pace::new(spin);
+            assert_eq!(p.spinning(), expected);
+            p.started(t0);
+            p.ended(t0 + us(10));
+            p.started(t0 + us(11));
+            assert_eq!(p.spinning(), expected);
+            p.ended(t0 + us(20));
+            p.started(t0 + us(10_000));
+            assert_eq!(p.spinning(), expected);
+        }
+    }
 
     #[test]
     pub(crate) fn checkpoint_thread_is_woken_once_per_step_of_wal_growth() {

@@ -26,9 +26,9 @@
 //!   of a store at work and checks both promises on hundreds of states a power loss could leave.
 //! * One dedicated thread owns the connection; async callers send it work and await the result,
 //!   so SQLite never blocks a tokio worker. A second thread, with its own connection, copies
-//!   the WAL into the database (checkpoints) while operations go on. No thread busy-waits
-//!   unless [`Options::spin`] asks for it (lower latency for back-to-back operations, at the
-//!   cost of CPU time: see there).
+//!   the WAL into the database (checkpoints) while operations go on. By default the threads
+//!   busy-wait only while operations arrive back to back, which shortens each of them; an idle
+//!   store, or one whose operations come apart, uses no CPU ([`Options::spin`], [`Spin`]).
 //! * A message's bytes (about 19 KB at default settings) are stored once per channel, however
 //!   many places refer to them (log, outgoing buffer, incoming buffer, repair responses), and
 //!   released with the last reference. Bytes over 1 KiB are not written into the database
@@ -105,6 +105,32 @@ pub enum Durability {
     Full,
 }
 
+/// When the store's threads busy-wait instead of sleeping (see [`Options::spin`]).
+///
+/// Waking a sleeping thread is slow on some machines (idle virtual CPUs that halt: ~22 µs a
+/// wake-up, a quarter of a durable operation), and an operation costs two: the connection
+/// thread's for the job, the task's for the answer. Spinning, the connection thread keeps
+/// polling for the next job for 50 µs after each one, and (with [`Durability::Normal`]) gives
+/// the waiting task notice just before its commit, after which the task polls for up to 60 µs
+/// for the answer instead of sleeping. That hides both wake-ups when operations come one after
+/// another, at the cost of CPU time while it lasts: up to ~110 µs per operation, which on a
+/// phone is battery and on a loaded machine is taken from other work (see `docs/BENCHMARKS.md`,
+/// B2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Spin {
+    /// Never: every wait sleeps.
+    Off,
+    /// Only while operations arrive back to back: when a job was sent within 50 µs of the end
+    /// of the one before (or while it was running), the connection thread polls 50 µs for the
+    /// next one and gives notice before the commit; a job sent after a longer pause switches
+    /// both off again. An idle store, or one whose operations come apart, never spins; a burst
+    /// of operations costs at most one 50 µs poll after its last. The default.
+    #[default]
+    Adaptive,
+    /// After every operation, whatever the pace.
+    Always,
+}
+
 /// How a store is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
@@ -116,17 +142,10 @@ pub struct Options {
     /// What to do about message bytes that are missing or damaged: refuse (the default) or
     /// quarantine the messages. Nothing is deleted either way (see [`OnDamage`]).
     pub on_damage: OnDamage,
-    /// Busy-wait to shave the latency of back-to-back operations. Off by default: no thread
-    /// of the store ever spins, and an idle store uses no CPU.
-    ///
-    /// On, the connection thread keeps polling for the next job for 50 µs after each one, and
-    /// (with [`Durability::Normal`]) gives the waiting task notice just before its commit, after
-    /// which the task polls for up to 60 µs for the answer instead of sleeping. Where waking a
-    /// sleeping thread is slow (idle virtual CPUs that halt: ~22 µs a wake-up), this hides two
-    /// wake-ups per operation and raises the rate of operations issued one after another (see
-    /// `docs/BENCHMARKS.md`, B2), at the cost of up to ~110 µs of CPU burnt per operation, which
-    /// on a phone is battery.
-    pub spin: bool,
+    /// When threads of the store busy-wait to shave the latency of back-to-back operations.
+    /// By default ([`Spin::Adaptive`]) only while operations arrive back to back: an idle
+    /// store, or one whose operations come apart, never spins and uses no CPU.
+    pub spin: Spin,
     /// With [`Durability::Normal`], the longest a commit waits before a sync round makes it
     /// durable against power loss (message bytes first, then the WAL); see
     /// [the crate docs](crate). Default 1 s. On a quiet store the round also folds the WAL into
@@ -146,7 +165,7 @@ impl Default for Options {
             durability: Durability::default(),
             segment_bytes: 64 << 20,
             on_damage: OnDamage::default(),
-            spin: false,
+            spin: Spin::default(),
             sync_interval: std::time::Duration::from_secs(1),
             keep_history: false,
         }

@@ -1,12 +1,12 @@
 //! The answer of the connection thread to one job, with an early notice.
 //!
 //! Waking a task whose thread sleeps costs tens of microseconds on some machines (a virtual
-//! CPU that halts when idle) — a quarter of an operation. So, with
-//! [`Options::spin`](crate::Options::spin), the connection thread says *soon* just before it
-//! commits: the task wakes while the commit runs and, finding the answer not there yet, waits
-//! for it busily ([`SPIN`]) before it sleeps again. The wait is bounded, and only follows the
-//! notice, so a task never spins on a long operation; without the option no notice is given
-//! and a task never spins at all.
+//! CPU that halts when idle) — a quarter of an operation. So, while the store spins (see
+//! [`Spin`](crate::Spin)), the connection thread says *soon* just before it commits: the task
+//! wakes while the commit runs and, finding the answer not there yet, waits for it busily
+//! ([`SPIN`]) before it sleeps again. The wait is bounded, and only follows the notice, so a
+//! task never spins on a long operation; when the store does not spin no notice is given and a
+//! task never spins at all.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,6 +98,8 @@ impl<T: Send> Drop for Answer<T> {
 /// The waiting side: resolves to the answer, or `None` if the job was dropped unanswered.
 pub(crate) struct Reply<T> {
     shared: Arc<Shared<T>>,
+    /// Turns of the busy-wait so far.
+    pub(crate) spins: u64,
 }
 
 /// A new answer/reply pair.
@@ -115,14 +117,14 @@ pub(crate) fn pair<T: Send>() -> (Answer<T>, Reply<T>) {
             shared: shared.clone(),
             sent: false,
         },
-        Reply { shared },
+        Reply { shared, spins: 0 },
     )
 }
 
 impl<T> Future for Reply<T> {
     type Output = Option<T>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let since = Instant::now();
         loop {
             let mut s = self.shared.lock();
@@ -135,7 +137,8 @@ impl<T> Future for Reply<T> {
             if s.soon {
                 if since.elapsed() < SPIN {
                     drop(s);
-                    crate::connection::spun();
+                    self.spins += 1;
+                    std::hint::spin_loop();
                     continue;
                 }
                 // Waited once after the notice: sleep until the answer's wake-up.

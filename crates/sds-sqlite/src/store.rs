@@ -14,8 +14,8 @@ use sds::{ChannelId, MessageId, StoreOp};
 
 use crate::bytes::release_bytes;
 use crate::connection::{
-    next_job, note_wal_size, sync_file, Checkpoint, Db, Job, Next, Progress, SyncRound, WalAction,
-    WalWatch, STAY_AWAKE, WAL_SIZE_LIMIT,
+    next_job, note_wal_size, sync_file, Checkpoint, Db, Job, Next, Pace, Progress, Spins,
+    SyncRound, WalAction, WalWatch, WAL_SIZE_LIMIT,
 };
 use crate::damage::{self, DamageReport, OnDamage};
 use crate::identity::{self, Mismatch, Pairing};
@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) path: PathBuf,
     /// The messages quarantined since the store was opened.
     pub(crate) damage: Arc<Mutex<DamageReport>>,
+    /// Turns of the store's busy-wait loops, the connection thread's and its callers'.
+    pub(crate) spins: Spins,
 }
 
 /// The stores open in this process, by canonical path: opening a database again returns the
@@ -91,16 +93,20 @@ fn db_dir(path: &Path) -> &Path {
 }
 
 /// The connection thread's loop: runs jobs until every handle to the store is gone, and sees
-/// that sync rounds run. A round is due `interval` after the first commit no round covers yet
+/// that sync rounds run. `pace` says when to busy-wait (`notice`: whether jobs may give notice
+/// before their commit at all). A round is due `interval` after the first commit no round covers yet
 /// (or while segment files wait for one before they can be deleted): on a quiet store the
 /// connection thread runs it itself and empties the WAL; on a busy one the checkpoint thread
 /// (`wake`) runs it, as it does whenever the WAL has grown by [`CHECKPOINT_PAGES`].
 ///
 /// [`CHECKPOINT_PAGES`]: crate::connection::CHECKPOINT_PAGES
+#[allow(clippy::too_many_arguments)]
 fn serve(
     db: &mut Db,
     rx: &std_mpsc::Receiver<Job>,
-    stay_awake: Duration,
+    mut pace: Pace,
+    notice: bool,
+    spins: &Spins,
     interval: Duration,
     round: &SyncRound,
     wake: impl Fn(),
@@ -110,9 +116,12 @@ fn serve(
     // Commits up to this number are covered by a round run or asked for.
     let mut covered = 0;
     loop {
-        let idle = match next_job(rx, stay_awake, due) {
+        let idle = match next_job(rx, pace.stay_awake(), due, spins) {
             Next::Job(job) => {
-                job(db);
+                pace.started(job.sent);
+                db.notice = notice && pace.spinning();
+                (job.run)(db);
+                pace.ended(Instant::now());
                 match wal.after_job() {
                     WalAction::None => {}
                     WalAction::WakeCheckpointer => {
@@ -273,6 +282,8 @@ impl SqliteStore {
         let (jobs, rx) = std_mpsc::channel::<Job>();
         let damage = Arc::new(Mutex::new(damage));
         let quarantined = damage.clone();
+        let spins = Spins::default();
+        let spun = spins.clone();
         thread::Builder::new()
             .name("sds-sqlite".into())
             .spawn(move || {
@@ -281,21 +292,18 @@ impl SqliteStore {
                     segments,
                     progress,
                     soon: None,
-                    notice: durability == Durability::Normal && options.spin,
+                    notice: false,
                     on_damage: options.on_damage,
                     damage: quarantined,
                     keep_history: options.keep_history,
-                };
-                let stay_awake = if options.spin {
-                    STAY_AWAKE
-                } else {
-                    Duration::ZERO
                 };
                 // Runs until every handle to the store is dropped.
                 serve(
                     &mut db,
                     &rx,
-                    stay_awake,
+                    Pace::new(options.spin),
+                    durability == Durability::Normal,
+                    &spun,
                     options.sync_interval,
                     &round,
                     || {
@@ -311,7 +319,12 @@ impl SqliteStore {
             })
             .map_err(OpenError::Thread)?;
         Ok(SqliteStore {
-            shared: Arc::new(Shared { jobs, path, damage }),
+            shared: Arc::new(Shared {
+                jobs,
+                path,
+                damage,
+                spins,
+            }),
         })
     }
 
@@ -340,8 +353,8 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Db) -> PersistenceResult<T> + Send + 'static,
     ) -> PersistenceResult<T> {
-        let (answer, reply) = reply::pair();
-        let job: Job = Box::new(move |db| {
+        let (answer, mut reply) = reply::pair();
+        let run = Box::new(move |db: &mut Db| {
             if db.notice {
                 db.soon = Some(answer.soon_handle());
             }
@@ -349,13 +362,21 @@ impl SqliteStore {
             db.soon = None;
             answer.send(result);
         });
+        let job = Job {
+            sent: Instant::now(),
+            run,
+        };
         self.shared
             .jobs
             .send(job)
             .map_err(|_| PersistenceError::new("the database thread has stopped"))?;
-        reply
-            .await
-            .ok_or_else(|| PersistenceError::new("the database thread stopped mid-operation"))?
+        let answer = (&mut reply).await;
+        if reply.spins > 0 {
+            self.shared
+                .spins
+                .fetch_add(reply.spins, std::sync::atomic::Ordering::Relaxed);
+        }
+        answer.ok_or_else(|| PersistenceError::new("the database thread stopped mid-operation"))?
     }
 
     /// Applies `ops` in one transaction.
@@ -516,7 +537,26 @@ mod tests {
     use sds::persistence::Persistence;
 
     use super::*;
-    use crate::connection::SPINS;
+    use crate::Spin;
+
+    fn spins(store: &SqliteStore) -> u64 {
+        store.shared.spins.load(Ordering::Relaxed)
+    }
+
+    fn test_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sds-spin-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn open_spinning(dir: &Path, name: &str, spin: Spin) -> SqliteStore {
+        let options = Options {
+            spin,
+            ..Options::default()
+        };
+        SqliteStore::open_with_options(dir.join(name), options).unwrap()
+    }
 
     /// Operations with pauses between them, as an application issues them: each finds the
     /// connection thread idle.
@@ -527,29 +567,94 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn no_thread_spins_unless_asked_to() {
-        let dir = std::env::temp_dir().join(format!("sds-spin-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let before = SPINS.load(Ordering::Relaxed);
-        {
-            let store = SqliteStore::open(dir.join("quiet.db")).unwrap();
-            paced_operations(&store).await;
+    /// Bursts of operations sent while the connection thread is held up, so each is sent
+    /// before the one ahead of it ends: back to back whatever the machine's speed.
+    async fn bursts(store: &SqliteStore) {
+        let channel: ChannelId = "c".into();
+        for burst in 0..5 {
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let hold = store.run(move |_| {
+                let _ = held.recv();
+                Ok(())
+            });
+            let ops = (0..8).map(|i| store.save_lamport(&channel, burst * 8 + i));
+            let all = async {
+                let (held, ops) = tokio::join!(hold, futures_join_all(ops));
+                held.unwrap();
+                for op in ops {
+                    op.unwrap();
+                }
+            };
+            let releaser = async {
+                // Every operation of the burst is sent before the hold ends.
+                tokio::task::yield_now().await;
+                release.send(()).unwrap();
+            };
+            tokio::join!(all, releaser);
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
-        assert_eq!(
-            SPINS.load(Ordering::Relaxed),
-            before,
-            "a default store spun"
-        );
-        let options = Options {
-            spin: true,
-            ..Options::default()
-        };
-        let store = SqliteStore::open_with_options(dir.join("spin.db"), options).unwrap();
+    }
+
+    /// Polls every future in turn until all are done (the futures crate's `join_all`).
+    async fn futures_join_all<F: std::future::Future>(
+        futures: impl Iterator<Item = F>,
+    ) -> Vec<F::Output> {
+        let mut futures: Vec<_> = futures.map(|f| Some(Box::pin(f))).collect();
+        let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+                if let Some(fut) = f {
+                    match fut.as_mut().poll(cx) {
+                        std::task::Poll::Ready(v) => {
+                            *o = Some(v);
+                            *f = None;
+                        }
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        out.into_iter().flatten().collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_store_does_not_spin_unless_told_to_always() {
+        let dir = test_dir("idle");
+        for (name, spin) in [
+            ("default.db", None),
+            ("adaptive.db", Some(Spin::Adaptive)),
+            ("off.db", Some(Spin::Off)),
+        ] {
+            let store = match spin {
+                None => SqliteStore::open(dir.join(name)).unwrap(),
+                Some(spin) => open_spinning(&dir, name, spin),
+            };
+            paced_operations(&store).await;
+            assert_eq!(spins(&store), 0, "{name} spun between paced operations");
+        }
+        // The counter counts: told to spin always, the same store spins.
+        let store = open_spinning(&dir, "always.db", Spin::Always);
         paced_operations(&store).await;
-        assert!(SPINS.load(Ordering::Relaxed) > before, "spin had no effect");
-        drop(store);
+        assert!(spins(&store) > 0, "Spin::Always had no effect");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_spins_under_back_to_back_load_unless_told_not_to() {
+        let dir = test_dir("busy");
+        let store = open_spinning(&dir, "adaptive.db", Spin::Adaptive);
+        bursts(&store).await;
+        assert!(spins(&store) > 0, "adaptive spin did not spin under load");
+        let store = open_spinning(&dir, "off.db", Spin::Off);
+        bursts(&store).await;
+        assert_eq!(spins(&store), 0, "Spin::Off spun");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
