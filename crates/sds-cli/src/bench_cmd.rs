@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sds::{ManagerConfig, NoopPersistence, Notification, Persistence, ReliabilityManager};
 use sds_proto::engine::{Channel, Config, Event};
 use sds_proto::Bytes;
-use sds_sqlite::SqliteStore;
+use sds_sqlite::{Options, Spin, SqliteStore};
 use serde_json::json;
 
 use crate::CmdResult;
@@ -22,7 +22,7 @@ pub(crate) enum BenchCommand {
     /// them in the given order.
     ///
     /// Prints one JSON line:
-    /// {"n","order","store","wrapPerSec","unwrapPerSec","delivered","peakRssBytes"}.
+    /// {"n","order","store","spin","wrapPerSec","unwrapPerSec","delivered","peakRssBytes"}.
     Pipeline(PipelineArgs),
 }
 
@@ -66,6 +66,10 @@ pub(crate) struct PipelineArgs {
     /// No progress bar (drawn on stderr only when it is a terminal).
     #[arg(long)]
     quiet: bool,
+    /// With `--store sqlite:PATH`: when the store's threads busy-wait (the store's
+    /// `Options::spin`): never, only while operations come back to back, or after every one.
+    #[arg(long, value_enum, default_value = "adaptive")]
+    spin: SpinArg,
 }
 
 /// A progress bar with the time left, on stderr, over the wraps then the unwraps of a run:
@@ -110,6 +114,35 @@ impl Drop for Progress {
     fn drop(&mut self) {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();
+        }
+    }
+}
+
+/// The `--spin` argument.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum SpinArg {
+    /// Never busy-wait.
+    Off,
+    /// Busy-wait only while operations arrive back to back (the store's default).
+    Adaptive,
+    /// Busy-wait after every operation.
+    Always,
+}
+
+impl SpinArg {
+    fn name(self) -> &'static str {
+        match self {
+            SpinArg::Off => "off",
+            SpinArg::Adaptive => "adaptive",
+            SpinArg::Always => "always",
+        }
+    }
+
+    fn spin(self) -> Spin {
+        match self {
+            SpinArg::Off => Spin::Off,
+            SpinArg::Adaptive => Spin::Adaptive,
+            SpinArg::Always => Spin::Always,
         }
     }
 }
@@ -258,7 +291,12 @@ fn run_engine(w: Workload, progress: &Progress) -> Result<Outcome, String> {
 
 /// B1 with no-op persistence, or B2, through the async manager: every call commits its batch
 /// before it returns.
-fn run_manager(w: Workload, store: &StoreArg, progress: &Progress) -> Result<Outcome, String> {
+fn run_manager(
+    w: Workload,
+    store: &StoreArg,
+    progress: &Progress,
+    spin: SpinArg,
+) -> Result<Outcome, String> {
     let persistence = |who: &str| -> Result<Arc<dyn Persistence>, String> {
         Ok(match store {
             StoreArg::Sqlite(path) => {
@@ -271,7 +309,11 @@ fn run_manager(w: Workload, store: &StoreArg, progress: &Progress) -> Result<Out
                 };
                 sds_sqlite::remove_database(&file)
                     .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
-                Arc::new(SqliteStore::open(&file).map_err(|e| e.to_string())?)
+                let options = Options {
+                    spin: spin.spin(),
+                    ..Options::default()
+                };
+                Arc::new(SqliteStore::open_with_options(&file, options).map_err(|e| e.to_string())?)
             }
             _ => Arc::new(NoopPersistence),
         })
@@ -331,13 +373,15 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
     let progress = Progress::new(n, args.quiet);
     let outcome = match &args.store {
         StoreArg::None => run_engine(w, &progress)?,
-        store => run_manager(w, store, &progress)?,
+        store => run_manager(w, store, &progress, args.spin)?,
     };
     drop(progress);
     let out = json!({
         "n": n,
         "order": args.order.name(),
         "store": args.store.name(),
+        // Only the SQLite store has threads that may spin.
+        "spin": matches!(args.store, StoreArg::Sqlite(_)).then(|| args.spin.name()),
         "wrapPerSec": (n as f64 / outcome.wrap_secs).round(),
         "unwrapPerSec": (n as f64 / outcome.unwrap_secs).round(),
         "delivered": outcome.delivered,

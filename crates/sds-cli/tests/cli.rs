@@ -229,6 +229,18 @@ fn bench_pipeline_delivers_everything_on_every_store() {
             assert!(v["wrapPerSec"].as_f64().unwrap() > 0.0);
         }
     }
+    for spin in ["off", "adaptive", "always"] {
+        let out = sds(
+            &[
+                "bench", "pipeline", "--n", "60", "--store", &db, "--spin", spin,
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{spin}");
+        let v = stdout_json(&out);
+        assert_eq!(v["delivered"], 60, "{spin}");
+        assert_eq!(v["spin"], spin);
+    }
     let bad = sds(&["bench", "pipeline", "--store", "nosuch"], None);
     assert_eq!(bad.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
