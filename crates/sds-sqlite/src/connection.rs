@@ -33,6 +33,10 @@ pub(crate) struct Db {
     ///
     /// [`Durability::Normal`]: crate::Durability::Normal
     pub(crate) notice: bool,
+    /// When the running job gave its answer: the end of the job as its caller sees it, from
+    /// which the pause before the next job is counted (a thread preempted after answering does
+    /// not make the next job look back to back).
+    pub(crate) answered: Option<Instant>,
     /// What loading does about damaged bytes.
     pub(crate) on_damage: OnDamage,
     /// The messages quarantined since the store was opened.

@@ -121,7 +121,7 @@ fn serve(
                 pace.started(job.sent);
                 db.notice = notice && pace.spinning();
                 (job.run)(db);
-                pace.ended(Instant::now());
+                pace.ended(db.answered.take().unwrap_or_else(Instant::now));
                 match wal.after_job() {
                     WalAction::None => {}
                     WalAction::WakeCheckpointer => {
@@ -293,6 +293,7 @@ impl SqliteStore {
                     progress,
                     soon: None,
                     notice: false,
+                    answered: None,
                     on_damage: options.on_damage,
                     damage: quarantined,
                     keep_history: options.keep_history,
@@ -360,6 +361,7 @@ impl SqliteStore {
             }
             let result = f(db);
             db.soon = None;
+            db.answered = Some(Instant::now());
             answer.send(result);
         });
         let job = Job {
