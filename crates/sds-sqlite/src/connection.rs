@@ -37,6 +37,8 @@ pub(crate) struct Db {
     /// which the pause before the next job is counted (a thread preempted after answering does
     /// not make the next job look back to back).
     pub(crate) answered: Option<Instant>,
+    /// Set by a task whose wait for its answer was preempted (see [`Pace::preempted`]).
+    pub(crate) contended: Arc<std::sync::atomic::AtomicBool>,
     /// What loading does about damaged bytes.
     pub(crate) on_damage: OnDamage,
     /// The messages quarantined since the store was opened.
@@ -71,7 +73,22 @@ pub(crate) fn spun(spins: &AtomicU64) {
     std::hint::spin_loop();
 }
 
-/// Whether the connection thread busy-waits, from [`Options::spin`] and the pace of jobs.
+/// A pause this long between two turns of a busy-wait loop means the thread was taken off its
+/// CPU: other work wants the machine's CPUs, and spinning takes from it (and from the store's
+/// own threads) instead of using idle time.
+pub(crate) const PREEMPTED: Duration = Duration::from_micros(25);
+
+/// With [`Spin::Adaptive`], how long the store does not spin after a spinning thread was
+/// preempted.
+pub(crate) const CONTENDED: Duration = Duration::from_millis(200);
+
+/// Whether a busy-wait loop whose last turn was at `last` was preempted before `now`.
+pub(crate) fn preempted(last: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(last) > PREEMPTED
+}
+
+/// Whether the connection thread busy-waits, from [`Options::spin`], the pace of jobs and,
+/// with [`Spin::Adaptive`], whether the machine's CPUs are contended.
 ///
 /// [`Options::spin`]: crate::Options::spin
 #[derive(Debug)]
@@ -81,6 +98,8 @@ pub(crate) struct Pace {
     ended: Option<Instant>,
     /// The last job was sent at most [`STAY_AWAKE`] after the end of the one before.
     back_to_back: bool,
+    /// A spinning thread was preempted: no spinning before this time.
+    calm_from: Option<Instant>,
 }
 
 impl Pace {
@@ -89,20 +108,30 @@ impl Pace {
             spin,
             ended: None,
             back_to_back: false,
+            calm_from: None,
         }
     }
 
-    /// A job sent at `sent` is about to run.
-    pub(crate) fn started(&mut self, sent: Instant) {
+    /// A job sent at `sent` starts at `now`.
+    pub(crate) fn started(&mut self, sent: Instant, now: Instant) {
         // Sent while the one before was still running: the pause is zero.
         self.back_to_back = self
             .ended
             .is_some_and(|e| sent.saturating_duration_since(e) <= STAY_AWAKE);
+        if self.calm_from.is_some_and(|t| now >= t) {
+            self.calm_from = None;
+        }
     }
 
     /// The job ended at `at`.
     pub(crate) fn ended(&mut self, at: Instant) {
         self.ended = Some(at);
+    }
+
+    /// A spinning thread (the connection thread, or a task waiting for its answer) was
+    /// preempted at `at`: with [`Spin::Adaptive`], no spinning for [`CONTENDED`].
+    pub(crate) fn preempted(&mut self, at: Instant) {
+        self.calm_from = Some(at + CONTENDED);
     }
 
     /// Whether to busy-wait now: give notice before commits, look for the next job before
@@ -111,7 +140,7 @@ impl Pace {
         match self.spin {
             Spin::Off => false,
             Spin::Always => true,
-            Spin::Adaptive => self.back_to_back,
+            Spin::Adaptive => self.back_to_back && self.calm_from.is_none(),
         }
     }
 
@@ -136,30 +165,47 @@ pub(crate) enum Next {
 }
 
 /// Waits for the next job until `due` (or for ever). Looks for it for `stay_awake` before
-/// sleeping (zero: sleeps at once).
+/// sleeping (zero: sleeps at once), and stops looking at once if the thread is preempted
+/// meanwhile (then also returns `true`).
 pub(crate) fn next_job(
     rx: &std_mpsc::Receiver<Job>,
     stay_awake: Duration,
     due: Option<Instant>,
     spins: &AtomicU64,
-) -> Next {
+) -> (Next, bool) {
     let since = Instant::now();
+    let mut last = since;
+    let mut was_preempted = false;
     loop {
         match rx.try_recv() {
-            Ok(job) => return Next::Job(job),
-            Err(std_mpsc::TryRecvError::Disconnected) => return Next::Closed,
-            Err(std_mpsc::TryRecvError::Empty) if since.elapsed() < stay_awake => spun(spins),
-            Err(std_mpsc::TryRecvError::Empty) => break,
+            Ok(job) => return (Next::Job(job), false),
+            Err(std_mpsc::TryRecvError::Disconnected) => return (Next::Closed, false),
+            Err(std_mpsc::TryRecvError::Empty) => {
+                if stay_awake.is_zero() {
+                    break;
+                }
+                let now = Instant::now();
+                if preempted(last, now) {
+                    was_preempted = true;
+                    break;
+                }
+                if now.saturating_duration_since(since) >= stay_awake {
+                    break;
+                }
+                last = now;
+                spun(spins);
+            }
         }
     }
-    let Some(due) = due else {
-        return rx.recv().map_or(Next::Closed, Next::Job);
+    let next = match due {
+        None => rx.recv().map_or(Next::Closed, Next::Job),
+        Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+            Ok(job) => Next::Job(job),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => Next::Due,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+        },
     };
-    match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
-        Ok(job) => Next::Job(job),
-        Err(std_mpsc::RecvTimeoutError::Timeout) => Next::Due,
-        Err(std_mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
-    }
+    (next, was_preempted)
 }
 
 /// How far commits have got. The connection thread counts them; a sync round, having synced
@@ -361,38 +407,66 @@ mod tests {
         let mut p = Pace::new(Spin::Adaptive);
         assert!(!p.spinning(), "a new store does not spin");
         // The first job has nothing before it.
-        p.started(t0);
+        p.started(t0, t0);
         assert!(!p.spinning());
         p.ended(t0 + us(100));
         // Sent 20 µs after the end of the one before: back to back.
-        p.started(t0 + us(120));
+        p.started(t0 + us(120), t0 + us(121));
         assert!(p.spinning());
         assert_eq!(p.stay_awake(), STAY_AWAKE);
         p.ended(t0 + us(200));
         // A pause longer than the window: sleeps at once again.
-        p.started(t0 + us(200) + STAY_AWAKE + us(1));
+        p.started(t0 + us(200) + STAY_AWAKE + us(1), t0 + us(300));
         assert!(!p.spinning());
         assert_eq!(p.stay_awake(), Duration::ZERO);
         p.ended(t0 + us(400));
         // Sent while the one before was running: back to back.
-        p.started(t0 + us(390));
+        p.started(t0 + us(390), t0 + us(400));
         assert!(p.spinning());
         p.ended(t0 + us(500));
         // A pause of exactly the window still counts.
-        p.started(t0 + us(500) + STAY_AWAKE);
+        p.started(t0 + us(500) + STAY_AWAKE, t0 + us(600));
         assert!(p.spinning());
+        // A spinning thread was preempted: no spinning for a while, back to back or not.
+        p.preempted(t0 + us(620));
+        assert!(!p.spinning());
+        p.ended(t0 + us(700));
+        p.started(t0 + us(710), t0 + us(710));
+        assert!(!p.spinning());
+        assert_eq!(p.stay_awake(), Duration::ZERO);
+        p.ended(t0 + us(800));
+        let calm = t0 + us(620) + CONTENDED;
+        p.started(calm - us(5), calm - us(5));
+        assert!(!p.spinning());
+        p.ended(calm);
+        p.started(calm + us(1), calm + us(1));
+        assert!(
+            p.spinning(),
+            "spins again once the machine had time to calm down"
+        );
 
         for (spin, expected) in [(Spin::Off, false), (Spin::Always, true)] {
             let mut p = Pace::new(spin);
             assert_eq!(p.spinning(), expected);
-            p.started(t0);
+            p.started(t0, t0);
             p.ended(t0 + us(10));
-            p.started(t0 + us(11));
+            p.started(t0 + us(11), t0 + us(11));
             assert_eq!(p.spinning(), expected);
             p.ended(t0 + us(20));
-            p.started(t0 + us(10_000));
+            p.started(t0 + us(10_000), t0 + us(10_000));
+            assert_eq!(p.spinning(), expected);
+            // Fixed settings do not adapt to contention.
+            p.preempted(t0 + us(10_001));
             assert_eq!(p.spinning(), expected);
         }
+    }
+
+    #[test]
+    fn a_pause_in_a_busy_wait_is_a_preemption() {
+        let t0 = Instant::now();
+        assert!(!preempted(t0, t0 + Duration::from_micros(1)));
+        assert!(!preempted(t0, t0 + PREEMPTED));
+        assert!(preempted(t0, t0 + PREEMPTED + Duration::from_micros(1)));
     }
 
     #[test]

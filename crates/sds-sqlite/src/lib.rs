@@ -120,11 +120,14 @@ pub enum Durability {
 pub enum Spin {
     /// Never: every wait sleeps.
     Off,
-    /// Only while operations arrive back to back: when a job was sent within 50 µs of the end
-    /// of the one before (or while it was running), the connection thread polls 50 µs for the
-    /// next one and gives notice before the commit; a job sent after a longer pause switches
-    /// both off again. An idle store, or one whose operations come apart, never spins; a burst
-    /// of operations costs at most one 50 µs poll after its last. The default.
+    /// Only while operations arrive back to back, and only while the machine's CPUs are not
+    /// contended: when a job was sent within 50 µs of the end of the one before (or while it
+    /// was running), the connection thread polls 50 µs for the next one and gives notice before
+    /// the commit; a job sent after a longer pause switches both off again. A spinning thread
+    /// (the connection thread, or a task waiting for its answer) that finds it was preempted —
+    /// other work wanted its CPU, so spinning took from that work instead of using idle time —
+    /// stops spinning for 200 ms. An idle store, or one whose operations come apart, never
+    /// spins; a burst of operations costs at most one 50 µs poll after its last. The default.
     #[default]
     Adaptive,
     /// After every operation, whatever the pace.

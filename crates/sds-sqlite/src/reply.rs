@@ -100,6 +100,8 @@ pub(crate) struct Reply<T> {
     shared: Arc<Shared<T>>,
     /// Turns of the busy-wait so far.
     pub(crate) spins: u64,
+    /// The busy-wait was cut short: the thread was preempted (the machine's CPUs are busy).
+    pub(crate) preempted: bool,
 }
 
 /// A new answer/reply pair.
@@ -117,7 +119,11 @@ pub(crate) fn pair<T: Send>() -> (Answer<T>, Reply<T>) {
             shared: shared.clone(),
             sent: false,
         },
-        Reply { shared, spins: 0 },
+        Reply {
+            shared,
+            spins: 0,
+            preempted: false,
+        },
     )
 }
 
@@ -126,6 +132,7 @@ impl<T> Future for Reply<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let since = Instant::now();
+        let mut last = since;
         loop {
             let mut s = self.shared.lock();
             if let Some(v) = s.value.take() {
@@ -135,14 +142,22 @@ impl<T> Future for Reply<T> {
                 return Poll::Ready(None);
             }
             if s.soon {
-                if since.elapsed() < SPIN {
+                let now = Instant::now();
+                let cut = crate::connection::preempted(last, now);
+                if now.saturating_duration_since(since) < SPIN && !cut {
                     drop(s);
+                    last = now;
                     self.spins += 1;
                     std::hint::spin_loop();
                     continue;
                 }
                 // Waited once after the notice: sleep until the answer's wake-up.
                 s.soon = false;
+                if cut {
+                    drop(s);
+                    self.preempted = true;
+                    continue;
+                }
             }
             match &mut s.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}

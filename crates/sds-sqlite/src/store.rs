@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     pub(crate) damage: Arc<Mutex<DamageReport>>,
     /// Turns of the store's busy-wait loops, the connection thread's and its callers'.
     pub(crate) spins: Spins,
+    /// Set when a task's busy-wait for its answer was preempted; the connection thread then
+    /// stops spinning for a while (see `Pace::preempted`).
+    pub(crate) contended: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The stores open in this process, by canonical path: opening a database again returns the
@@ -116,9 +119,14 @@ fn serve(
     // Commits up to this number are covered by a round run or asked for.
     let mut covered = 0;
     loop {
-        let idle = match next_job(rx, pace.stay_awake(), due, spins) {
+        let (next, preempted) = next_job(rx, pace.stay_awake(), due, spins);
+        let idle = match next {
             Next::Job(job) => {
-                pace.started(job.sent);
+                let now = Instant::now();
+                if preempted || db.contended.swap(false, Ordering::Relaxed) {
+                    pace.preempted(now);
+                }
+                pace.started(job.sent, now);
                 db.notice = notice && pace.spinning();
                 (job.run)(db);
                 pace.ended(db.answered.take().unwrap_or_else(Instant::now));
@@ -284,6 +292,8 @@ impl SqliteStore {
         let quarantined = damage.clone();
         let spins = Spins::default();
         let spun = spins.clone();
+        let contended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let contention = contended.clone();
         thread::Builder::new()
             .name("sds-sqlite".into())
             .spawn(move || {
@@ -294,6 +304,7 @@ impl SqliteStore {
                     soon: None,
                     notice: false,
                     answered: None,
+                    contended: contention,
                     on_damage: options.on_damage,
                     damage: quarantined,
                     keep_history: options.keep_history,
@@ -325,6 +336,7 @@ impl SqliteStore {
                 path,
                 damage,
                 spins,
+                contended,
             }),
         })
     }
@@ -377,6 +389,11 @@ impl SqliteStore {
             self.shared
                 .spins
                 .fetch_add(reply.spins, std::sync::atomic::Ordering::Relaxed);
+        }
+        if reply.preempted {
+            self.shared
+                .contended
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         answer.ok_or_else(|| PersistenceError::new("the database thread stopped mid-operation"))?
     }
