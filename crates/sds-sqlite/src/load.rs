@@ -159,6 +159,18 @@ pub(crate) fn read_log(
     Ok(entries)
 }
 
+/// A log entry, without its bytes, from the columns `id, lamport, sender, hint, met, arrival`.
+fn log_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<LogEntry> {
+    Ok(LogEntry {
+        message_id: MessageId::from(r.get::<_, Vec<u8>>(0)?),
+        lamport_timestamp: r.get(1)?,
+        sender_id: ParticipantId::from(r.get::<_, Vec<u8>>(2)?),
+        retrieval_hint: blob(r.get(3)?),
+        bytes: Bytes::new(),
+        arrival: r.get::<_, i64>(5)?.max(0) as u64,
+    })
+}
+
 fn read_log_rows(
     conn: &Connection,
     c: &ChannelId,
@@ -166,7 +178,7 @@ fn read_log_rows(
     limit: usize,
 ) -> rusqlite::Result<(Vec<LogEntry>, Vec<Stored>)> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT e.id, e.lamport, e.sender, e.hint, e.arrival, {MESSAGE_COLUMNS} FROM ( \
+        "SELECT e.id, e.lamport, e.sender, e.hint, 0, e.arrival, {MESSAGE_COLUMNS} FROM ( \
              SELECT channel, id, lamport, sender, hint, arrival FROM log \
              WHERE channel = ?1 AND met = 0 AND arrival > ?2 \
              UNION ALL \
@@ -179,17 +191,7 @@ fn read_log_rows(
     let after = i64::try_from(after).unwrap_or(i64::MAX);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = stmt.query_map(params![ch(c), after, limit], |r| {
-        Ok((
-            LogEntry {
-                message_id: MessageId::from(r.get::<_, Vec<u8>>(0)?),
-                lamport_timestamp: r.get(1)?,
-                sender_id: ParticipantId::from(r.get::<_, Vec<u8>>(2)?),
-                retrieval_hint: blob(r.get(3)?),
-                bytes: Bytes::new(),
-                arrival: r.get::<_, i64>(4)?.max(0) as u64,
-            },
-            stored_at(r, 5)?,
-        ))
+        Ok((log_entry(r)?, stored_at(r, 6)?))
     })?;
     let (mut entries, mut stored) = (Vec::new(), Vec::new());
     for row in rows {
@@ -230,14 +232,7 @@ pub(crate) fn read_channel(
         let rows = stmt.query_map(params![ch(c)], |r| {
             let met: bool = r.get(4)?;
             Ok((
-                LogEntry {
-                    message_id: MessageId::from(r.get::<_, Vec<u8>>(0)?),
-                    lamport_timestamp: r.get(1)?,
-                    sender_id: ParticipantId::from(r.get::<_, Vec<u8>>(2)?),
-                    retrieval_hint: blob(r.get(3)?),
-                    bytes: Bytes::new(),
-                    arrival: r.get::<_, i64>(5)?.max(0) as u64,
-                },
+                log_entry(r)?,
                 if met {
                     Stored::default()
                 } else {
