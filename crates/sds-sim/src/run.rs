@@ -334,53 +334,49 @@ impl<'a, 'c> Part<'a, 'c> {
         now: u64,
         original: Option<u64>,
     ) -> Vec<usize> {
-        self.out.counters.transmissions += 1;
-        self.out.counters.bytes += bytes.len() as u64;
-        let scenario = self.ctx.scenario;
-        let m = self.member(from);
-        let (arrivals, lost) =
-            scenario
-                .network
-                .broadcast(&mut m.rng, from, scenario.participants, now);
-        let counter = m.counter;
-        m.counter += 1;
-        self.out.flights.push(NewFlight {
-            at: now,
-            member: from,
-            counter,
-            bytes: bytes.clone(),
-            arrivals,
-            original: original.map(|k| (from, k)),
-        });
-        lost
+        self.launch(from, bytes.clone(), now, original, |_| true)
     }
 
     /// Broadcasts an attacking member's crafted bytes to their audience, each copy lost
     /// independently.
     fn hostile_broadcast(&mut self, from: usize, shot: Shot, now: u64) {
-        let len = shot.bytes.len() as u64;
         let c = &mut self.out.counters;
-        c.transmissions += 1;
-        c.bytes += len;
         c.hostile_broadcasts += 1;
-        c.hostile_bytes += len;
+        c.hostile_bytes += shot.bytes.len() as u64;
+        let to = shot.to;
+        self.launch(from, shot.bytes, now, None, |r| to.includes(r));
+    }
+
+    /// Puts a broadcast on the bus: counted, each copy lost independently, arriving only at
+    /// the receivers `audience` keeps; returns the receivers that lost it.
+    fn launch(
+        &mut self,
+        from: usize,
+        bytes: Bytes,
+        now: u64,
+        original: Option<u64>,
+        audience: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
+        self.out.counters.transmissions += 1;
+        self.out.counters.bytes += bytes.len() as u64;
         let scenario = self.ctx.scenario;
         let m = self.member(from);
-        let (mut arrivals, _) =
+        let (mut arrivals, lost) =
             scenario
                 .network
                 .broadcast(&mut m.rng, from, scenario.participants, now);
-        arrivals.retain(|&(_, to)| shot.to.includes(to));
+        arrivals.retain(|&(_, to)| audience(to));
         let counter = m.counter;
         m.counter += 1;
         self.out.flights.push(NewFlight {
             at: now,
             member: from,
             counter,
-            bytes: shot.bytes,
+            bytes,
             arrivals,
-            original: None,
+            original: original.map(|k| (from, k)),
         });
+        lost
     }
 
     /// Drains one member's outputs after an input at `now`: its store batch is committed first.
