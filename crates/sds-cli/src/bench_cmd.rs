@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sds::{ManagerConfig, NoopPersistence, Notification, Persistence, ReliabilityManager};
+use sds_manager::{ManagerConfig, NoopPersistence, Notification, Persistence, ReliabilityManager};
 use sds_proto::engine::{Channel, Config, Event};
 use sds_proto::Bytes;
 use sds_sqlite::{Options, Spin, SqliteStore};

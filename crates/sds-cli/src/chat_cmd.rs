@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use sds::{ChannelId, Config, Event, ManagerConfig, MessageId, ReliabilityManager};
 use sds_libp2p::{Keypair, Multiaddr, Node, NodeConfig, NodeEvent, NodeHandle};
+use sds_manager::{ChannelId, Config, Event, ManagerConfig, MessageId, ReliabilityManager};
 use sds_proto::wire::{nim, Limits};
 use sds_sqlite::{Durability, Options, SqliteStore};
 use serde_json::{json, Value};
@@ -209,7 +209,7 @@ impl Chat {
         let s = self.node.status().await.map_err(|e| e.to_string())?;
         let m = &self.manager;
         let ch = self.channel.clone();
-        let err = |e: sds::ManagerError| e.to_string();
+        let err = |e: sds_manager::ManagerError| e.to_string();
         let unacked = m.get_outgoing(ch.clone()).await.map_err(err)?.len();
         let waiting = m.get_incoming(ch.clone()).await.map_err(err)?.len();
         let logged = m.get_log(ch.clone()).await.map_err(err)?.len();

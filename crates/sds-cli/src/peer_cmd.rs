@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use sds::{
+use sds_manager::{
     Config, Event, ManagerConfig, MemoryPersistence, NoopPersistence, Notification, Persistence,
     ReliabilityManager, UnjoinedChannels,
 };
@@ -340,7 +340,7 @@ fn hex_arg(s: &str) -> Result<Vec<u8>, String> {
 
 struct Peer {
     manager: ReliabilityManager,
-    notifications: sds::Subscription,
+    notifications: sds_manager::Subscription,
     hints: Arc<Mutex<HashMap<MessageId, Bytes>>>,
 }
 
@@ -366,7 +366,7 @@ impl Peer {
             }
         };
         let m = &self.manager;
-        let err = |e: sds::ManagerError| e.to_string();
+        let err = |e: sds_manager::ManagerError| e.to_string();
         let mut out = Map::new();
         match words.first().copied() {
             None => return Err("empty command".into()),

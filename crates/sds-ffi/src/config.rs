@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sds_core::Config;
+use sds_manager::Config;
 use serde_json::Value;
 
 /// A database to keep the state in: its path and how hard commits try to survive.

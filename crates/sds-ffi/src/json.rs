@@ -1,7 +1,7 @@
 //! The JSON texts of results and events, in nim-sds's field names.
 
 use base64::Engine as _;
-use sds_core::{Event, ManagerError, Unwrapped};
+use sds_manager::{Event, ManagerError, Unwrapped};
 use sds_proto::engine::DropReason;
 use sds_proto::HistoryEntry;
 use serde_json::{json, Value};

@@ -34,7 +34,9 @@ use callbacks::{Callback, Callbacks, HintCallback, Reply};
 use config::{engine_config, held_budget};
 use json::error_text;
 use retained::{Retained, WITHOUT_CONTEXT};
-use sds_core::{ManagerConfig, NoopPersistence, Persistence, ReliabilityManager, UnjoinedChannels};
+use sds_manager::{
+    ManagerConfig, NoopPersistence, Persistence, ReliabilityManager, UnjoinedChannels,
+};
 use sds_proto::{ChannelId, MessageId};
 use serde_json::Value;
 use tokio::sync::mpsc;

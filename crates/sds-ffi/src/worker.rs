@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sds_core::{MessageId, Notification, ReliabilityManager};
+use sds_manager::{MessageId, Notification, ReliabilityManager};
 use sds_proto::ChannelId;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;

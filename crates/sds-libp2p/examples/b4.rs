@@ -18,8 +18,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sds::{Bytes, Event, ManagerConfig, MemoryPersistence, Notification, ReliabilityManager};
 use sds_libp2p::{Keypair, Node, NodeConfig, NodeEvent, NodeHandle};
+use sds_manager::{
+    Bytes, Event, ManagerConfig, MemoryPersistence, Notification, ReliabilityManager,
+};
 use tokio::sync::{mpsc, Semaphore};
 
 const MEMBERS: usize = 5;

@@ -11,7 +11,7 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{identify, mdns, ping};
-use sds::ChannelId;
+use sds_manager::ChannelId;
 
 use crate::retrieve::{self, Codec};
 use crate::{NodeConfig, NodeError};

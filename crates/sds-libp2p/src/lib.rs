@@ -1,6 +1,6 @@
 //! # sds-libp2p
 //!
-//! Scalable Data Sync over a real network: a [`Node`] runs one [`sds::ReliabilityManager`] over
+//! Scalable Data Sync over a real network: a [`Node`] runs one [`sds_manager::ReliabilityManager`] over
 //! [rust-libp2p](https://docs.rs/libp2p): TCP (noise, yamux) and QUIC on tokio, plus libp2p's
 //! in-process memory transport for tests.
 //!

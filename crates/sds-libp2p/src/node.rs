@@ -17,7 +17,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm, Transport};
-use sds::{
+use sds_manager::{
     Bytes, ChannelId, Event, ManagerError, MessageId, Notification, ReceivedKind,
     ReliabilityManager, Subscription,
 };

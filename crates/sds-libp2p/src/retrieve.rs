@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
-use sds::{Bytes, ChannelId, MessageId};
+use sds_manager::{Bytes, ChannelId, MessageId};
 use tokio::time::Instant;
 
 /// The protocol id of message retrieval.

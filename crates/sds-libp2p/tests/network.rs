@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sds::{
+use sds_libp2p::{GossipFilter, Keypair, Multiaddr, Node, NodeConfig, NodeEvent, NodeHandle};
+use sds_manager::{
     ChannelId, Config, Event, ManagerConfig, MemoryPersistence, MessageId, ReceivedKind,
     ReliabilityManager,
 };
-use sds_libp2p::{GossipFilter, Keypair, Multiaddr, Node, NodeConfig, NodeEvent, NodeHandle};
 
 const NODES: usize = 5;
 const MESSAGES: usize = 200;
@@ -246,7 +246,7 @@ async fn a_message_with_the_largest_content_crosses() {
     .unwrap();
     a.join(CHANNEL).await.unwrap();
     b.join(CHANNEL).await.unwrap();
-    let content = vec![7u8; sds::Config::default().limits.max_content_size];
+    let content = vec![7u8; sds_manager::Config::default().limits.max_content_size];
     let delivered = tokio::time::timeout(Duration::from_secs(30), async {
         // Sent once both are on the channel (publishing earlier fails and SDS would only send
         // again after its resend interval).

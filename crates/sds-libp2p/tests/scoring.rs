@@ -9,8 +9,8 @@ use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
 use libp2p::gossipsub::{self, MessageAuthenticity};
 use libp2p::{noise, yamux, Transport};
-use sds::{ManagerConfig, MemoryPersistence, ReliabilityManager};
 use sds_libp2p::{topic_of, Keypair, Multiaddr, Node, NodeConfig, NodeHandle, PeerId};
+use sds_manager::{ManagerConfig, MemoryPersistence, ReliabilityManager};
 
 /// The score under which gossipsub ignores a peer (its default graylist threshold).
 const GRAYLIST: f64 = -80.0;
@@ -85,7 +85,7 @@ async fn a_peer_flooding_garbage_is_graylisted_and_an_honest_one_is_not() {
         .unwrap()
         .build();
     let attacker_id = *attacker.local_peer_id();
-    let topic = topic_of(&sds::ChannelId::from("room"));
+    let topic = topic_of(&sds_manager::ChannelId::from("room"));
     attacker.behaviour_mut().subscribe(&topic).unwrap();
     attacker.dial(addr).unwrap();
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sds::persistence::Persistence;
+use sds_manager::persistence::Persistence;
 use sds_proto::engine::{Channel, Config, StoreOp};
 use sds_proto::ChannelId;
 use sds_sqlite::SqliteStore;

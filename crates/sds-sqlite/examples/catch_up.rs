@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use sds::{
+use sds_manager::{
     Bytes, Event, ManagerConfig, NoopPersistence, Notification, ReliabilityManager, Subscription,
 };
 use sds_sqlite::{Options, SqliteStore};

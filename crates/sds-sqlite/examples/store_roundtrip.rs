@@ -1,6 +1,6 @@
 //! Measures the floor of the SQLite store: round trips to its thread with a read transaction,
 //! and the smallest write transaction. `cargo run --release -p sds-sqlite --example store_roundtrip`.
-use sds::persistence::Persistence;
+use sds_manager::persistence::Persistence;
 use sds_sqlite::SqliteStore;
 use std::time::Instant;
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension, Transaction};
-use sds::{Bytes, ChannelId, MessageId};
+use sds_manager::{Bytes, ChannelId, MessageId};
 
 use crate::connection::WriteError;
 use crate::segments::{Loc, Segments};

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
-use sds::{ChannelId, MessageId};
+use sds_manager::{ChannelId, MessageId};
 
 use crate::damage::{quarantine, DamageReport, DamagedMessage};
 use crate::identity::{self, Mismatch};

@@ -1,7 +1,7 @@
 //! Storage encoding of a list of history entries (an incoming message's missing set):
 //! for each entry, three length-prefixed fields (id, hint, sender), lengths as u32 little-endian.
 
-use sds::{Bytes, HistoryEntry, MessageId, ParticipantId};
+use sds_manager::{Bytes, HistoryEntry, MessageId, ParticipantId};
 
 pub(crate) fn encode_entries(entries: &[HistoryEntry]) -> Vec<u8> {
     let mut out = Vec::new();

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction};
-use sds::persistence::{PersistenceError, PersistenceResult};
+use sds_manager::persistence::{PersistenceError, PersistenceResult};
 
 use crate::bytes::compact;
 use crate::damage::{DamageReport, OnDamage};

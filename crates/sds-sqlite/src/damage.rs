@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{params, Connection};
-use sds::{ChannelId, MessageId};
+use sds_manager::{ChannelId, MessageId};
 
 use crate::segments::seg_name;
 

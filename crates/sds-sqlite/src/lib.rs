@@ -1,6 +1,6 @@
 //! # sds-sqlite
 //!
-//! A [`Persistence`](sds::persistence::Persistence) backend for the SDS [`ReliabilityManager`](sds::ReliabilityManager) on an
+//! A [`Persistence`](sds_manager::persistence::Persistence) backend for the SDS [`ReliabilityManager`](sds_manager::ReliabilityManager) on an
 //! embedded SQLite database (bundled: nothing to install).
 //!
 //! * Every batch of store operations (one protocol operation) is one transaction, and so is
@@ -57,7 +57,7 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;
-//! use sds::{ManagerConfig, ReliabilityManager};
+//! use sds_manager::{ManagerConfig, ReliabilityManager};
 //! use sds_sqlite::SqliteStore;
 //!
 //! let dir = std::env::temp_dir().join(format!("sds-doc-{}", std::process::id()));
@@ -155,7 +155,7 @@ pub struct Options {
     /// the database and empties it.
     pub sync_interval: std::time::Duration,
     /// Keep the messages the bounded log evicts (after `max_message_history` later ones), with
-    /// their bytes, so that [`read_log`](sds::persistence::Persistence::read_log) — and the
+    /// their bytes, so that [`read_log`](sds_manager::persistence::Persistence::read_log) — and the
     /// manager's `read_log` — return a channel's whole history. Off by default: the store then
     /// holds what the protocol needs and no more. Evicted entries are never loaded into the
     /// engine; `remove_channel` deletes them with the rest of the channel.

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use sds::persistence::{PersistenceError, PersistenceResult};
-use sds::{
+use sds_manager::persistence::{PersistenceError, PersistenceResult};
+use sds_manager::{
     Bytes, ChannelId, ChannelSnapshot, HistoryEntry, IncomingEntry, IncomingRepairEntry, LogEntry,
     MessageId, OutgoingEntry, OutgoingRepairEntry, ParticipantId,
 };

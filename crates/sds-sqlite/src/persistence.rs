@@ -1,9 +1,9 @@
-//! The [`Persistence`](sds::persistence::Persistence) interface on the store: every operation, and every batch, one
+//! The [`Persistence`](sds_manager::persistence::Persistence) interface on the store: every operation, and every batch, one
 //! transaction on the connection thread.
 
 use async_trait::async_trait;
-use sds::persistence::{Persistence, PersistenceResult};
-use sds::{ChannelId, ChannelSnapshot, LogEntry, StoreOp};
+use sds_manager::persistence::{Persistence, PersistenceResult};
+use sds_manager::{ChannelId, ChannelSnapshot, LogEntry, StoreOp};
 
 use crate::load::{load, read_log};
 use crate::write::drop_all;

@@ -9,8 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use sds::persistence::{PersistenceError, PersistenceResult};
-use sds::{ChannelId, MessageId, StoreOp};
+use sds_manager::persistence::{PersistenceError, PersistenceResult};
+use sds_manager::{ChannelId, MessageId, StoreOp};
 
 use crate::bytes::release_bytes;
 use crate::connection::{
@@ -553,7 +553,7 @@ pub(crate) fn open_segments(
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use sds::persistence::Persistence;
+    use sds_manager::persistence::Persistence;
 
     use super::*;
     use crate::Spin;

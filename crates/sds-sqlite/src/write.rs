@@ -1,8 +1,8 @@
 //! Store operations as SQL: one batch is one transaction.
 
 use rusqlite::{params, Transaction};
-use sds::persistence::PersistenceResult;
-use sds::{ChannelId, MessageId, StoreOp};
+use sds_manager::persistence::PersistenceResult;
+use sds_manager::{ChannelId, MessageId, StoreOp};
 
 use crate::bytes::{put_bytes, released};
 use crate::codec;

@@ -12,8 +12,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sds::persistence::Persistence;
-use sds::{Bytes, Config, Event, ManagerConfig, MessageId, Notification, ReliabilityManager};
+use sds_manager::persistence::Persistence;
+use sds_manager::{
+    Bytes, Config, Event, ManagerConfig, MessageId, Notification, ReliabilityManager,
+};
 use sds_proto::engine::Channel;
 use sds_sqlite::{Options, SqliteStore};
 
@@ -52,7 +54,7 @@ fn alice_messages() -> Vec<Bytes> {
 fn config() -> ManagerConfig {
     // Bob takes alice's messages on any channel, as a tool would.
     ManagerConfig::default()
-        .with_unjoined_channels(sds::UnjoinedChannels::Accept { max: 16 })
+        .with_unjoined_channels(sds_manager::UnjoinedChannels::Accept { max: 16 })
         .with_engine(
             Config::default()
                 .with_max_message_history(100_000)

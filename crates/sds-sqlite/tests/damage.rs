@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sds::persistence::Persistence;
-use sds::{ChannelSnapshot, ManagerConfig, ReliabilityManager};
+use sds_manager::persistence::Persistence;
+use sds_manager::{ChannelSnapshot, ManagerConfig, ReliabilityManager};
 use sds_sqlite::{check, repair, DamageKind, OnDamage, OpenError, Options, SqliteStore};
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sds::persistence::Persistence;
-use sds::{
+use sds_manager::persistence::Persistence;
+use sds_manager::{
     Bytes, ChannelId, ChannelSnapshot, IncomingEntry, IncomingRepairEntry, LogEntry,
     MemoryPersistence, MessageId, OutgoingEntry, StoreOp,
 };
@@ -134,7 +134,7 @@ fn workload(n: usize, seed: u64) -> Vec<Step> {
                 let entry = IncomingEntry {
                     message_id: id.as_str().into(),
                     bytes: b,
-                    missing: vec![sds::HistoryEntry::new("elsewhere")],
+                    missing: vec![sds_manager::HistoryEntry::new("elsewhere")],
                     received_at: 2_000 + i as u64,
                 };
                 Step::Batch(c.clone(), vec![StoreOp::SaveIncoming(entry)])
@@ -192,7 +192,7 @@ fn workload(n: usize, seed: u64) -> Vec<Step> {
                 } else {
                     repair.push(id.clone());
                     let entry = IncomingRepairEntry {
-                        entry: sds::HistoryEntry::new(id.as_str()),
+                        entry: sds_manager::HistoryEntry::new(id.as_str()),
                         bytes: bytes[&id].clone(),
                         t_resp: 5_000 + i as u64,
                     };

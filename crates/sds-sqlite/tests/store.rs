@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sds::persistence::Persistence;
-use sds::{
+use sds_manager::persistence::Persistence;
+use sds_manager::{
     Bytes, ChannelId, ChannelSnapshot, Config, ManagerConfig, MemoryPersistence, MessageId,
     ReliabilityManager,
 };
@@ -287,7 +287,7 @@ async fn sends_and_acks(store: &SqliteStore, wal: &Path, mut until: impl FnMut(u
     let c: ChannelId = "c".into();
     for i in 0..3_000 {
         let id = MessageId::from(format!("m{i}"));
-        let entry = sds::OutgoingEntry {
+        let entry = sds_manager::OutgoingEntry {
             message_id: id.clone(),
             bytes: Bytes::from(vec![i as u8; 19_000]),
             send_time: 0,
@@ -391,7 +391,7 @@ async fn small_messages_on_disk(name: &str, n: usize, min: usize, max: usize) ->
         for i in 0..n {
             let len = min + (max - min) * i / n.max(2).saturating_sub(1);
             payload += len as u64;
-            let entry = sds::OutgoingEntry {
+            let entry = sds_manager::OutgoingEntry {
                 message_id: format!("m{i}").into(),
                 bytes: Bytes::from(vec![(i % 251) as u8; len]),
                 send_time: 0,
@@ -703,7 +703,7 @@ async fn outgoing_repair_entries_keep_their_retries() {
     let path = temp_db("retries");
     let store = SqliteStore::open(&path).unwrap();
     let c: ChannelId = "c".into();
-    let entry = sds::OutgoingRepairEntry {
+    let entry = sds_manager::OutgoingRepairEntry {
         entry: HistoryEntry {
             sender_id: "alice".into(),
             ..HistoryEntry::new("gap")
@@ -712,7 +712,10 @@ async fn outgoing_repair_entries_keep_their_retries() {
         retries: 3,
     };
     store
-        .apply_batch(&c, &[sds::StoreOp::SaveOutgoingRepair(entry.clone())])
+        .apply_batch(
+            &c,
+            &[sds_manager::StoreOp::SaveOutgoingRepair(entry.clone())],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -727,7 +730,7 @@ async fn outgoing_repair_entries_keep_their_retries() {
 async fn a_store_keeping_history_reads_back_every_delivery_after_a_restart() {
     let config = |history| {
         ManagerConfig::default()
-            .with_unjoined_channels(sds::UnjoinedChannels::Accept { max: 4 })
+            .with_unjoined_channels(sds_manager::UnjoinedChannels::Accept { max: 4 })
             .with_engine(Config::default().with_max_message_history(history))
     };
     let messages = alice_messages(40);
@@ -752,7 +755,7 @@ async fn a_store_keeping_history_reads_back_every_delivery_after_a_restart() {
         // The restored low-water mark: the first message, long out of the log and of any
         // id the restarted channel remembers, is not delivered a second time.
         let again = bob.unwrap_received_message(messages[0].clone()).await;
-        assert_eq!(again.unwrap().kind, sds::ReceivedKind::Stale);
+        assert_eq!(again.unwrap().kind, sds_manager::ReceivedKind::Stale);
         let log = bob.read_log("c", 0, 1_000).await.unwrap();
         got.push(log.len());
         let last = log.last().unwrap();

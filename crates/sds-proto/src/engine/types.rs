@@ -23,7 +23,7 @@ pub enum Event {
         /// Its place in the channel's log: the entry's [`LogEntry::arrival`], larger for every
         /// later delivery or send on the channel. An application that records the last
         /// sequence it handled can read what it missed after a crash from the store
-        /// (`ReliabilityManager::read_log` in the `sds` crate).
+        /// (`ReliabilityManager::read_log` in the `sds-manager` crate).
         sequence: u64,
     },
     /// One of our messages is acknowledged: it was cited in a received causal history, or

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sds::{Config, ManagerConfig, UnjoinedChannels};
+use sds_manager::{Config, ManagerConfig, UnjoinedChannels};
 
 #[test]
 fn a_manager_config_file_with_engine_settings_and_defaults_for_the_rest() {

@@ -5,12 +5,12 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use sds::{ManagerConfig, MemoryPersistence, Notification, ReliabilityManager};
+//! use sds_manager::{ManagerConfig, MemoryPersistence, Notification, ReliabilityManager};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let store = Arc::new(MemoryPersistence::new());
 //! let alice = ReliabilityManager::new("alice", ManagerConfig::default(), store.clone()).unwrap();
-//! let bob = ReliabilityManager::new("bob", ManagerConfig::default(), Arc::new(sds::NoopPersistence)).unwrap();
+//! let bob = ReliabilityManager::new("bob", ManagerConfig::default(), Arc::new(sds_manager::NoopPersistence)).unwrap();
 //! let mut bob_events = bob.subscribe();
 //! bob.join_channel("chat").await.unwrap(); // messages for channels not joined are refused
 //!

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sds::{
+use sds_manager::{
     Bytes, Call, ChannelId, ChannelSnapshot, Config, Event, ManagerConfig, ManagerError,
     MemoryPersistence, MessageId, NoopPersistence, Notification, Persistence, PersistenceResult,
     ReceivedKind, ReliabilityManager, StoreOp, TransmitKind, UnjoinedChannels,
@@ -44,7 +44,7 @@ fn msg(id: &str, lamport: i64, deps: &[&str], sender: &str, channel: &str) -> By
     Bytes::from(nim::encode(&m))
 }
 
-fn drain(rx: &mut sds::Subscription) -> Vec<Notification> {
+fn drain(rx: &mut sds_manager::Subscription) -> Vec<Notification> {
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
 
@@ -971,7 +971,10 @@ async fn dropping_the_manager_stops_its_periodic_work() {
         "nothing after the last handle was dropped"
     );
     assert_eq!(store.calls(Call::ApplyBatch), writes_with_clone);
-    assert_eq!(rx.try_recv().unwrap_err(), sds::TryRecvError::Closed);
+    assert_eq!(
+        rx.try_recv().unwrap_err(),
+        sds_manager::TryRecvError::Closed
+    );
 }
 
 /// Every subscriber gets every notification; one that falls behind loses the newest ones and is

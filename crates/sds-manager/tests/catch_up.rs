@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sds::{
+use sds_manager::{
     Bytes, Config, Event, ManagerConfig, MemoryPersistence, Notification, ReliabilityManager,
     Subscription,
 };

@@ -78,8 +78,8 @@ pub type PersistenceResult<T> = Result<T, PersistenceError>;
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use sds::persistence::{MemoryPersistence, Persistence, PersistenceResult};
-/// use sds::{ChannelId, ChannelSnapshot, LogEntry, StoreOp};
+/// use sds_manager::persistence::{MemoryPersistence, Persistence, PersistenceResult};
+/// use sds_manager::{ChannelId, ChannelSnapshot, LogEntry, StoreOp};
 ///
 /// struct Counting<P> {
 ///     inner: P,

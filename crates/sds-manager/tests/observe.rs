@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use sds::{ManagerConfig, MemoryPersistence, ReliabilityManager};
+use sds_manager::{ManagerConfig, MemoryPersistence, ReliabilityManager};
 
 #[tokio::test]
 async fn operations_are_counted_and_timed() {

@@ -1,13 +1,13 @@
 //! Three members of a chat in one process, over a lossy network made of tokio channels: every
 //! broadcast reaches each other member with probability 0.7, after a random delay (so out of
 //! order). Resends, syncs and repairs (SDS-R) bring every member every message, in causal
-//! order. Run with `cargo run -p sds --example chat`.
+//! order. Run with `cargo run -p sds-manager --example chat`.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sds::{
+use sds_manager::{
     Bytes, Config, Event, ManagerConfig, MemoryPersistence, Notification, ReliabilityManager,
 };
 use tokio::sync::mpsc;

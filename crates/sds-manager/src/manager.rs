@@ -30,7 +30,7 @@ pub use sds_proto::engine::HintProvider;
 ///
 /// ```
 /// use std::time::Duration;
-/// use sds::{Config, ManagerConfig};
+/// use sds_manager::{Config, ManagerConfig};
 ///
 /// let config = ManagerConfig::default()
 ///     .with_engine(Config::default().with_sync_interval(Duration::from_secs(10)))
@@ -515,15 +515,15 @@ impl ReliabilityManager {
     /// any of them, but an id of one kind is never taken for another.
     ///
     /// ```
-    /// # async fn f(m: &sds::ReliabilityManager) {
-    /// let (id, channel) = (sds::MessageId::from("m1"), sds::ChannelId::from("lobby"));
+    /// # async fn f(m: &sds_manager::ReliabilityManager) {
+    /// let (id, channel) = (sds_manager::MessageId::from("m1"), sds_manager::ChannelId::from("lobby"));
     /// let _ = m.wrap_outgoing_message(&b"hi"[..], id, channel).await;
     /// # }
     /// ```
     ///
     /// ```compile_fail
-    /// # async fn f(m: &sds::ReliabilityManager) {
-    /// let (id, channel) = (sds::MessageId::from("m1"), sds::ChannelId::from("lobby"));
+    /// # async fn f(m: &sds_manager::ReliabilityManager) {
+    /// let (id, channel) = (sds_manager::MessageId::from("m1"), sds_manager::ChannelId::from("lobby"));
     /// let _ = m.wrap_outgoing_message(&b"hi"[..], channel, id).await; // swapped: refused
     /// # }
     /// ```

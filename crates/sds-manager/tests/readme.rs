@@ -6,6 +6,6 @@ fn the_readme_shows_the_quickstart_example_as_it_is() {
     let example = include_str!("../examples/quickstart.rs");
     assert!(
         readme.contains(&format!("```rust\n{example}```")),
-        "README.md's Rust example differs from crates/sds/examples/quickstart.rs"
+        "README.md's Rust example differs from crates/sds-manager/examples/quickstart.rs"
     );
 }

@@ -1,10 +1,10 @@
 //! Two members of a chat in one process: alice sends, bob receives, alice learns that bob has
-//! her message. Run with `cargo run -p sds --example quickstart`.
+//! her message. Run with `cargo run -p sds-manager --example quickstart`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sds::{Event, ManagerConfig, MemoryPersistence, Notification, ReliabilityManager};
+use sds_manager::{Event, ManagerConfig, MemoryPersistence, Notification, ReliabilityManager};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
