@@ -318,7 +318,11 @@ fn run_manager(
             _ => Arc::new(NoopPersistence),
         })
     };
-    let config = ManagerConfig::default().with_engine(w.config.clone());
+    // As the engine's buffer bounds (Workload::new), the manager's budget of held bytes is lifted:
+    // reverse and random orders at B2's N hold more than its default 512 MiB.
+    let config = ManagerConfig::default()
+        .with_engine(w.config.clone())
+        .with_max_held_bytes(usize::MAX);
     let alice = ReliabilityManager::new("alice", config.clone(), persistence("alice")?)
         .map_err(|e| e.to_string())?;
     let bob =

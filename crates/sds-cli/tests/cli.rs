@@ -241,6 +241,21 @@ fn bench_pipeline_delivers_everything_on_every_store() {
         assert_eq!(v["delivered"], 60, "{spin}");
         assert_eq!(v["spin"], spin);
     }
+    // B2's default N in reverse order: every message waits, 20,000 of them with their bloom
+    // filters, more than the manager's default budget of held bytes (512 MiB), which the
+    // benchmark lifts as it lifts the engine's buffer bounds.
+    let out = sds(
+        &[
+            "bench", "pipeline", "--n", "20000", "--order", "reverse", "--store", "noop",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_json(&out)["delivered"], 20_000);
     let bad = sds(&["bench", "pipeline", "--store", "nosuch"], None);
     assert_eq!(bad.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
