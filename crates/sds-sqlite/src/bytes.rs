@@ -7,6 +7,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use sds_manager::{Bytes, ChannelId, MessageId};
 
 use crate::connection::WriteError;
+use crate::key::Owner;
 use crate::segments::{Loc, Segments};
 use crate::write::ch;
 
@@ -37,13 +38,28 @@ pub(crate) fn compact(
         .collect::<Result<_, _>>()?;
     let mut files = HashMap::new();
     for (channel, id, old) in rows {
+        let owner = Owner {
+            channel: &channel,
+            id: &id,
+        };
         // Bytes that cannot be read stay where they are (and are reported when loaded).
-        let Ok(bytes) = segments.read(old, &mut files) else {
+        let Ok(bytes) = segments.read(old, owner, &mut files) else {
             continue;
         };
-        let new = segments.append(&bytes)?;
-        tx.prepare_cached("UPDATE message SET seg = ?3, off = ?4 WHERE channel = ?1 AND id = ?2")?
-            .execute(params![channel, id, new.seg, new.off as i64])?;
+        let new = segments.append(&bytes, owner)?;
+        // A sealed record is sealed anew (a fresh nonce): its checksum changes with it.
+        tx.prepare_cached(
+            "UPDATE message SET seg = ?3, off = ?4, len = ?5, crc = ?6 \
+             WHERE channel = ?1 AND id = ?2",
+        )?
+        .execute(params![
+            channel,
+            id,
+            new.seg,
+            new.off as i64,
+            new.len,
+            new.crc
+        ])?;
         segments.released(old.seg, old.len);
     }
     Ok(())
@@ -79,7 +95,11 @@ pub(crate) fn put_bytes(
             .execute(params![ch(channel), id.as_bytes(), bytes])?;
         return Ok(());
     }
-    let loc = segments.append(bytes)?;
+    let owner = Owner {
+        channel: ch(channel),
+        id: id.as_bytes(),
+    };
+    let loc = segments.append(bytes, owner)?;
     tx.prepare_cached(
         "INSERT INTO message (channel, id, bytes, seg, off, len, crc) \
          VALUES (?1, ?2, x'', ?3, ?4, ?5, ?6)",

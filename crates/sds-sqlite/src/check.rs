@@ -10,9 +10,10 @@ use sds_manager::{ChannelId, MessageId};
 
 use crate::damage::{quarantine, DamageReport, DamagedMessage};
 use crate::identity::{self, Mismatch};
+use crate::key::{open_connection, seal_for, Owner, Seal};
 use crate::segments::{read_in, seg_id, Loc, ReadError, ASIDE};
 use crate::store::{canonical, messages_dir};
-use crate::{OnDamage, OpenError, Options, SqliteStore};
+use crate::{OnDamage, OpenError, Options, SqliteStore, StoreKey};
 
 /// What [`check`] or [`repair`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,33 +55,55 @@ fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> OpenError + '_ {
 
 /// Checks the store at `path` without changing anything (the database is opened read-only;
 /// every message's bytes are read back and checked). Fails only when the database cannot be
-/// read at all.
+/// read at all. An encrypted store needs its key: [`check_with_key`].
 pub fn check(path: impl AsRef<Path>) -> Result<CheckReport, OpenError> {
-    let path = canonical(path.as_ref());
-    let conn = Connection::open_with_flags(
+    check_keyed(path.as_ref(), None)
+}
+
+/// [`check`] for an encrypted store: the database is read with `key`, and every sealed record
+/// must open with it (one that does not is reported as
+/// [`DamageKind::Authentication`](crate::DamageKind::Authentication)).
+pub fn check_with_key(path: impl AsRef<Path>, key: &StoreKey) -> Result<CheckReport, OpenError> {
+    check_keyed(path.as_ref(), Some(key))
+}
+
+fn check_keyed(path: &Path, key: Option<&StoreKey>) -> Result<CheckReport, OpenError> {
+    let path = canonical(path);
+    let conn = open_connection(
         &path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sql(&path))?;
-    inspect(&conn, &path)
+        Some(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX),
+        key,
+    )?;
+    inspect(&conn, &path, seal_for(key).as_ref())
 }
 
 /// Checks the store at `path` like [`check`], then marks every damaged message (its entries
 /// are left out of loads, its rows stay; see [`OnDamage::Quarantine`]). Deletes nothing. The
-/// store must not be open in another process.
+/// store must not be open in another process. An encrypted store needs its key:
+/// [`repair_with_key`].
 pub fn repair(path: impl AsRef<Path>) -> Result<CheckReport, OpenError> {
-    let path = canonical(path.as_ref());
+    repair_keyed(path.as_ref(), None)
+}
+
+/// [`repair`] for an encrypted store.
+pub fn repair_with_key(path: impl AsRef<Path>, key: &StoreKey) -> Result<CheckReport, OpenError> {
+    repair_keyed(path.as_ref(), Some(key))
+}
+
+fn repair_keyed(path: &Path, key: Option<&StoreKey>) -> Result<CheckReport, OpenError> {
+    let path = canonical(path);
     // Opening with quarantine marks missing and cut-short bytes and takes the store's lock.
     let store = SqliteStore::open_with_options(
         &path,
         Options {
             on_damage: OnDamage::Quarantine,
+            key: key.cloned(),
             ..Options::default()
         },
     )?;
     let marked_at_open = store.damage();
-    let conn = Connection::open(&path).map_err(sql(&path))?;
-    let mut report = inspect(&conn, &path)?;
+    let conn = open_connection(&path, None, key)?;
+    let mut report = inspect(&conn, &path, seal_for(key).as_ref())?;
     quarantine(&conn, &report.damaged).map_err(sql(&path))?;
     // What opening marked counts as found now, not as marked before.
     report.quarantined = report
@@ -94,7 +117,7 @@ pub fn repair(path: impl AsRef<Path>) -> Result<CheckReport, OpenError> {
     Ok(report)
 }
 
-fn inspect(conn: &Connection, path: &Path) -> Result<CheckReport, OpenError> {
+fn inspect(conn: &Connection, path: &Path, seal: Option<&Seal>) -> Result<CheckReport, OpenError> {
     let dir = messages_dir(path);
     let err = sql(path);
     let version: i64 = conn
@@ -157,17 +180,23 @@ fn inspect(conn: &Connection, path: &Path) -> Result<CheckReport, OpenError> {
             len: u32::try_from(int(4)?).unwrap_or(0),
             crc: u32::try_from(int(5)?).unwrap_or(0),
         };
-        let kind = match read_in(&dir, loc, &mut files) {
-            Ok(bytes) => {
-                report.segment_bytes += bytes.len() as u64;
+        let channel: Vec<u8> = r.get(0).map_err(&err)?;
+        let id: Vec<u8> = r.get(1).map_err(&err)?;
+        let owner = Owner {
+            channel: &channel,
+            id: &id,
+        };
+        let kind = match read_in(&dir, loc, seal, owner, &mut files) {
+            Ok(_) => {
+                report.segment_bytes += u64::from(loc.len);
                 continue;
             }
             Err(ReadError::Lost { kind, .. }) => kind,
             Err(ReadError::Io { .. }) => crate::DamageKind::MissingFile,
         };
         report.damaged.messages.push(DamagedMessage {
-            channel: ChannelId::from(r.get::<_, Vec<u8>>(0).map_err(&err)?),
-            message_id: MessageId::from(r.get::<_, Vec<u8>>(1).map_err(&err)?),
+            channel: ChannelId::from(channel),
+            message_id: MessageId::from(id),
             segment: seg,
             kind,
         });

@@ -40,6 +40,9 @@ pub enum DamageKind {
     Truncated,
     /// The bytes are there but fail their CRC-32.
     Checksum,
+    /// The bytes pass their CRC-32 but fail authentication: an encrypted store's record was
+    /// tampered with, moved from another message, or sealed under another key.
+    Authentication,
 }
 
 /// One damaged message.
@@ -61,6 +64,7 @@ impl std::fmt::Display for DamagedMessage {
             DamageKind::MissingFile => "its segment file is missing",
             DamageKind::Truncated => "its segment file is cut short",
             DamageKind::Checksum => "its bytes fail their checksum",
+            DamageKind::Authentication => "its bytes fail authentication",
         };
         write!(
             f,

@@ -51,6 +51,19 @@
 //!   together and nothing is damaged; otherwise they are kept in `unreferenced/`.
 //! * One process at a time: the message directory is locked while a store is open. Opening a
 //!   database that is already open in this process returns a handle to the same store.
+//! * Encryption at rest, with the crate feature `encryption` and a key from the application
+//!   ([`Options::key`], [`StoreKey`]): the database is opened through SQLCipher (compiled in
+//!   like SQLite, using the system's OpenSSL libcrypto; `encryption-vendored-openssl` compiles
+//!   OpenSSL in too), which encrypts and authenticates every page of the database and its WAL,
+//!   and each message's bytes in a segment file are sealed with XChaCha20-Poly1305 under a
+//!   random 192-bit nonce (no nonce repeats under a key, across restarts too), bound to their
+//!   channel and message id. Both keys are derived from the application's with HKDF-SHA256. A
+//!   wrong or missing key is [`OpenError::Key`], before anything is written, never an empty
+//!   store; a record that fails authentication is damage like any other
+//!   ([`DamageKind::Authentication`]: the load fails, or with quarantine the message is left
+//!   out), never deleted. The store's identity file, lock file and file names are not
+//!   secret and stay in the clear. A plain database is not converted: a key opens only a store
+//!   created with it. [`check_with_key`] and [`repair_with_key`] check an encrypted store.
 //! * The schema is versioned with `PRAGMA user_version` and migrated forward on open; a database
 //!   written by a newer version is refused with [`OpenError::TooNew`] rather than misread.
 //!
@@ -75,6 +88,7 @@ mod codec;
 mod connection;
 mod damage;
 mod identity;
+mod key;
 mod load;
 mod persistence;
 mod reply;
@@ -85,8 +99,9 @@ mod write;
 
 use std::path::PathBuf;
 
-pub use check::{check, repair, CheckReport};
+pub use check::{check, check_with_key, repair, repair_with_key, CheckReport};
 pub use damage::{DamageKind, DamageReport, DamagedMessage, OnDamage};
+pub use key::{StoreKey, StoreKeyError};
 pub use schema::SCHEMA_VERSION;
 pub use store::{remove_database, SqliteStore};
 
@@ -135,7 +150,7 @@ pub enum Spin {
 }
 
 /// How a store is opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// How hard a commit tries to survive failures beyond the process.
     pub durability: Durability,
@@ -160,6 +175,14 @@ pub struct Options {
     /// holds what the protocol needs and no more. Evicted entries are never loaded into the
     /// engine; `remove_channel` deletes them with the rest of the channel.
     pub keep_history: bool,
+    /// The key of an encrypted store, `None` (the default) for a plain one. With a key, the
+    /// database is opened through SQLCipher (every page of it and of its WAL encrypted and
+    /// authenticated) and message bytes in segment files are sealed with XChaCha20-Poly1305,
+    /// under keys derived from this one (see [`StoreKey`]). A new database is created
+    /// encrypted; an existing one opens only with its own key ([`OpenError::Key`]); a plain
+    /// database is not converted. Needs the crate feature `encryption` (without it, opening
+    /// with a key fails with [`KeyProblem::Unsupported`]).
+    pub key: Option<StoreKey>,
 }
 
 impl Default for Options {
@@ -171,8 +194,28 @@ impl Default for Options {
             spin: Spin::default(),
             sync_interval: std::time::Duration::from_secs(1),
             keep_history: false,
+            key: None,
         }
     }
+}
+
+/// Why a key does not open a database ([`OpenError::Key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// The database is encrypted under another key.
+    #[error("the key is wrong (or the file is not a database)")]
+    Wrong,
+    /// No key was given, and the file is not a plain SQLite database: encrypted, or not a
+    /// database at all.
+    #[error("the database is encrypted (or not a database): give its key")]
+    Missing,
+    /// A key was given for a plain (unencrypted) database, which is not converted.
+    #[error("a key was given, but the database is not encrypted")]
+    NotEncrypted,
+    /// A key was given to a build without the crate feature `encryption`.
+    #[error("a key was given, but this build has no encryption (crate feature `encryption`)")]
+    Unsupported,
 }
 
 /// Why a database could not be opened.
@@ -249,6 +292,15 @@ pub enum OpenError {
         path: PathBuf,
         /// The damaged messages.
         report: DamageReport,
+    },
+    /// The key given does not open the database (or a key is needed, or this build cannot use
+    /// one). Nothing was changed.
+    #[error("cannot open {path}: {problem}; nothing was changed")]
+    Key {
+        /// The database.
+        path: PathBuf,
+        /// What is wrong.
+        problem: KeyProblem,
     },
     /// The connection thread could not be started.
     #[error("cannot start the database thread: {0}")]

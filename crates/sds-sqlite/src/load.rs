@@ -13,6 +13,7 @@ use crate::bytes::{blob, stored_at, Stored, MESSAGE_COLUMNS};
 use crate::codec;
 use crate::connection::Db;
 use crate::damage::{quarantine, DamageReport, DamagedMessage, OnDamage};
+use crate::key::Owner;
 use crate::segments::ReadError;
 use crate::store::sql_err;
 use crate::write::ch;
@@ -91,7 +92,14 @@ impl<'a> Reader<'a> {
         }
         match s.loc {
             None => Ok(Some(blob(s.inline.unwrap_or_default()))),
-            Some(loc) => match self.db.segments.read(loc, &mut self.files) {
+            Some(loc) => match self.db.segments.read(
+                loc,
+                Owner {
+                    channel: ch(self.channel),
+                    id: id.as_bytes(),
+                },
+                &mut self.files,
+            ) {
                 Ok(b) => Ok(Some(blob(b))),
                 Err(ReadError::Lost { seg, kind, .. }) => {
                     let damaged = DamagedMessage {

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::damage::DamageKind;
+use crate::key::{Owner, Seal};
 
 /// Where a message's bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +153,8 @@ pub(crate) struct Segments {
     stuck: std::collections::BTreeSet<u32>,
     /// The whole pages of the current append.
     scratch: Vec<u8>,
+    /// With a key: records are sealed (see [`crate::key`]).
+    seal: Option<Seal>,
     /// Held for as long as the store is open: one store per directory.
     _lock: File,
 }
@@ -222,7 +225,8 @@ impl Segments {
     /// database refers to; `highest_ref` the highest segment id it refers to.
     /// Segment files nothing refers to are deleted (a spare is kept), or with `keep_aside`
     /// (the database is new, was adopted or is damaged, so "unreferenced" may be wrong) moved
-    /// into [`ASIDE`] under a name of their own; appends go to a new segment.
+    /// into [`ASIDE`] under a name of their own; appends go to a new segment. With `seal`,
+    /// records are sealed when appended and opened when read.
     pub fn open(
         dir: PathBuf,
         limit: u64,
@@ -230,6 +234,7 @@ impl Segments {
         live: &[(u32, u64)],
         highest_ref: Option<u32>,
         keep_aside: bool,
+        seal: Option<Seal>,
     ) -> io::Result<Self> {
         // Its name is synced with the database's (see `SqliteStore::open_with_options`).
         fs::create_dir_all(&dir)?;
@@ -292,6 +297,7 @@ impl Segments {
             doomed: Vec::new(),
             stuck: Default::default(),
             scratch: Vec::new(),
+            seal,
             _lock: lock,
         })
     }
@@ -300,9 +306,11 @@ impl Segments {
         self.dir.join(seg_name(id))
     }
 
-    /// Appends `bytes` to the active segment (starting a new one when it is full).
-    pub fn append(&mut self, bytes: &[u8]) -> io::Result<Loc> {
-        let len = u32::try_from(bytes.len())
+    /// Appends the record of `bytes` (the bytes themselves, or sealed for `owner`) to the
+    /// active segment (starting a new one when it is full).
+    pub fn append(&mut self, bytes: &[u8], owner: Owner<'_>) -> io::Result<Loc> {
+        let sealed = self.seal.as_ref().map_or(0, |_| crate::key::SEAL_OVERHEAD);
+        let len = u32::try_from(bytes.len() + sealed)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 4 GiB"))?;
         let full = self
             .active
@@ -318,8 +326,12 @@ impl Segments {
         // pages, so writing over a recycled segment never reads a page back first.
         self.scratch.clear();
         self.scratch.extend_from_slice(&a.tail);
-        self.scratch.extend_from_slice(bytes);
+        match &self.seal {
+            None => self.scratch.extend_from_slice(bytes),
+            Some(seal) => seal.seal_into(bytes, owner, &mut self.scratch)?,
+        }
         let used = self.scratch.len();
+        let crc = crc32fast::hash(&self.scratch[a.tail.len()..used]);
         self.scratch.resize(used.div_ceil(PAGE) * PAGE, 0);
         let page_start = a.size - a.tail.len() as u64;
         a.file.write_all_at(&self.scratch, page_start)?;
@@ -327,7 +339,7 @@ impl Segments {
             seg: a.id,
             off: a.size,
             len,
-            crc: crc32fast::hash(bytes),
+            crc,
         };
         a.size += u64::from(len);
         a.tail.clear();
@@ -489,17 +501,25 @@ impl Segments {
         }
     }
 
-    /// Reads and checks the bytes at `loc`; `files` caches open segments.
-    pub fn read(&self, loc: Loc, files: &mut HashMap<u32, File>) -> Result<Vec<u8>, ReadError> {
-        read_in(&self.dir, loc, files)
+    /// Reads and checks the record at `loc`, and gives its bytes (opened, if sealed for
+    /// `owner`); `files` caches open segments.
+    pub fn read(
+        &self,
+        loc: Loc,
+        owner: Owner<'_>,
+        files: &mut HashMap<u32, File>,
+    ) -> Result<Vec<u8>, ReadError> {
+        read_in(&self.dir, loc, self.seal.as_ref(), owner, files)
     }
 }
 
-/// Reads and checks the bytes at `loc` in the segment directory `dir`; `files` caches open
-/// segments.
+/// Reads and checks the record at `loc` in the segment directory `dir`, and gives its bytes
+/// (opened with `seal`, for `owner`, if the store is encrypted); `files` caches open segments.
 pub(crate) fn read_in(
     dir: &Path,
     loc: Loc,
+    seal: Option<&Seal>,
+    owner: Owner<'_>,
     files: &mut HashMap<u32, File>,
 ) -> Result<Vec<u8>, ReadError> {
     let lost = |kind| ReadError::Lost {
@@ -539,12 +559,23 @@ pub(crate) fn read_in(
     if crc32fast::hash(&buf) != loc.crc {
         return Err(lost(DamageKind::Checksum));
     }
-    Ok(buf)
+    match seal {
+        None => Ok(buf),
+        Some(seal) => seal
+            .open(buf, owner)
+            .ok_or_else(|| lost(DamageKind::Authentication)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The owner of every record here (unsealed, it plays no part).
+    const O: Owner<'static> = Owner {
+        channel: b"c",
+        id: b"m",
+    };
 
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("sds-seg-{}-{name}", std::process::id()));
@@ -555,29 +586,29 @@ mod tests {
     #[test]
     fn appended_bytes_read_back_and_damage_is_detected() {
         let d = dir("read");
-        let mut s = Segments::open(d.clone(), 1 << 20, false, &[], None, false).unwrap();
-        let a = s.append(b"hello").unwrap();
-        let b = s.append(b"world!").unwrap();
+        let mut s = Segments::open(d.clone(), 1 << 20, false, &[], None, false, None).unwrap();
+        let a = s.append(b"hello", O).unwrap();
+        let b = s.append(b"world!", O).unwrap();
         // Packed end to end.
         assert_eq!((a.seg, a.off, b.off), (b.seg, 0, 5));
         let mut files = HashMap::new();
-        assert_eq!(s.read(b, &mut files).unwrap(), b"world!");
+        assert_eq!(s.read(b, O, &mut files).unwrap(), b"world!");
         let bad = Loc {
             crc: b.crc ^ 1,
             ..b
         };
         assert!(matches!(
-            s.read(bad, &mut files),
+            s.read(bad, O, &mut files),
             Err(ReadError::Lost { .. })
         ));
         let past = Loc { off: 100, ..b };
         assert!(matches!(
-            s.read(past, &mut files),
+            s.read(past, O, &mut files),
             Err(ReadError::Lost { .. })
         ));
         let gone = Loc { seg: 99, ..b };
         assert!(matches!(
-            s.read(gone, &mut files),
+            s.read(gone, O, &mut files),
             Err(ReadError::Lost { .. })
         ));
     }
@@ -585,13 +616,13 @@ mod tests {
     #[test]
     fn messages_are_packed_and_every_write_covers_whole_pages() {
         let d = dir("packed");
-        let mut s = Segments::open(d.clone(), 1 << 20, false, &[], None, false).unwrap();
+        let mut s = Segments::open(d.clone(), 1 << 20, false, &[], None, false, None).unwrap();
         let messages: Vec<Vec<u8>> = [1500, 3000, 100, 5000, 4096, 1]
             .iter()
             .enumerate()
             .map(|(i, &n)| vec![i as u8 + 1; n])
             .collect();
-        let locs: Vec<Loc> = messages.iter().map(|m| s.append(m).unwrap()).collect();
+        let locs: Vec<Loc> = messages.iter().map(|m| s.append(m, O).unwrap()).collect();
         let mut end = 0;
         for l in &locs {
             assert_eq!(l.off, end, "packed end to end");
@@ -605,16 +636,16 @@ mod tests {
         );
         let mut files = HashMap::new();
         for (m, l) in messages.iter().zip(&locs) {
-            assert_eq!(&s.read(*l, &mut files).unwrap(), m);
+            assert_eq!(&s.read(*l, O, &mut files).unwrap(), m);
         }
     }
 
     #[test]
     fn segments_rotate_and_empty_ones_are_deleted_after_commit() {
         let d = dir("rotate");
-        let mut s = Segments::open(d.clone(), 10, false, &[], None, false).unwrap();
-        let a = s.append(b"0123456789").unwrap();
-        let b = s.append(b"abc").unwrap();
+        let mut s = Segments::open(d.clone(), 10, false, &[], None, false, None).unwrap();
+        let a = s.append(b"0123456789", O).unwrap();
+        let b = s.append(b"abc", O).unwrap();
         assert_ne!(a.seg, b.seg);
         assert!(s.committed().is_empty());
         s.released(a.seg, a.len);
@@ -633,44 +664,65 @@ mod tests {
         assert!(d.join(seg_name(b.seg)).exists());
         // The emptied segment became the spare, which the next segment is written over.
         assert!(d.join(SPARE).exists());
-        let c = s.append(b"over the spare").unwrap();
+        let c = s.append(b"over the spare", O).unwrap();
         assert!(c.seg > b.seg);
         assert!(!d.join(SPARE).exists());
-        assert_eq!(s.read(c, &mut HashMap::new()).unwrap(), b"over the spare");
+        assert_eq!(
+            s.read(c, O, &mut HashMap::new()).unwrap(),
+            b"over the spare"
+        );
     }
 
     #[test]
     fn reopening_drops_unreferenced_files_and_never_reuses_ids() {
         let d = dir("reopen");
         let (kept, orphan) = {
-            let mut s = Segments::open(d.clone(), 4, false, &[], None, false).unwrap();
-            let kept = s.append(b"keep").unwrap();
-            let orphan = s.append(b"lost").unwrap();
+            let mut s = Segments::open(d.clone(), 4, false, &[], None, false, None).unwrap();
+            let kept = s.append(b"keep", O).unwrap();
+            let orphan = s.append(b"lost", O).unwrap();
             (kept, orphan)
         };
-        let mut s =
-            Segments::open(d.clone(), 4, false, &[(kept.seg, 4)], Some(kept.seg), false).unwrap();
+        let mut s = Segments::open(
+            d.clone(),
+            4,
+            false,
+            &[(kept.seg, 4)],
+            Some(kept.seg),
+            false,
+            None,
+        )
+        .unwrap();
         assert!(d.join(seg_name(kept.seg)).exists());
         assert!(!d.join(seg_name(orphan.seg)).exists());
-        let next = s.append(b"new!").unwrap();
+        let next = s.append(b"new!", O).unwrap();
         assert!(next.seg > orphan.seg);
         drop(s);
         // Kept aside instead when the caller cannot know the file to be garbage.
-        let mut s =
-            Segments::open(d.clone(), 4, false, &[(kept.seg, 4)], Some(kept.seg), true).unwrap();
+        let mut s = Segments::open(
+            d.clone(),
+            4,
+            false,
+            &[(kept.seg, 4)],
+            Some(kept.seg),
+            true,
+            None,
+        )
+        .unwrap();
         assert!(!d.join(seg_name(next.seg)).exists());
         let aside: Vec<_> = fs::read_dir(d.join(ASIDE)).unwrap().collect();
         assert_eq!(aside.len(), 1);
-        assert!(s.append(b"more").unwrap().seg > next.seg);
+        assert!(s.append(b"more", O).unwrap().seg > next.seg);
     }
 
     #[test]
     fn a_second_store_on_the_same_directory_is_refused_until_the_first_closes() {
         let d = dir("lock");
-        let first = Segments::open(d.clone(), 4, false, &[], None, false).unwrap();
+        let first = Segments::open(d.clone(), 4, false, &[], None, false, None).unwrap();
         let waiter = {
             let d = d.clone();
-            std::thread::spawn(move || Segments::open(d, 4, false, &[], None, false).map(|_| ()))
+            std::thread::spawn(move || {
+                Segments::open(d, 4, false, &[], None, false, None).map(|_| ())
+            })
         };
         std::thread::sleep(Duration::from_millis(50));
         drop(first);
@@ -680,9 +732,10 @@ mod tests {
     #[test]
     fn compaction_is_proposed_when_garbage_outweighs_live_bytes() {
         let d = dir("compact");
-        let mut s = Segments::open(d.clone(), 3 * PAGE as u64, false, &[], None, false).unwrap();
+        let mut s =
+            Segments::open(d.clone(), 3 * PAGE as u64, false, &[], None, false, None).unwrap();
         // 12 segments of three messages, a page each.
-        let locs: Vec<Loc> = (0..36).map(|_| s.append(&[7; PAGE]).unwrap()).collect();
+        let locs: Vec<Loc> = (0..36).map(|_| s.append(&[7; PAGE], O).unwrap()).collect();
         s.committed();
         assert_eq!(s.compaction_candidate(), None);
         // Two of three die in every segment but the last: 36 pages on disk, 14 live.

@@ -19,9 +19,10 @@ use crate::connection::{
 };
 use crate::damage::{self, DamageReport, OnDamage};
 use crate::identity::{self, Mismatch, Pairing};
+use crate::key::{open_connection, seal_for};
 use crate::segments::{sync_dir, Segments};
 use crate::write::{apply, reference_change};
-use crate::{reply, schema, Durability, OpenError, Options};
+use crate::{reply, schema, Durability, KeyProblem, OpenError, Options, StoreKey};
 
 /// The SQLite store. Cheap to clone; clones share the connection thread.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     /// Set when a task's busy-wait for its answer was preempted; the connection thread then
     /// stops spinning for a while (see `Pace::preempted`).
     pub(crate) contended: Arc<std::sync::atomic::AtomicBool>,
+    /// The key it was opened with: opening it again in the process needs the same.
+    pub(crate) key: Option<StoreKey>,
 }
 
 /// The stores open in this process, by canonical path: opening a database again returns the
@@ -66,7 +69,7 @@ pub(crate) fn canonical(path: &Path) -> PathBuf {
 
 /// What the operating system says about opening `path` for reading and writing, and creating
 /// files beside it, when SQLite could not open it: the reason SQLite's message leaves out.
-fn open_cause(path: &Path) -> Option<std::io::Error> {
+pub(crate) fn open_cause(path: &Path) -> Option<std::io::Error> {
     if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -191,7 +194,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and its message directory
     /// `<path>-messages`, both at the real path (symbolic links resolved). A database already
     /// open in this process is shared: the handle returned is the open store's (and its
-    /// options stay). A database another process has open is waited for up to 5 s, then
+    /// options stay; the key must be the same, [`OpenError::Key`] otherwise). A database another process has open is waited for up to 5 s, then
     /// refused with [`OpenError::Messages`].
     ///
     /// Nothing stored is deleted for a mismatch or damage: a database whose message directory
@@ -208,6 +211,16 @@ impl SqliteStore {
             .find(|(p, _)| *p == key)
             .and_then(|(_, w)| w.upgrade())
         {
+            let problem = match (&shared.key, &options.key) {
+                (None, None) => None,
+                (Some(open), Some(given)) if open.same_as(given) => None,
+                (Some(_), Some(_)) => Some(KeyProblem::Wrong),
+                (Some(_), None) => Some(KeyProblem::Missing),
+                (None, Some(_)) => Some(KeyProblem::NotEncrypted),
+            };
+            if let Some(problem) = problem {
+                return Err(OpenError::Key { path: key, problem });
+            }
             return Ok(SqliteStore { shared });
         }
         let store = Self::open_new(&key, options)?;
@@ -223,11 +236,8 @@ impl SqliteStore {
             source,
             cause: None,
         };
-        let conn = Connection::open(&path).map_err(|source| OpenError::Sqlite {
-            path: path.clone(),
-            source,
-            cause: open_cause(&path),
-        })?;
+        // With a key, a database it does not open is refused here, before anything is written.
+        let conn = open_connection(&path, None, options.key.as_ref())?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(fail)?;
         // Rows are small (message bytes live in segment files): 4 KiB pages keep the pages
@@ -265,7 +275,7 @@ impl SqliteStore {
         // Checkpoints run on a second connection in a thread of their own, so syncing the
         // message files, copying the WAL into the database and syncing it stays off the path
         // of operations.
-        let checkpointer = Connection::open(&path).map_err(fail)?;
+        let checkpointer = open_connection(&path, None, options.key.as_ref())?;
         checkpointer
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(fail)?;
@@ -337,6 +347,7 @@ impl SqliteStore {
                 damage,
                 spins,
                 contended,
+                key: options.key,
             }),
         })
     }
@@ -533,6 +544,7 @@ pub(crate) fn open_segments(
         &live,
         highest,
         keep_aside,
+        seal_for(options.key.as_ref()),
     )
     .map_err(io)?;
     if pairing != Pairing::Matched {

@@ -69,10 +69,12 @@ fn config() -> ManagerConfig {
 }
 
 /// Small message segments (about a dozen messages each), so segments rotate, empty, get
-/// deleted and compacted while the process is being killed.
+/// deleted and compacted while the process is being killed. Built with the crate feature
+/// `encryption`, the store is encrypted.
 fn open(path: &Path) -> SqliteStore {
     let options = Options {
         segment_bytes: 256 * 1024,
+        key: cfg!(feature = "encryption").then(|| sds_sqlite::StoreKey::new([5u8; 32]).unwrap()),
         ..Options::default()
     };
     SqliteStore::open_with_options(path, options).unwrap()

@@ -38,7 +38,7 @@ use sds_manager::{
     Bytes, ChannelId, ChannelSnapshot, IncomingEntry, IncomingRepairEntry, LogEntry,
     MemoryPersistence, MessageId, OutgoingEntry, StoreOp,
 };
-use sds_sqlite::{DamagedMessage, Durability, OnDamage, OpenError, Options, SqliteStore};
+use sds_sqlite::{DamagedMessage, Durability, OnDamage, OpenError, Options, SqliteStore, StoreKey};
 
 /// splitmix64.
 fn next(state: &mut u64) -> u64 {
@@ -244,12 +244,15 @@ async fn run_step<P: Persistence + ?Sized>(store: &P, step: &Step) {
 /// pass, so the idle-time sync is exercised too.
 const PAUSE_EVERY: usize = 25;
 
+/// The store's options. Built with the crate feature `encryption`, the stores are encrypted
+/// (SQLCipher pages, sealed segment records), so the same states are checked through both.
 fn options(durability: Durability) -> Options {
     Options {
         durability,
         // Segments of a few messages: they rotate, empty, become the spare and get compacted.
         segment_bytes: 32 * 1024,
         sync_interval: Duration::from_millis(20),
+        key: cfg!(feature = "encryption").then(|| StoreKey::new([5u8; 32]).unwrap()),
         ..Options::default()
     }
 }
@@ -923,7 +926,7 @@ async fn check_state(
     let refuse = options(durability);
     let quarantine = Options {
         on_damage: OnDamage::Quarantine,
-        ..refuse
+        ..refuse.clone()
     };
     let store = match SqliteStore::open_with_options(&db, refuse) {
         Ok(store) => match load_all(&store).await {

@@ -475,7 +475,7 @@ async fn dead_segments_are_deleted_or_compacted_and_the_live_bytes_read_back() {
         sync_interval: std::time::Duration::from_millis(20),
         ..Options::default()
     };
-    let store = SqliteStore::open_with_options(&path, options).unwrap();
+    let store = SqliteStore::open_with_options(&path, options.clone()).unwrap();
     let config =
         ManagerConfig::default().with_engine(Config::default().with_max_message_history(50));
     let m = ReliabilityManager::new("bob", config, Arc::new(store.clone())).unwrap();
@@ -742,7 +742,7 @@ async fn a_store_keeping_history_reads_back_every_delivery_after_a_restart() {
             ..Options::default()
         };
         {
-            let store = Arc::new(SqliteStore::open_with_options(&path, options).unwrap());
+            let store = Arc::new(SqliteStore::open_with_options(&path, options.clone()).unwrap());
             let bob = ReliabilityManager::new("bob", config(5), store).unwrap();
             for m in &messages {
                 bob.unwrap_received_message(m.clone()).await.unwrap();
@@ -779,4 +779,24 @@ async fn a_store_keeping_history_reads_back_every_delivery_after_a_restart() {
         }
     }
     assert_eq!(got, [40, 5]);
+}
+
+/// A build without the crate feature `encryption` refuses a key instead of ignoring it.
+#[cfg(not(feature = "encryption"))]
+#[test]
+fn a_key_without_the_encryption_feature_is_refused() {
+    let path = temp_db("no-encryption");
+    let options = Options {
+        key: Some(sds_sqlite::StoreKey::new([7u8; 32]).unwrap()),
+        ..Options::default()
+    };
+    match SqliteStore::open_with_options(&path, options) {
+        Err(OpenError::Key { problem, .. }) => {
+            assert_eq!(problem, sds_sqlite::KeyProblem::Unsupported)
+        }
+        other => panic!("expected a key error, got {other:?}"),
+    }
+    // Nothing was created for it.
+    assert!(!path.exists());
+    assert!(!std::path::Path::new(&format!("{}-messages", path.display())).exists());
 }
