@@ -10,10 +10,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sds_manager::{ManagerConfig, NoopPersistence, Notification, Persistence, ReliabilityManager};
 use sds_proto::engine::{Channel, Config, Event};
 use sds_proto::Bytes;
-use sds_sqlite::{Options, Spin, SqliteStore};
+use sds_sqlite::{Options, Spin, SqliteStore, StoreKey};
 use serde_json::json;
 
-use crate::CmdResult;
+use crate::{key_from_file, CmdResult};
 use sds_sim::Rng;
 
 #[derive(Subcommand)]
@@ -22,7 +22,8 @@ pub(crate) enum BenchCommand {
     /// them in the given order.
     ///
     /// Prints one JSON line:
-    /// {"n","order","store","spin","wrapPerSec","unwrapPerSec","delivered","peakRssBytes"}.
+    /// {"n","order","store","spin","encrypted","wrapPerSec","unwrapPerSec","delivered",
+    /// "peakRssBytes"} (spin and encrypted: null without an SQLite store).
     Pipeline(PipelineArgs),
 }
 
@@ -70,6 +71,10 @@ pub(crate) struct PipelineArgs {
     /// `Options::spin`): never, only while operations come back to back, or after every one.
     #[arg(long, value_enum, default_value = "adaptive")]
     spin: SpinArg,
+    /// With `--store sqlite:PATH`: encrypt both stores with the key in this file (see `sds peer
+    /// --key-file`; needs a build with the feature `encryption`).
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<std::path::PathBuf>,
 }
 
 /// A progress bar with the time left, on stderr, over the wraps then the unwraps of a run:
@@ -296,6 +301,7 @@ fn run_manager(
     store: &StoreArg,
     progress: &Progress,
     spin: SpinArg,
+    key: Option<StoreKey>,
 ) -> Result<Outcome, String> {
     let persistence = |who: &str| -> Result<Arc<dyn Persistence>, String> {
         Ok(match store {
@@ -311,6 +317,7 @@ fn run_manager(
                     .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
                 let options = Options {
                     spin: spin.spin(),
+                    key: key.clone(),
                     ..Options::default()
                 };
                 Arc::new(SqliteStore::open_with_options(&file, options).map_err(|e| e.to_string())?)
@@ -377,7 +384,13 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
     let progress = Progress::new(n, args.quiet);
     let outcome = match &args.store {
         StoreArg::None => run_engine(w, &progress)?,
-        store => run_manager(w, store, &progress, args.spin)?,
+        store => run_manager(
+            w,
+            store,
+            &progress,
+            args.spin,
+            key_from_file(args.key_file.as_deref())?,
+        )?,
     };
     drop(progress);
     let out = json!({
@@ -386,6 +399,7 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
         "store": args.store.name(),
         // Only the SQLite store has threads that may spin.
         "spin": matches!(args.store, StoreArg::Sqlite(_)).then(|| args.spin.name()),
+        "encrypted": matches!(args.store, StoreArg::Sqlite(_)).then_some(args.key_file.is_some()),
         "wrapPerSec": (n as f64 / outcome.wrap_secs).round(),
         "unwrapPerSec": (n as f64 / outcome.unwrap_secs).round(),
         "delivered": outcome.delivered,

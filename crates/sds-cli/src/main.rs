@@ -11,6 +11,9 @@
 //! * `sds bloom`: build a bloom filter and print its parameters and serialization.
 //! * `sds store check|repair PATH`: an SQLite store's rows against their message bytes.
 //!
+//! `--key-file PATH` opens an encrypted SQLite store (`sds peer`, `sds store`, `sds bench
+//! pipeline`); it needs a build with the feature `encryption`.
+//!
 //! Output to a closed pipe (`sds … | head`) ends the process quietly: see
 //! `restore_default_sigpipe`.
 
@@ -77,7 +80,7 @@ enum Command {
     ///
     /// Its state goes to SQLite files in the working directory unless --store says otherwise;
     /// the `ready` line on stderr names them.
-    Peer(peer_cmd::PeerArgs),
+    Peer(Box<peer_cmd::PeerArgs>),
     /// Chat with others over libp2p (TCP, QUIC; mDNS on the LAN): lines typed are sent,
     /// delivered messages print in causal order; state in SQLite under --data.
     #[cfg(feature = "chat")]
@@ -118,6 +121,20 @@ fn restore_default_sigpipe() {
 /// What a command reports back: its exit code, or an error for stderr.
 pub(crate) type CmdResult = Result<ExitCode, String>;
 
+/// The key of an encrypted SQLite store, from `--key-file PATH`: the file's bytes as they are,
+/// at least 16 (for example `head -c 32 /dev/urandom > sds.key`).
+pub(crate) fn key_from_file(
+    path: Option<&std::path::Path>,
+) -> Result<Option<sds_sqlite::StoreKey>, String> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(|e| format!("--key-file {}: {e}", path.display()))?;
+    sds_sqlite::StoreKey::new(bytes)
+        .map(Some)
+        .map_err(|e| format!("--key-file {}: {e}", path.display()))
+}
+
 fn main() -> ExitCode {
     #[cfg(unix)]
     restore_default_sigpipe();
@@ -131,7 +148,7 @@ fn main() -> ExitCode {
         Command::Bloom(args) => bloom_cmd::run(args),
         Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Sim(args) => sim_cmd::run(args),
-        Command::Peer(args) => peer_cmd::run(args),
+        Command::Peer(args) => peer_cmd::run(*args),
         #[cfg(feature = "chat")]
         Command::Chat(args) => chat_cmd::run(args),
         Command::Store(cmd) => store_cmd::run(cmd),

@@ -16,10 +16,10 @@ use sds_manager::{
 use sds_proto::engine::{DropReason, LamportUnit, SendFailure};
 use sds_proto::wire::Profile;
 use sds_proto::{Bytes, ChannelId, HistoryEntry, MessageId};
-use sds_sqlite::{Durability, SqliteStore};
+use sds_sqlite::{Durability, Options, SqliteStore};
 use serde_json::{json, Map, Value};
 
-use crate::CmdResult;
+use crate::{key_from_file, CmdResult};
 
 /// Options of `sds peer`.
 #[derive(Args, Clone, Debug)]
@@ -37,6 +37,12 @@ pub(crate) struct PeerArgs {
     /// `normal` survives crashes of the process, and power loss may take the newest operations.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Normal)]
     durability: DurabilityArg,
+    /// With an SQLite store, encrypt it with the key in this file (its bytes as they are, at
+    /// least 16; for example `head -c 32 /dev/urandom > sds.key`). A new store is created
+    /// encrypted; an existing one opens only with its own key. Needs a build with the feature
+    /// `encryption`.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<std::path::PathBuf>,
     /// Start the timer-driven periodic work (resends, syncs, repairs) in the background;
     /// otherwise it runs only on `sweep`.
     #[arg(long)]
@@ -663,7 +669,13 @@ pub(crate) fn run(args: PeerArgs) -> CmdResult {
                         DurabilityArg::Normal => Durability::Normal,
                         DurabilityArg::Full => Durability::Full,
                     };
-                    let db = SqliteStore::open_with(path, durability).map_err(|e| e.to_string())?;
+                    let options = Options {
+                        durability,
+                        key: key_from_file(args.key_file.as_deref())?,
+                        ..Options::default()
+                    };
+                    let db =
+                        SqliteStore::open_with_options(path, options).map_err(|e| e.to_string())?;
                     let paths = sqlite_paths(&db);
                     let name = format!("sqlite:{}", db.path().display());
                     (Arc::new(db), name, paths)

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::CmdResult;
+use crate::{key_from_file, CmdResult};
 
 /// `sds store …`.
 #[derive(Subcommand)]
@@ -16,12 +16,18 @@ pub(crate) enum StoreCommand {
     Check {
         /// The database file (its message bytes are in PATH-messages).
         path: PathBuf,
+        /// The key of an encrypted store (see `sds peer --key-file`).
+        #[arg(long, value_name = "KEY_PATH")]
+        key_file: Option<PathBuf>,
     },
     /// Check, then quarantine the damaged messages: their entries are left out of loads, their
     /// rows stay. Deletes nothing. The store must not be open elsewhere.
     Repair {
         /// The database file.
         path: PathBuf,
+        /// The key of an encrypted store (see `sds peer --key-file`).
+        #[arg(long, value_name = "KEY_PATH")]
+        key_file: Option<PathBuf>,
     },
 }
 
@@ -46,8 +52,12 @@ fn report_json(r: &sds_sqlite::CheckReport) -> Value {
 
 pub(crate) fn run(cmd: StoreCommand) -> CmdResult {
     match cmd {
-        StoreCommand::Check { path } => {
-            let report = sds_sqlite::check(&path).map_err(|e| e.to_string())?;
+        StoreCommand::Check { path, key_file } => {
+            let report = match key_from_file(key_file.as_deref())? {
+                None => sds_sqlite::check(&path),
+                Some(key) => sds_sqlite::check_with_key(&path, &key),
+            }
+            .map_err(|e| e.to_string())?;
             println!("{}", report_json(&report));
             Ok(if report.is_clean() {
                 ExitCode::SUCCESS
@@ -55,8 +65,12 @@ pub(crate) fn run(cmd: StoreCommand) -> CmdResult {
                 ExitCode::from(1)
             })
         }
-        StoreCommand::Repair { path } => {
-            let report = sds_sqlite::repair(&path).map_err(|e| e.to_string())?;
+        StoreCommand::Repair { path, key_file } => {
+            let report = match key_from_file(key_file.as_deref())? {
+                None => sds_sqlite::repair(&path),
+                Some(key) => sds_sqlite::repair_with_key(&path, &key),
+            }
+            .map_err(|e| e.to_string())?;
             println!("{}", report_json(&report));
             Ok(ExitCode::SUCCESS)
         }

@@ -662,3 +662,124 @@ fn long_commands_show_progress_on_a_terminal() {
     let (_, terminal) = sds_on_a_terminal(&["bench", "pipeline", "--n", "5000", "--quiet"]);
     assert!(terminal.is_empty(), "--quiet drew: {terminal:?}");
 }
+
+/// `--key-file`: `sds peer` keeps its store encrypted, `sds store` and `sds bench pipeline`
+/// open it with the key; without the key, or with another, the store is refused, never read as
+/// empty. A build without the feature `encryption` refuses the option clearly.
+#[test]
+fn key_file_encrypts_the_store_and_is_needed_to_open_it() {
+    let dir = std::env::temp_dir().join(format!("sds-key-file-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("sds.key");
+    std::fs::write(&key, [0x5au8; 32]).unwrap();
+    let other = dir.join("other.key");
+    std::fs::write(&other, [0xa5u8; 32]).unwrap();
+    let short = dir.join("short.key");
+    std::fs::write(&short, b"too short\n").unwrap();
+    let (key, other, short) = (
+        key.to_str().unwrap(),
+        other.to_str().unwrap(),
+        short.to_str().unwrap(),
+    );
+    let db = dir.join("peer.db");
+    let path = db.to_str().unwrap();
+    let store = format!("sqlite:{path}");
+    let peer = |key: &str| {
+        sds(
+            &[
+                "peer",
+                "--participant",
+                "alice",
+                "--store",
+                &store,
+                "--key-file",
+                key,
+            ],
+            Some("wrap chat m1 6869\nquit\n"),
+        )
+    };
+    let short_key = sds(&["store", "check", path, "--key-file", short], None);
+    assert_eq!(short_key.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&short_key.stderr).contains("at least 16 bytes"));
+
+    let out = peer(key);
+    if !cfg!(feature = "encryption") {
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no encryption"), "{err}");
+        assert!(!db.exists(), "a store was created");
+        std::fs::remove_dir_all(&dir).unwrap();
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clean = sds(&["store", "check", path, "--key-file", key], None);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    assert_eq!(stdout_json(&clean)["messages"], 1);
+    for (args, what) in [
+        (vec!["store", "check", path], "give its key"),
+        (
+            vec!["store", "check", path, "--key-file", other],
+            "key is wrong",
+        ),
+        (
+            vec!["store", "repair", path, "--key-file", other],
+            "key is wrong",
+        ),
+    ] {
+        let out = sds(&args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
+    let wrong = peer(other);
+    assert_eq!(wrong.status.code(), Some(2));
+    // The message is still there for the right key.
+    let again = sds(
+        &[
+            "peer",
+            "--participant",
+            "alice",
+            "--store",
+            &store,
+            "--key-file",
+            key,
+        ],
+        Some("state chat\nquit\n"),
+    );
+    assert!(again.status.success());
+    let state = String::from_utf8_lossy(&again.stdout);
+    assert!(state.contains("m1"), "{state}");
+
+    let bench_db = format!("sqlite:{}", dir.join("b2.db").display());
+    let out = sds(
+        &[
+            "bench",
+            "pipeline",
+            "--n",
+            "40",
+            "--store",
+            &bench_db,
+            "--key-file",
+            key,
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = stdout_json(&out);
+    assert_eq!(v["encrypted"], true);
+    assert_eq!(v["delivered"], 40);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
