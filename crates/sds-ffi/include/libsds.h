@@ -69,6 +69,12 @@ int SdsStartPeriodicTasks(void* ctx, SdsCallBack callback, void* userData);
 //     contexts of one process opening the same path share it),
 //   "databaseDurability": "normal" (default: survives crashes of the process; the newest
 //     operations may be lost on power loss) or "full" (an fsync per operation),
+//   "databaseKey": string of hexadecimal digits, at least 32 (16 bytes; use 32 random bytes
+//     from the platform's key store): the database is kept encrypted with this key (a new one
+//     is created encrypted; an existing one opens only with its own key, else NULL and
+//     RET_ERR "rePersistenceError: ... key ..."). Needs libsds built with the feature
+//     "encryption" (it then links OpenSSL's libcrypto); without it such a configuration is
+//     refused,
 //   and any engine setting by its camelCase name, for example "bloomCapacity",
 //   "maxMessageHistory", "maxCausalHistory", "resendIntervalMs", "maxResendAttempts",
 //   "possibleAckThreshold", "syncIntervalMs", "lostDependencyTimeoutMs" (0: never),

@@ -5,8 +5,16 @@ use std::time::Duration;
 use sds_manager::Config;
 use serde_json::Value;
 
-/// A database to keep the state in: its path and how hard commits try to survive.
-pub type Database = (String, sds_sqlite::Durability);
+/// A database to keep the state in.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// Its path.
+    pub path: String,
+    /// How hard commits try to survive.
+    pub durability: sds_sqlite::Durability,
+    /// The key of an encrypted database (`databaseKey`).
+    pub key: Option<sds_sqlite::StoreKey>,
+}
 
 /// The participant id, the database (if any) and the engine settings of a configuration.
 pub fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), String> {
@@ -27,12 +35,27 @@ pub fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), St
         Some(Value::String(s)) if s == "full" => Some(sds_sqlite::Durability::Full),
         Some(_) => return Err("databaseDurability must be \"normal\" or \"full\"".into()),
     };
+    let key = match obj.get("databaseKey") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            sds_sqlite::StoreKey::from_hex(s)
+                .map_err(|e| format!("databaseKey (hexadecimal digits): {e}"))?,
+        ),
+        Some(_) => return Err("databaseKey must be a string of hexadecimal digits".into()),
+    };
     let database = match obj.get("databasePath") {
         None | Some(Value::Null) if durability.is_some() => {
             return Err("databaseDurability needs databasePath".into())
         }
+        None | Some(Value::Null) if key.is_some() => {
+            return Err("databaseKey needs databasePath".into())
+        }
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some((s.clone(), durability.unwrap_or_default())),
+        Some(Value::String(s)) => Some(Database {
+            path: s.clone(),
+            durability: durability.unwrap_or_default(),
+            key,
+        }),
         Some(_) => return Err("databasePath must be a string".into()),
     };
     for (key, value) in obj {
@@ -44,7 +67,8 @@ pub fn engine_config(v: &Value) -> Result<(String, Option<Database>, Config), St
         let ms = || n().map(Duration::from_millis);
         match key.as_str() {
             // Manager settings: see `held_budget`.
-            "participantId" | "databasePath" | "databaseDurability" | "maxHeldBytes" => {}
+            "participantId" | "databasePath" | "databaseDurability" | "databaseKey"
+            | "maxHeldBytes" => {}
             "bloomCapacity" => {
                 c.bloom_capacity = value.as_i64().ok_or("bloomCapacity must be an integer")?
             }
@@ -112,7 +136,7 @@ mod tests {
         .unwrap();
         let (participant, database, c) = engine_config(&v).unwrap();
         assert_eq!(participant, "alice");
-        assert_eq!(database, None);
+        assert!(database.is_none());
         assert_eq!(c.sync_interval, Duration::from_secs(5));
         assert!(c.quiet_sync);
         assert_eq!(c.filter_resend_after, Some(Duration::from_secs(2)));
@@ -157,17 +181,56 @@ mod tests {
 
     #[test]
     fn database_durability_is_normal_unless_asked_and_needs_a_path() {
-        let db = |json: &str| engine_config(&serde_json::from_str(json).unwrap()).map(|x| x.1);
+        let db = |json: &str| {
+            engine_config(&serde_json::from_str(json).unwrap())
+                .map(|x| x.1.map(|d| (d.path, d.durability, d.key.is_some())))
+        };
         use sds_sqlite::Durability::{Full, Normal};
         assert_eq!(
             db(r#"{"databasePath":"a.db"}"#).unwrap(),
-            Some(("a.db".into(), Normal))
+            Some(("a.db".into(), Normal, false))
         );
         assert_eq!(
             db(r#"{"databasePath":"a.db","databaseDurability":"full"}"#).unwrap(),
-            Some(("a.db".into(), Full))
+            Some(("a.db".into(), Full, false))
         );
         assert!(db(r#"{"databasePath":"a.db","databaseDurability":"fast"}"#).is_err());
         assert!(db(r#"{"databaseDurability":"full"}"#).is_err());
+    }
+
+    #[test]
+    fn a_database_key_is_hexadecimal_and_needs_a_path() {
+        let db = |json: &str| engine_config(&serde_json::from_str(json).unwrap()).map(|x| x.1);
+        let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let d = db(&format!(
+            r#"{{"databasePath":"a.db","databaseKey":"{key}"}}"#
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(d.path, "a.db");
+        assert!(d.key.is_some());
+        // Never shown, also not in a configuration error.
+        assert!(!format!("{d:?}").contains("0011"));
+        for (json, why) in [
+            (
+                format!(r#"{{"databaseKey":"{key}"}}"#),
+                "needs databasePath",
+            ),
+            (
+                r#"{"databasePath":"a.db","databaseKey":"not hex at all, but long enough"}"#.into(),
+                "hexadecimal",
+            ),
+            (
+                r#"{"databasePath":"a.db","databaseKey":"0011"}"#.into(),
+                "at least 16 bytes",
+            ),
+            (
+                r#"{"databasePath":"a.db","databaseKey":42}"#.into(),
+                "must be a string",
+            ),
+        ] {
+            let err = db(&json).unwrap_err();
+            assert!(err.contains(why), "{json}: {err}");
+        }
     }
 }

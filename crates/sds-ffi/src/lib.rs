@@ -209,10 +209,17 @@ fn create(config: Value, created: Callback) -> *mut c_void {
     }
     let persistence: Arc<dyn Persistence> = match database {
         None => Arc::new(NoopPersistence),
-        Some((path, durability)) => match sds_sqlite::SqliteStore::open_with(&path, durability) {
-            Ok(store) => Arc::new(store),
-            Err(e) => return refuse(&format!("rePersistenceError: {e}")),
-        },
+        Some(db) => {
+            let options = sds_sqlite::Options {
+                durability: db.durability,
+                key: db.key,
+                ..sds_sqlite::Options::default()
+            };
+            match sds_sqlite::SqliteStore::open_with_options(&db.path, options) {
+                Ok(store) => Arc::new(store),
+                Err(e) => return refuse(&format!("rePersistenceError: {e}")),
+            }
+        }
     };
     let manager = match ReliabilityManager::new(participant.as_str(), manager_config, persistence) {
         Ok(m) => m,

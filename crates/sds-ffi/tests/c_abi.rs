@@ -25,6 +25,8 @@ fn build_c_program(name: &str) -> PathBuf {
         .arg(&out)
         .arg(&lib)
         .args(["-lpthread", "-ldl", "-lm"])
+        // With `encryption`, SQLCipher in libsds.a uses OpenSSL's libcrypto.
+        .args(cfg!(feature = "encryption").then_some("-lcrypto"))
         .status()
         .expect("run the C compiler");
     assert!(status.success(), "C test program did not compile");

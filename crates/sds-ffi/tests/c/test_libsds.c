@@ -224,6 +224,33 @@ int main(void) {
     CHECK(wait_result(&r) == RET_OK && strstr(r.msg, "\"messageId\":\"d1\"") != NULL, "d2 cites d1 from the database");
     CHECK(SdsCleanupReliabilityManager(dora2, on_result, &r) == RET_OK, "cleanup dora again");
     wait_result(&r);
+    // An encrypted database ("databaseKey"): a build without the feature "encryption" refuses
+    // it clearly; a build with it keeps the message for the right key and refuses another.
+    const char* key_hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    char keyed[400];
+    snprintf(keyed, sizeof keyed, "{\"participantId\":\"erin\",\"databasePath\":\"%s/erin.db\",\"databaseKey\":\"%s\"}", dbdir, key_hex);
+    void* erin = SdsNewReliabilityManagerWithConfig(keyed, on_result, &r);
+    int erin_ret = wait_result(&r);
+    if (erin == NULL) {
+        CHECK(erin_ret == RET_ERR && strstr(r.msg, "no encryption") != NULL, "databaseKey refused without encryption");
+    } else {
+        CHECK(erin_ret == RET_OK, "erin created with an encrypted database");
+        size_t e1_len;
+        unsigned char* e1 = wrap(erin, "secret", "e1", &r, &e1_len);
+        free(e1);
+        CHECK(SdsCleanupReliabilityManager(erin, on_result, &r) == RET_OK, "cleanup erin");
+        wait_result(&r);
+        char wrong[400];
+        snprintf(wrong, sizeof wrong, "{\"participantId\":\"erin\",\"databasePath\":\"%s/erin.db\",\"databaseKey\":\"%s\"}", dbdir, "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+        void* thief = SdsNewReliabilityManagerWithConfig(wrong, on_result, &r);
+        CHECK(thief == NULL && wait_result(&r) == RET_ERR && strstr(r.msg, "key is wrong") != NULL, "a wrong databaseKey refused");
+        void* erin2 = SdsNewReliabilityManagerWithConfig(keyed, on_result, &r);
+        CHECK(erin2 != NULL && wait_result(&r) == RET_OK, "erin reopened with her key");
+        CHECK(SdsWrapOutgoingMessage(erin2, "again", 5, "e1", "chat", on_result, &r) == RET_OK, "erin resend handed off");
+        CHECK(wait_result(&r) == RET_ERR && strstr(r.msg, "already in use") != NULL, "e1 kept in the encrypted database");
+        CHECK(SdsCleanupReliabilityManager(erin2, on_result, &r) == RET_OK, "cleanup erin again");
+        wait_result(&r);
+    }
     char rm[300];
     snprintf(rm, sizeof rm, "rm -rf %s", dbdir);
     int rm_status = system(rm);

@@ -25,6 +25,10 @@ pub fn ensure_library() {
         let dir = target_dir();
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "-p", "sds-ffi", "--lib"]);
+        // The library the tests were built for: with the same features.
+        if cfg!(feature = "encryption") {
+            cmd.args(["--features", "encryption"]);
+        }
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
