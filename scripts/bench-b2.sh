@@ -5,13 +5,24 @@
 # Usage: scripts/bench-b2.sh [RUNS] [DIR] (default 3, a temporary directory).
 # SPIN="adaptive off" (the default) measures the store with each of these `--spin` settings;
 # their runs alternate, so a change in the machine's load falls on all of them alike.
+# ENCRYPTED=1 adds runs of encrypted stores (a random key in DIR; the default spin), alternating
+# with the others; sds is then built with the feature `encryption`, which also runs the plain
+# stores on SQLCipher (without a key).
 # Each run starts after a sync, so none pays for the previous one's writes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 dir=${2:-$(mktemp -d)}
 spins=${SPIN:-adaptive off}
-cargo build --release -q -p sds-cli
+features=()
+runs_of=()
+for spin in $spins; do runs_of+=("--spin $spin"); done
+if [ "${ENCRYPTED:-}" = 1 ]; then
+  features=(--features encryption)
+  head -c 32 /dev/urandom >"$dir/b2.key"
+  runs_of+=("--key-file $dir/b2.key")
+fi
+cargo build --release -q -p sds-cli "${features[@]}"
 sds=${CARGO_TARGET_DIR:-target}/release/sds
 out=$(mktemp)
 # No-op runs first: a durable run leaves gigabytes of dirty pages behind, and a run right after
@@ -24,10 +35,10 @@ for order in in-order random; do
 done
 for order in in-order random; do
   for _ in $(seq "$runs"); do
-    for spin in $spins; do
+    for extra in "${runs_of[@]}"; do
       sync
-      "$sds" bench pipeline --n 20000 --order "$order" --store "sqlite:$dir/b2.db" \
-        --spin "$spin" >>"$out"
+      # shellcheck disable=SC2086 # the options of one run, split into words
+      "$sds" bench pipeline --n 20000 --order "$order" --store "sqlite:$dir/b2.db" $extra >>"$out"
     done
   done
 done
@@ -36,7 +47,12 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 med = {}
 for r in rows:
-    kind = f"sqlite, spin {r['spin']}" if r["store"].startswith("sqlite") else r["store"]
+    if not r["store"].startswith("sqlite"):
+        kind = r["store"]
+    elif r.get("encrypted"):
+        kind = f"sqlite encrypted, spin {r['spin']}"
+    else:
+        kind = f"sqlite, spin {r['spin']}"
     med.setdefault((r["order"], kind), []).append(r)
 def cell(xs):
     return f"{statistics.median(xs):,.0f} ({min(xs):,.0f}–{max(xs):,.0f})"
