@@ -1,6 +1,6 @@
 //! The `Persistence` interface: where a channel's state lives between operations and restarts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -368,6 +368,8 @@ struct Stored {
     incoming_repair: BTreeMap<MessageId, IncomingRepairEntry>,
     /// Entries the log evicted, when the store keeps history.
     history: Vec<LogEntry>,
+    /// The ids in `history`: a message logged again leaves the history without a scan of it.
+    history_ids: HashSet<MessageId>,
 }
 
 impl Stored {
@@ -377,13 +379,16 @@ impl Stored {
             StoreOp::SaveLowWater(l) => self.low_water = Some(*l),
             StoreOp::AppendLogEntry(e) => {
                 self.log.retain(|x| x.message_id != e.message_id);
-                self.history.retain(|x| x.message_id != e.message_id);
+                if self.history_ids.remove(&e.message_id) {
+                    self.history.retain(|x| x.message_id != e.message_id);
+                }
                 self.log.push(e.clone());
             }
             StoreOp::RemoveLogEntry(id) => {
                 if let Some(at) = self.log.iter().position(|x| &x.message_id == id) {
                     let entry = self.log.remove(at);
                     if keep_history && !entry.is_met_marker() {
+                        self.history_ids.insert(entry.message_id.clone());
                         self.history.push(entry);
                     }
                 }
@@ -578,17 +583,20 @@ impl Persistence for MemoryPersistence {
     }
 
     /// Atomic: either every operation is applied or none is (a failure injected on any of the
-    /// batch's operation kinds fails the whole batch).
+    /// batch's operation kinds fails the whole batch). Applying an operation cannot fail, so
+    /// the batch is checked against the injected failures first and then applied in place: a
+    /// batch costs what its operations touch, not a copy of the channel's stored state.
     async fn apply_batch(&self, channel: &ChannelId, ops: &[StoreOp]) -> PersistenceResult<()> {
         let mut state = self.lock();
         Self::enter(&mut state, Call::ApplyBatch)?;
-        let mut next = state.channels.get(channel).cloned().unwrap_or_default();
-        let keep = state.keep_history;
         for op in ops {
             Self::enter(&mut state, Call::of(op))?;
-            next.apply(op, keep);
         }
-        state.channels.insert(channel.clone(), next);
+        let keep = state.keep_history;
+        let stored = state.channels.entry(channel.clone()).or_default();
+        for op in ops {
+            stored.apply(op, keep);
+        }
         Ok(())
     }
 }
