@@ -31,6 +31,15 @@ use crate::retrieve::{self, RateLimiter, Request, Response, RetrievalConfig, Ret
 /// Most authors whose publishing rate is tracked at once.
 const MAX_AUTHORS: usize = 10_000;
 
+/// Retrieval answers carrying messages that were not asked for, after which a peer is no
+/// longer asked (while it stays connected).
+const MAX_MISMATCHES: u32 = 3;
+
+/// Gossipsub application score given per mismatched retrieval answer (weighed by gossipsub's
+/// `app_specific_weight`, 10 by default: four mismatches take a peer below the graylist
+/// threshold of −80).
+const MISMATCH_SCORE: f64 = -2.5;
+
 /// Decides, for each received gossip message, whether the node processes it (`true`) or drops
 /// it as if it had never arrived (`false`): fault injection for tests and experiments (loss at
 /// this layer, not in gossipsub). Dropped messages are not forwarded.
@@ -165,6 +174,15 @@ pub enum NodeEvent {
         /// What the manager did with it.
         kind: ReceivedKind,
     },
+    /// A peer answered a retrieval request with a message that was not asked for (another id,
+    /// another channel, or bytes that are no message): it was not processed, and it costs the
+    /// peer gossip score; after a few such answers the peer is no longer asked.
+    RetrievalMismatch {
+        /// The peer that answered.
+        peer: PeerId,
+        /// The channel asked about.
+        channel_id: ChannelId,
+    },
     /// We answered a peer's retrieval request.
     RetrievalServed {
         /// The peer.
@@ -216,6 +234,8 @@ pub struct NodeStatus {
     pub retrieval_requests: u64,
     /// Messages received in retrieval answers.
     pub retrieved: u64,
+    /// Messages in retrieval answers that were not asked for (not processed).
+    pub retrieval_mismatches: u64,
     /// Retrieval requests answered, and refused for their rate.
     pub served: u64,
     /// Retrieval requests refused for their rate.
@@ -353,6 +373,7 @@ impl Node {
             ),
             author_limit: RateLimiter::new(config.author_rate, config.author_burst),
             outstanding: HashMap::new(),
+            mismatches: HashMap::new(),
             status: NodeStatus::default(),
             config,
         };
@@ -450,6 +471,8 @@ enum Job {
     Retrieved {
         peer: PeerId,
         bytes: Bytes,
+        /// What was asked: the answer is checked against it.
+        request: Arc<Request>,
     },
     Serve {
         peer: PeerId,
@@ -471,6 +494,10 @@ enum Done {
         message_id: MessageId,
         kind: ReceivedKind,
     },
+    Mismatch {
+        peer: PeerId,
+        channel_id: ChannelId,
+    },
     Serve {
         peer: PeerId,
         channel: ResponseChannel<Response>,
@@ -483,6 +510,18 @@ fn job_bytes(job: &Job) -> usize {
         Job::Gossip { bytes, .. } | Job::Retrieved { bytes, .. } => bytes.len(),
         Job::Serve { .. } => 0,
     }
+}
+
+/// Whether `bytes`, from the answer to `request`, are a message it asked for (decoded as the
+/// manager will decode them; see [`retrieve::answer_matches`]).
+fn answered(manager: &ReliabilityManager, request: &Request, bytes: &Bytes) -> bool {
+    let decoded = sds_proto::engine::decode(bytes, &manager.config().engine);
+    let ids = match &decoded {
+        Ok(sds_proto::engine::Received::Message(m)) => Some((&m.channel_id, &m.message_id)),
+        // Ephemeral messages are never logged, so never served.
+        Ok(_) | Err(_) => None,
+    };
+    retrieve::answer_matches(request, ids)
 }
 
 /// Runs jobs against the manager, one at a time, in order; reports back to the node.
@@ -514,19 +553,32 @@ async fn worker(
                     acceptance,
                 }
             }
-            Job::Retrieved { peer, bytes } => match manager.unwrap_received_message(bytes).await {
-                Ok(u) => Done::Retrieved {
+            Job::Retrieved {
+                peer,
+                bytes,
+                request,
+            } if !answered(&manager, &request, &bytes) => {
+                tracing::debug!(%peer, "retrieval answer with a message not asked for");
+                Done::Mismatch {
                     peer,
-                    channel_id: u.channel_id,
-                    message_id: u.message_id,
-                    kind: u.kind,
-                },
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "retrieved message not processed");
-                    queued.fetch_sub(size, Ordering::SeqCst);
-                    continue;
+                    channel_id: request.channel.clone(),
                 }
-            },
+            }
+            Job::Retrieved { peer, bytes, .. } => {
+                match manager.unwrap_received_message(bytes).await {
+                    Ok(u) => Done::Retrieved {
+                        peer,
+                        channel_id: u.channel_id,
+                        message_id: u.message_id,
+                        kind: u.kind,
+                    },
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "retrieved message not processed");
+                        queued.fetch_sub(size, Ordering::SeqCst);
+                        continue;
+                    }
+                }
+            }
             Job::Serve {
                 peer,
                 request,
@@ -578,8 +630,10 @@ struct Actor {
     retriever: Retriever,
     serve_limit: RateLimiter,
     author_limit: RateLimiter,
-    /// Retrieval requests in flight, per peer (to count answers).
-    outstanding: HashMap<request_response::OutboundRequestId, PeerId>,
+    /// Retrieval requests in flight: the peer asked and what (to check answers).
+    outstanding: HashMap<request_response::OutboundRequestId, (PeerId, Arc<Request>)>,
+    /// Retrieval answers with messages not asked for, per connected peer.
+    mismatches: HashMap<PeerId, u32>,
     status: NodeStatus,
     config: NodeConfig,
 }
@@ -745,6 +799,7 @@ impl Actor {
             .all_peers()
             .filter(|(_, topics)| topics.iter().any(|t| self.channels.contains_key(t)))
             .map(|(p, _)| *p)
+            .filter(|p| self.mismatches.get(p).copied().unwrap_or(0) < MAX_MISMATCHES)
             .collect();
         peers.sort();
         peers
@@ -755,12 +810,13 @@ impl Actor {
         let peers = self.channel_peers();
         for (peer, request) in self.retriever.due(&peers, Instant::now()) {
             let (channel_id, count) = (request.channel.clone(), request.ids.len());
+            let asked = Arc::new(request.clone());
             let id = self
                 .swarm
                 .behaviour_mut()
                 .retrieve
                 .send_request(&peer, request);
-            self.outstanding.insert(id, peer);
+            self.outstanding.insert(id, (peer, asked));
             self.status.retrieval_requests += 1;
             self.emit(NodeEvent::RetrievalRequested {
                 peer,
@@ -860,6 +916,17 @@ impl Actor {
                     message_id,
                     kind,
                 });
+            }
+            Done::Mismatch { peer, channel_id } => {
+                self.status.retrieval_mismatches += 1;
+                let count = self.mismatches.entry(peer).or_insert(0);
+                *count = count.saturating_add(1);
+                let score = MISMATCH_SCORE * f64::from(*count);
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .set_application_score(&peer, score);
+                self.emit(NodeEvent::RetrievalMismatch { peer, channel_id });
             }
             Done::Serve {
                 peer,
@@ -972,11 +1039,18 @@ impl Actor {
                     },
                 ..
             } => {
-                self.outstanding.remove(&request_id);
+                let Some((_, request)) = self.outstanding.remove(&request_id) else {
+                    return;
+                };
                 match response {
                     Response::Messages(messages) => {
                         for bytes in messages {
-                            if self.queue(Job::Retrieved { peer, bytes }).is_err() {
+                            let job = Job::Retrieved {
+                                peer,
+                                bytes,
+                                request: request.clone(),
+                            };
+                            if self.queue(job).is_err() {
                                 break;
                             }
                         }
@@ -1051,10 +1125,79 @@ impl Actor {
                 self.connections.remove(&connection_id);
                 if num_established == 0 {
                     self.serve_limit.forget(&peer_id);
+                    self.mismatches.remove(&peer_id);
                     self.emit(NodeEvent::PeerDisconnected(peer_id));
                 }
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sds_manager::{ManagerConfig, MemoryPersistence};
+
+    fn manager(name: &str) -> ReliabilityManager {
+        ReliabilityManager::new(
+            name,
+            ManagerConfig::default(),
+            Arc::new(MemoryPersistence::new()),
+        )
+        .unwrap()
+    }
+
+    /// A retrieval answer is processed only when it carries a message the request asked for.
+    #[tokio::test]
+    async fn retrieval_answers_are_checked_against_the_request() {
+        let (author, us) = (manager("author"), manager("us"));
+        us.join_channel("c").await.unwrap();
+        let x = author
+            .wrap_outgoing_message(&b"x"[..], "x", "c")
+            .await
+            .unwrap();
+        let (jobs, job_rx) = mpsc::unbounded_channel();
+        let (done_tx, mut done) = mpsc::unbounded_channel();
+        tokio::spawn(worker(
+            us.clone(),
+            job_rx,
+            done_tx,
+            Arc::new(AtomicUsize::new(0)),
+            1 << 20,
+        ));
+        let peer = PeerId::random();
+        let ask = |channel: &str, id: &str| {
+            Arc::new(Request {
+                channel: ChannelId::from(channel),
+                ids: vec![MessageId::from(id)],
+            })
+        };
+        for (request, bytes) in [
+            (ask("c", "a"), x.clone()),
+            (ask("d", "x"), x.clone()),
+            (ask("c", "x"), Bytes::from_static(b"not a message")),
+        ] {
+            let job = Job::Retrieved {
+                peer,
+                bytes,
+                request,
+            };
+            assert!(jobs.send(job).is_ok());
+            let answer = done.recv().await;
+            assert!(matches!(answer, Some(Done::Mismatch { .. })));
+        }
+        assert!(
+            us.get_log("c").await.unwrap().is_empty(),
+            "nothing processed"
+        );
+        let job = Job::Retrieved {
+            peer,
+            bytes: x,
+            request: ask("c", "x"),
+        };
+        assert!(jobs.send(job).is_ok());
+        assert!(matches!(done.recv().await, Some(Done::Retrieved { .. })));
+        assert_eq!(us.get_log("c").await.unwrap().len(), 1);
     }
 }

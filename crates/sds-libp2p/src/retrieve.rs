@@ -327,6 +327,18 @@ pub(crate) fn select<'a>(
     out
 }
 
+/// Whether a message that came back in the answer to `request` is one it asked for: a
+/// message of the requested channel whose id the request named. `decoded` is the channel and
+/// id read from the returned bytes (`None` when they do not decode as a message of the
+/// channel's profile). A peer may answer with fewer messages than asked, never with others:
+/// anything else is a mismatch, not processed and held against the peer.
+pub(crate) fn answer_matches(request: &Request, decoded: Option<(&ChannelId, &MessageId)>) -> bool {
+    match decoded {
+        Some((channel, id)) => *channel == request.channel && request.ids.contains(id),
+        None => false,
+    }
+}
+
 /// Token buckets, one per peer: how often each peer may ask us.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
@@ -595,6 +607,26 @@ mod tests {
         // The bound stops after the first message that fits; a first message is always sent.
         assert_eq!(select(&[b.clone(), c.clone()], log, 15), vec![bb.clone()]);
         assert_eq!(select(std::slice::from_ref(&b), log, 1), vec![bb]);
+    }
+
+    #[test]
+    fn answers_must_be_messages_that_were_asked_for() {
+        let request = Request {
+            channel: ChannelId::from("c"),
+            ids: vec![MessageId::from("a"), MessageId::from("b")],
+        };
+        let (c, other) = (ChannelId::from("c"), ChannelId::from("d"));
+        let (a, z) = (MessageId::from("a"), MessageId::from("z"));
+        assert!(answer_matches(&request, Some((&c, &a))));
+        assert!(
+            !answer_matches(&request, Some((&c, &z))),
+            "an id not asked for"
+        );
+        assert!(
+            !answer_matches(&request, Some((&other, &a))),
+            "another channel"
+        );
+        assert!(!answer_matches(&request, None), "bytes that are no message");
     }
 
     #[test]

@@ -471,6 +471,12 @@ impl ReliabilityManager {
         &self.inner.participant_id
     }
 
+    /// The settings the manager was made with (for example its engine's profile and limits,
+    /// to decode received bytes the way it will).
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
     /// Subscribes to events and periodic transmissions, from now on. Any number of
     /// subscribers may exist; each gets every notification, in order, in a queue of its own of
     /// [`ManagerConfig::notification_capacity`]. Lag policy: when a subscriber's queue is full,
