@@ -130,6 +130,9 @@ pub enum NodeError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+    /// Gossipsub did not publish the bytes (for example no peer has joined the channel yet).
+    #[error("publish: {0}")]
+    Publish(String),
 }
 
 /// What a node reports to the application.
@@ -252,6 +255,18 @@ enum Command {
         bytes: Bytes,
     },
     Dial(Multiaddr, oneshot::Sender<Result<(), NodeError>>),
+    PublishNow {
+        channel_id: ChannelId,
+        message_id: MessageId,
+        bytes: Bytes,
+        done: oneshot::Sender<Result<(), NodeError>>,
+    },
+    Claim {
+        channel_id: ChannelId,
+        query_latest: u16,
+        done: oneshot::Sender<()>,
+    },
+    Release(ChannelId),
     Status(oneshot::Sender<NodeStatus>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -351,6 +366,7 @@ impl Node {
             done_tx,
             queued.clone(),
             config.retrieval.max_response_bytes,
+            config.retrieval.max_ids_per_request,
         ));
         let mut actor = Actor {
             swarm,
@@ -363,6 +379,7 @@ impl Node {
             events: event_tx,
             missed: 0,
             channels: HashMap::new(),
+            claimed: HashMap::new(),
             connections: HashMap::new(),
             dial_targets: config.peers.clone(),
             listen_addrs: Vec::new(),
@@ -431,6 +448,63 @@ impl NodeHandle {
             message_id,
             bytes,
         })
+    }
+
+    /// Publishes `bytes` (an SDS message of `channel`, with id `message_id`, already wrapped
+    /// by the manager) and says whether gossipsub took them. A failure is also reported as
+    /// [`NodeEvent::PublishFailed`].
+    ///
+    /// This method is cancel safe in that the bytes are published, or not, as a whole; once
+    /// it was polled the publication may happen even if the future is dropped before it
+    /// finishes.
+    pub async fn publish(
+        &self,
+        channel: impl Into<ChannelId>,
+        message_id: impl Into<MessageId>,
+        bytes: Bytes,
+    ) -> Result<(), NodeError> {
+        let (done, rx) = oneshot::channel();
+        self.command(Command::PublishNow {
+            channel_id: channel.into(),
+            message_id: message_id.into(),
+            bytes,
+            done,
+        })?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Joins `channel` and takes over its periodic transmissions (resends, syncs, repairs):
+    /// the node no longer publishes them, and whoever claimed the channel publishes them (with
+    /// [`publish`](Self::publish)) as it reads them from its own
+    /// [`subscribe`](ReliabilityManager::subscribe)d manager, for example under a rate limit
+    /// (see [`ReliableChannel`](crate::ReliableChannel)). With `query_latest` above 0, every
+    /// connected peer, and every peer that connects later, is asked for its `query_latest`
+    /// most recent messages of the channel (at most
+    /// [`RetrievalConfig::max_ids_per_request`]): what was sent while we were away; what
+    /// those cite and we lack is then retrieved as usual.
+    ///
+    /// This method is cancel safe: dropped before the node answered, the claim may or may not
+    /// have been made; claiming again is harmless.
+    pub async fn claim(
+        &self,
+        channel: impl Into<ChannelId>,
+        query_latest: u16,
+    ) -> Result<(), NodeError> {
+        let channel = channel.into();
+        self.manager.join_channel(channel.clone()).await?;
+        let (done, rx) = oneshot::channel();
+        self.command(Command::Claim {
+            channel_id: channel,
+            query_latest,
+            done,
+        })?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Gives the periodic transmissions of `channel` back to the node (see
+    /// [`claim`](Self::claim)); the channel stays joined.
+    pub fn release(&self, channel: impl Into<ChannelId>) -> Result<(), NodeError> {
+        self.command(Command::Release(channel.into()))
     }
 
     /// Dials `addr` (once; add it to [`NodeConfig::peers`] to keep it connected).
@@ -531,6 +605,7 @@ async fn worker(
     done: mpsc::UnboundedSender<Done>,
     queued: Arc<AtomicUsize>,
     max_response_bytes: usize,
+    max_ids: usize,
 ) {
     while let Some(job) = jobs.recv().await {
         let size = job_bytes(&job);
@@ -588,11 +663,22 @@ async fn worker(
                 // one.
                 let messages = if manager.channel_ids().contains(&request.channel) {
                     match manager.get_log(request.channel.clone()).await {
-                        Ok(log) => retrieve::select(
-                            &request.ids,
-                            log.iter().map(|e| (&e.message_id, &e.bytes)),
-                            max_response_bytes,
-                        ),
+                        Ok(log) => {
+                            let entries = || log.iter().map(|e| (&e.message_id, &e.bytes));
+                            let mut out =
+                                retrieve::select(&request.ids, entries(), max_response_bytes);
+                            let used: usize = out.iter().map(|b| b.len()).sum();
+                            if request.latest > 0 && (out.is_empty() || used < max_response_bytes) {
+                                out.extend(retrieve::select_latest(
+                                    (request.latest as usize)
+                                        .min(max_ids.saturating_sub(out.len())),
+                                    entries(),
+                                    &request.ids,
+                                    max_response_bytes.saturating_sub(used),
+                                ));
+                            }
+                            out
+                        }
                         Err(_) => Vec::new(),
                     }
                 } else {
@@ -624,6 +710,9 @@ struct Actor {
     missed: u64,
     /// Joined channels by topic.
     channels: HashMap<TopicHash, ChannelId>,
+    /// Claimed channels (their periodic transmissions are published by their claimant), with
+    /// how many latest messages to ask of each peer that connects.
+    claimed: HashMap<ChannelId, u16>,
     connections: HashMap<ConnectionId, (PeerId, Multiaddr)>,
     dial_targets: Vec<Multiaddr>,
     listen_addrs: Vec<Multiaddr>,
@@ -687,24 +776,40 @@ impl Actor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Join(channel, tx) => {
-                let topic = behaviour::topic_of(&channel);
-                if !self.channels.contains_key(&topic.hash()) {
-                    behaviour::score_topic(
-                        &mut self.swarm.behaviour_mut().gossipsub,
-                        topic.clone(),
-                    );
-                    if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
-                        tracing::warn!(%channel, error = %e, "cannot subscribe");
-                    }
-                    self.channels.insert(topic.hash(), channel);
-                }
+                self.join(channel);
                 let _ = tx.send(());
+            }
+            Command::PublishNow {
+                channel_id,
+                message_id,
+                bytes,
+                done,
+            } => {
+                let _ = done.send(self.publish(channel_id, message_id, bytes));
+            }
+            Command::Claim {
+                channel_id,
+                query_latest,
+                done,
+            } => {
+                self.join(channel_id.clone());
+                self.claimed.insert(channel_id.clone(), query_latest);
+                let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                for peer in peers {
+                    self.query_latest(peer, &channel_id, query_latest);
+                }
+                let _ = done.send(());
+            }
+            Command::Release(channel_id) => {
+                self.claimed.remove(&channel_id);
             }
             Command::Publish {
                 channel_id,
                 message_id,
                 bytes,
-            } => self.publish(channel_id, message_id, bytes),
+            } => {
+                let _ = self.publish(channel_id, message_id, bytes);
+            }
             Command::Dial(addr, tx) => {
                 let _ = tx.send(self.dial(addr));
             }
@@ -715,7 +820,50 @@ impl Actor {
         }
     }
 
-    fn publish(&mut self, channel_id: ChannelId, message_id: MessageId, bytes: Bytes) {
+    fn join(&mut self, channel: ChannelId) {
+        let topic = behaviour::topic_of(&channel);
+        if !self.channels.contains_key(&topic.hash()) {
+            behaviour::score_topic(&mut self.swarm.behaviour_mut().gossipsub, topic.clone());
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                tracing::warn!(%channel, error = %e, "cannot subscribe");
+            }
+            self.channels.insert(topic.hash(), channel);
+        }
+    }
+
+    /// Asks `peer` for its `latest` most recent messages of `channel` (none when 0).
+    fn query_latest(&mut self, peer: PeerId, channel: &ChannelId, latest: u16) {
+        let max = u16::try_from(self.config.retrieval.max_ids_per_request).unwrap_or(u16::MAX);
+        let latest = latest.min(max);
+        if latest == 0 || !self.config.retrieval.enabled {
+            return;
+        }
+        let request = Request {
+            channel: channel.clone(),
+            ids: Vec::new(),
+            latest,
+        };
+        let asked = Arc::new(request.clone());
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .retrieve
+            .send_request(&peer, request);
+        self.outstanding.insert(id, (peer, asked));
+        self.status.retrieval_requests += 1;
+        self.emit(NodeEvent::RetrievalRequested {
+            peer,
+            channel_id: channel.clone(),
+            count: latest as usize,
+        });
+    }
+
+    fn publish(
+        &mut self,
+        channel_id: ChannelId,
+        message_id: MessageId,
+        bytes: Bytes,
+    ) -> Result<(), NodeError> {
         let topic: IdentTopic = behaviour::topic_of(&channel_id);
         match self
             .swarm
@@ -723,15 +871,20 @@ impl Actor {
             .gossipsub
             .publish(topic, bytes.to_vec())
         {
-            Ok(_) => self.status.published += 1,
+            Ok(_) => {
+                self.status.published += 1;
+                Ok(())
+            }
             Err(e) => {
                 self.status.publish_failed += 1;
                 tracing::debug!(%channel_id, %message_id, error = %e, "publish failed");
+                let error = e.to_string();
                 self.emit(NodeEvent::PublishFailed {
                     channel_id,
                     message_id,
-                    error: e.to_string(),
+                    error: error.clone(),
                 });
+                Err(NodeError::Publish(error))
             }
         }
     }
@@ -828,7 +981,11 @@ impl Actor {
 
     fn on_notification(&mut self, n: Notification) {
         match n {
-            Notification::Transmit(t) => self.publish(t.channel_id, t.message_id, t.bytes),
+            // A claimed channel's claimant publishes its transmissions.
+            Notification::Transmit(t) if self.claimed.contains_key(&t.channel_id) => {}
+            Notification::Transmit(t) => {
+                let _ = self.publish(t.channel_id, t.message_id, t.bytes);
+            }
             Notification::Event(event) => {
                 let now = Instant::now();
                 let mut asked = false;
@@ -1114,6 +1271,11 @@ impl Actor {
                 self.connections.insert(connection_id, (peer_id, addr));
                 if num_established.get() == 1 {
                     self.emit(NodeEvent::PeerConnected(peer_id));
+                    let claimed: Vec<(ChannelId, u16)> =
+                        self.claimed.iter().map(|(c, n)| (c.clone(), *n)).collect();
+                    for (channel, latest) in claimed {
+                        self.query_latest(peer_id, &channel, latest);
+                    }
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -1165,12 +1327,14 @@ mod tests {
             done_tx,
             Arc::new(AtomicUsize::new(0)),
             1 << 20,
+            64,
         ));
         let peer = PeerId::random();
         let ask = |channel: &str, id: &str| {
             Arc::new(Request {
                 channel: ChannelId::from(channel),
                 ids: vec![MessageId::from(id)],
+                latest: 0,
             })
         };
         for (request, bytes) in [

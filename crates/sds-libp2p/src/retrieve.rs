@@ -3,13 +3,17 @@
 //! A request names one channel and up to [`RetrievalConfig::max_ids_per_request`] message ids;
 //! the answer carries the bytes of those the peer holds in its log (at most
 //! [`RetrievalConfig::max_response_bytes`] in all), or says that the peer refused because we
-//! asked too often. The bytes go through `unwrap_received_message` like any received message,
+//! asked too often. A request may instead (or as well) ask for the peer's `latest` messages of
+//! the channel, at most `max_ids_per_request` of them: the query a reliable channel makes of a
+//! peer that connects, to learn what was sent while it was away. Each message of an answer is
+//! checked against the request before it is processed: of the channel, and one of the ids
+//! asked for (or any, up to `latest`). The bytes go through `unwrap_received_message` like any received message,
 //! so a peer can make us deliver nothing that a gossip message could not.
 //!
 //! Wire format (all integers big-endian), read with a hard bound on the bytes taken:
 //!
 //! ```text
-//! request  = u16 channel-len, channel, u16 count, count × (u16 id-len, id)
+//! request  = u16 channel-len, channel, u16 count, count × (u16 id-len, id) [, u16 latest]
 //! response = u8 status (0 ok, 1 rate limited), u32 count, count × (u32 len, bytes)
 //! ```
 
@@ -75,6 +79,10 @@ pub struct Request {
     pub channel: ChannelId,
     /// The messages wanted.
     pub ids: Vec<MessageId>,
+    /// How many of the peer's most recent messages of the channel are wanted besides (0: none;
+    /// at most `max_ids_per_request`). On the wire only when not 0, so that plain requests are
+    /// the same bytes as before.
+    pub latest: u16,
 }
 
 /// The answer to a [`Request`].
@@ -100,7 +108,8 @@ impl Codec {
     pub fn new(config: &RetrievalConfig, max_id_len: usize, max_message_size: usize) -> Self {
         let id = 2 + max_id_len.min(u16::MAX as usize);
         Codec {
-            max_request_bytes: 2 + id + id.saturating_mul(config.max_ids_per_request),
+            // Channel, count, ids, and the optional `latest`.
+            max_request_bytes: 4 + id + id.saturating_mul(config.max_ids_per_request),
             // Room for the largest single message even when the configured total is smaller:
             // a peer always answers with at least one message it holds.
             max_response_bytes: 5 + config
@@ -176,6 +185,12 @@ impl Codec {
         for id in &request.ids {
             push_u16_bytes(&mut out, id.as_bytes())?;
         }
+        if request.latest as usize > self.max_ids {
+            return Err(invalid("too many latest messages"));
+        }
+        if request.latest > 0 {
+            out.extend_from_slice(&request.latest.to_be_bytes());
+        }
         Ok(out)
     }
 
@@ -196,8 +211,24 @@ impl Codec {
             let n = r.u16()?;
             ids.push(MessageId::from_bytes(Bytes::copy_from_slice(r.take(n)?)));
         }
+        let latest = if r.0.is_empty() {
+            0
+        } else {
+            match r.u16()? {
+                // Written only when not 0: one encoding per request.
+                0 => return Err(invalid("latest of 0 on the wire")),
+                n => n,
+            }
+        };
         r.end()?;
-        Ok(Request { channel, ids })
+        if latest > self.max_ids {
+            return Err(invalid("too many latest messages"));
+        }
+        Ok(Request {
+            channel,
+            ids,
+            latest: latest as u16,
+        })
     }
 
     /// The bytes of `response`.
@@ -334,9 +365,41 @@ pub(crate) fn select<'a>(
 /// anything else is a mismatch, not processed and held against the peer.
 pub(crate) fn answer_matches(request: &Request, decoded: Option<(&ChannelId, &MessageId)>) -> bool {
     match decoded {
-        Some((channel, id)) => *channel == request.channel && request.ids.contains(id),
+        Some((channel, id)) => {
+            // Which messages are a peer's latest is the peer's to say; how many is bounded by
+            // the codec (no more messages than `max_ids_per_request`).
+            *channel == request.channel && (request.latest > 0 || request.ids.contains(id))
+        }
         None => false,
     }
+}
+
+/// The bytes of the last `latest` messages of `log` (oldest first, as logs are), oldest
+/// first, not counting those in `skip` (already in the answer), within `max_bytes` (but at
+/// least the newest one).
+pub(crate) fn select_latest<'a>(
+    latest: usize,
+    log: impl DoubleEndedIterator<Item = (&'a MessageId, &'a Bytes)>,
+    skip: &[MessageId],
+    max_bytes: usize,
+) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for (id, bytes) in log.rev() {
+        if out.len() >= latest {
+            break;
+        }
+        if skip.contains(id) {
+            continue;
+        }
+        if !out.is_empty() && total.saturating_add(bytes.len()) > max_bytes {
+            break;
+        }
+        total = total.saturating_add(bytes.len());
+        out.push(bytes.clone());
+    }
+    out.reverse();
+    out
 }
 
 /// Token buckets, one per peer: how often each peer may ask us.
@@ -508,7 +571,16 @@ impl Retriever {
         self.order = keep;
         batches
             .into_iter()
-            .map(|((peer, channel), ids)| (peer, Request { channel, ids }))
+            .map(|((peer, channel), ids)| {
+                (
+                    peer,
+                    Request {
+                        channel,
+                        ids,
+                        latest: 0,
+                    },
+                )
+            })
             .collect()
     }
 }
@@ -538,6 +610,7 @@ mod tests {
         let req = Request {
             channel: ChannelId::from("lobby"),
             ids: vec![MessageId::from("a"), MessageId::from("bb")],
+            latest: 0,
         };
         let bytes = c.encode_request(&req).unwrap();
         assert_eq!(
@@ -614,6 +687,7 @@ mod tests {
         let request = Request {
             channel: ChannelId::from("c"),
             ids: vec![MessageId::from("a"), MessageId::from("b")],
+            latest: 0,
         };
         let (c, other) = (ChannelId::from("c"), ChannelId::from("d"));
         let (a, z) = (MessageId::from("a"), MessageId::from("z"));
@@ -627,6 +701,53 @@ mod tests {
             "another channel"
         );
         assert!(!answer_matches(&request, None), "bytes that are no message");
+        let latest = Request {
+            channel: ChannelId::from("c"),
+            ids: Vec::new(),
+            latest: 5,
+        };
+        assert!(
+            answer_matches(&latest, Some((&c, &z))),
+            "any id of the channel"
+        );
+        assert!(!answer_matches(&latest, Some((&other, &z))));
+    }
+
+    #[test]
+    fn latest_requests_round_trip_and_bound() {
+        let c = codec();
+        let req = Request {
+            channel: ChannelId::from("c"),
+            ids: vec![MessageId::from("a")],
+            latest: 3,
+        };
+        let bytes = c.encode_request(&req).unwrap();
+        assert_eq!(bytes, [0, 1, b'c', 0, 1, 0, 1, b'a', 0, 3]);
+        assert_eq!(c.decode_request(&bytes).unwrap(), req);
+        // A zero on the wire, and more than a request may ask for, are refused.
+        assert!(c.decode_request(&[0, 1, b'c', 0, 0, 0, 0]).is_err());
+        assert!(c.decode_request(&[0, 1, b'c', 0, 0, 0, 65]).is_err());
+        assert!(c.decode_request(&[0, 1, b'c', 0, 0, 0, 64]).is_ok());
+        let too_many = Request { latest: 65, ..req };
+        assert!(c.encode_request(&too_many).is_err());
+    }
+
+    #[test]
+    fn select_latest_takes_the_newest_oldest_first() {
+        let ids: Vec<MessageId> = ["a", "b", "c", "d"].map(MessageId::from).to_vec();
+        let bytes: Vec<Bytes> = (0..4u8).map(|i| Bytes::from(vec![i; 10])).collect();
+        let log = || ids.iter().zip(bytes.iter());
+        assert_eq!(
+            select_latest(2, log(), &[], 100),
+            vec![bytes[2].clone(), bytes[3].clone()]
+        );
+        assert_eq!(
+            select_latest(2, log(), &ids[3..], 100),
+            vec![bytes[1].clone(), bytes[2].clone()],
+            "those already answered by id are not sent twice"
+        );
+        assert_eq!(select_latest(3, log(), &[], 15), vec![bytes[3].clone()]);
+        assert!(select_latest(0, log(), &[], 100).is_empty());
     }
 
     #[test]
