@@ -44,7 +44,10 @@
 
 mod behaviour;
 mod node;
+pub mod rate_limit;
+mod reliable_channel;
 pub mod retrieve;
+pub mod segmentation;
 
 pub use behaviour::topic_of;
 pub use libp2p::identity::Keypair;
@@ -52,4 +55,9 @@ pub use libp2p::{Multiaddr, PeerId};
 pub use node::{
     GossipFilter, Node, NodeConfig, NodeError, NodeEvent, NodeEvents, NodeHandle, NodeStatus,
 };
+pub use rate_limit::{EphemeralDropReason, RateLimit};
+pub use reliable_channel::{
+    ChannelError, ChannelEvent, ChannelEvents, ChunkInfo, ReliableChannel, ReliableChannelConfig,
+};
 pub use retrieve::RetrievalConfig;
+pub use segmentation::{ReassemblyDropReason, ReassemblyLimits};
