@@ -15,6 +15,12 @@
 //!   disconnected) and, when [`NodeConfig::mdns`] is on, from mDNS on the LAN; `identify` and
 //!   `ping` run on every connection.
 //!
+//! * A [`ReliableChannel`] on a node is the application-facing layer of the Reliable Channel
+//!   API: `send(payload) -> MessageId`, `send_ephemeral`, lifecycle events
+//!   ([`ChannelEvent`]), segmentation of large payloads ([`segmentation`]), a send budget
+//!   ([`rate_limit`]) and a query on connect, with the specification's defaults
+//!   ([`ReliableChannelConfig`]).
+//!
 //! The SDS protocol state lives in the manager (a library with no I/O of its own); the node's
 //! task is a thin driver on top: it moves bytes between the swarm and the manager, and it
 //! decides nothing about SDS.
@@ -36,11 +42,47 @@
 //!   peer is graylisted by gossipsub itself; delivery quotas, which would punish the peers of a
 //!   quiet chat, are off.
 //!
+//! ## A reliable channel
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use sds_libp2p::{ChannelEvent, Keypair, Node, NodeConfig, ReliableChannel, ReliableChannelConfig};
+//! use sds_manager::{ManagerConfig, MemoryPersistence, ReliabilityManager};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ReliableChannelConfig::default();
+//! let manager = ReliabilityManager::new(
+//!     "alice",
+//!     config.apply_to_manager(ManagerConfig::default()),
+//!     Arc::new(MemoryPersistence::new()),
+//! )?;
+//! let node_config = NodeConfig {
+//!     listen: vec!["/ip4/0.0.0.0/tcp/4001".parse()?],
+//!     ..NodeConfig::default()
+//! };
+//! let (node, _node_events) =
+//!     Node::spawn(manager, Keypair::generate_ed25519(), config.apply_to_node(node_config)).await?;
+//! let (channel, mut events) = ReliableChannel::open(node, "room", config).await?;
+//! let id = channel.send(&b"hello"[..])?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         ChannelEvent::Acknowledged { message_id, chunks }
+//!             if message_id == id && chunks.is_complete() => break,
+//!         ChannelEvent::Received { payload, .. } => println!("{} bytes", payload.len()),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Limits
 //!
 //! Everything a remote peer makes a node hold is bounded: gossip waiting for SDS
 //! ([`NodeConfig::max_inbound_bytes`]), retrieval requests and responses (sizes, ids per
 //! request), the missing messages being asked for, and the per-peer and per-author rate state.
+//! A reliable channel bounds the messages it reassembles ([`ReassemblyLimits`]) and what waits
+//! to be published ([`ReliableChannelConfig::max_queued_messages`] and `max_queued_bytes`).
 
 mod behaviour;
 mod node;

@@ -1,24 +1,4 @@
-//! The Reliable Channel: an application-facing channel on top of a [`Node`](crate::Node), after
-//! the Reliable Channel API of the Waku specifications.
-//!
-//! [`ReliableChannel::send`] hands over a payload and returns the [`MessageId`] its events
-//! carry; [`ChannelEvents`] reports each message's lifecycle ([`ChannelEvent`]): sending,
-//! sent, possibly acknowledged, acknowledged or an irrecoverable error for our messages;
-//! received (reassembled, once) and irretrievably lost for the others'. Underneath:
-//!
-//! * **SDS** tracks every message (causal order, acknowledgement, resends, syncs), in the
-//!   node's manager, with the settings of the specification
-//!   ([`ReliableChannelConfig::apply_to_manager`]).
-//! * **Segmentation** ([`segmentation`](crate::segmentation)): a payload above
-//!   [`segment_size`](ReliableChannelConfig::segment_size) is sent as several SDS messages and
-//!   reassembled before delivery.
-//! * **Rate limit** ([`rate_limit`](crate::rate_limit)): with a
-//!   [`RateLimit`], every publication of the channel (first sends, resends, repairs, syncs,
-//!   ephemeral messages) counts against the epoch's budget; regular ones wait in a queue,
-//!   ephemeral ones and syncs are dropped when the budget is nearly spent. For that the
-//!   channel [`claim`](NodeHandle::claim)s its periodic transmissions from the node.
-//! * **Retrieval**: missing messages are asked of peers by the node, and on connect every
-//!   peer is asked for its latest messages of the channel (query on connect).
+//! The Reliable Channel: see [`ReliableChannel`].
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::pin::Pin;
@@ -373,7 +353,27 @@ impl InFlight {
     }
 }
 
-/// A reliable channel over a node: see the [module documentation](self).
+/// A reliable channel: an application-facing channel on top of a [`Node`](crate::Node), after
+/// the Reliable Channel API of the Waku specifications.
+///
+/// [`ReliableChannel::send`] hands over a payload and returns the [`MessageId`] its events
+/// carry; [`ChannelEvents`] reports each message's lifecycle ([`ChannelEvent`]): sending,
+/// sent, possibly acknowledged, acknowledged or an irrecoverable error for our messages;
+/// received (reassembled, once) and irretrievably lost for the others'. Underneath:
+///
+/// * **SDS** tracks every message (causal order, acknowledgement, resends, syncs), in the
+///   node's manager, with the settings of the specification
+///   ([`ReliableChannelConfig::apply_to_manager`]).
+/// * **Segmentation** ([`segmentation`](crate::segmentation)): a payload above
+///   [`segment_size`](ReliableChannelConfig::segment_size) is sent as several SDS messages and
+///   reassembled before delivery.
+/// * **Rate limit** ([`rate_limit`](crate::rate_limit)): with a
+///   [`RateLimit`], every publication of the channel (first sends, resends, repairs, syncs,
+///   ephemeral messages) counts against the epoch's budget; regular ones wait in a queue,
+///   ephemeral ones and syncs are dropped when the budget is nearly spent. For that the
+///   channel [`claim`](NodeHandle::claim)s its periodic transmissions from the node.
+/// * **Retrieval**: missing messages are asked of peers by the node, and on connect every
+///   peer is asked for its latest messages of the channel (query on connect).
 #[derive(Debug)]
 pub struct ReliableChannel {
     channel: ChannelId,

@@ -11,7 +11,7 @@
 //!           the whole payload, then this segment's bytes
 //! ```
 //!
-//! A segment's SDS message id is `id#index/count` ([`segment_id`]), and a received segment
+//! A segment's SDS message id is `id#index/count`, and a received segment
 //! whose SDS id is not the one its frame names is refused: SDS keeps one message per id, so
 //! no member can slip other bytes into a segment slot that was already filled. Reassembly
 //! checks the length and digest of the whole before delivering it.
