@@ -50,6 +50,20 @@ impl RateLimit {
         }
     }
 
+    /// Sets [`messages_per_epoch`](Self::messages_per_epoch).
+    #[must_use]
+    pub fn with_messages_per_epoch(mut self, messages_per_epoch: u32) -> Self {
+        self.messages_per_epoch = messages_per_epoch;
+        self
+    }
+
+    /// Sets [`epoch`](Self::epoch).
+    #[must_use]
+    pub fn with_epoch(mut self, epoch: Duration) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
     /// Sets [`ephemeral_threshold`](Self::ephemeral_threshold).
     #[must_use]
     pub fn with_ephemeral_threshold(mut self, ephemeral_threshold: f64) -> Self {

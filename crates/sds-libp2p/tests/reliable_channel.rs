@@ -210,8 +210,10 @@ async fn a_megabyte_is_segmented_and_delivered_whole_once_under_gossip_loss() {
     .await;
     meshed(&a.node, 1).await;
     let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let t0 = std::time::Instant::now();
     let id = a.channel.send(payload.clone()).unwrap();
     let got = until(&mut b.events, 90, received).await;
+    let delivered = t0.elapsed();
     assert_eq!(got.0, id);
     assert!(got.1 == payload, "the payload came back different");
     // Alice sees every one of the 10 segments acknowledged.
@@ -239,7 +241,8 @@ async fn a_megabyte_is_segmented_and_delivered_whole_once_under_gossip_loss() {
         b.node.status().await.unwrap(),
     );
     eprintln!(
-        "gossip dropped {} of {} at alice, {} of {} at bob; bob retrieved {}",
+        "1 MB delivered whole after {delivered:?}; gossip dropped {} of {} at alice, {} of {} \
+         at bob; bob retrieved {}",
         sa.gossip_filtered,
         sa.gossip_received,
         sb.gossip_filtered,
