@@ -36,9 +36,9 @@ const MAX_AUTHORS: usize = 10_000;
 const MAX_MISMATCHES: u32 = 3;
 
 /// Gossipsub application score given per mismatched retrieval answer (weighed by gossipsub's
-/// `app_specific_weight`, 10 by default: four mismatches take a peer below the graylist
-/// threshold of −80).
-const MISMATCH_SCORE: f64 = -2.5;
+/// `app_specific_weight`, 10 by default: three mismatches, −120, take a peer below the
+/// graylist threshold of −80 even with the most a topic's positive terms give, +11).
+const MISMATCH_SCORE: f64 = -4.0;
 
 /// Decides, for each received gossip message, whether the node processes it (`true`) or drops
 /// it as if it had never arrived (`false`): fault injection for tests and experiments (loss at
