@@ -480,8 +480,8 @@ impl NodeHandle {
     /// (see [`ReliableChannel`](crate::ReliableChannel)). With `query_latest` above 0, every
     /// connected peer, and every peer that connects later, is asked for its `query_latest`
     /// most recent messages of the channel (at most
-    /// [`RetrievalConfig::max_ids_per_request`]): what was sent while we were away; what
-    /// those cite and we lack is then retrieved as usual.
+    /// [`RetrievalConfig::max_ids_per_request`], and not at all when retrieval is off): what
+    /// was sent while we were away; what those cite and we lack is then retrieved as usual.
     ///
     /// This method is cancel safe: dropped before the node answered, the claim may or may not
     /// have been made; claiming again is harmless.

@@ -867,7 +867,10 @@ impl Driver {
             return;
         }
         let (id, purpose) = (item.message_id.clone(), item.purpose);
-        if self.queue.push(item) && purpose != Purpose::Repair {
+        if !self.queue.push(item) {
+            // Already waiting, or no room: SDS sends an unacknowledged message again later.
+            tracing::debug!(channel = %self.channel, message = %id, "not queued");
+        } else if purpose != Purpose::Repair {
             let (message_id, chunk, _) = segmentation::parse_segment_id(&id);
             self.emit(ChannelEvent::Queued { message_id, chunk });
         }
