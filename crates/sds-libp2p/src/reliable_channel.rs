@@ -299,6 +299,32 @@ pub enum ChannelEvent {
     },
 }
 
+impl ChannelEvent {
+    /// The event's name: the Reliable Channel API's (`sending-message`, `message-sent`,
+    /// `message-possibly-acknowledged`, `message-acknowledged`,
+    /// `sending-message-irrecoverable-error`, `message-received`, `irretrievable-message`,
+    /// `ephemeral-message-dropped`), or, for events the API does not name, one in the same
+    /// style (`message-queued`, `publish-failed`, `reassembly-dropped`, `invalid-frame`,
+    /// `lagged`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChannelEvent::Sending { .. } => "sending-message",
+            ChannelEvent::Sent { .. } => "message-sent",
+            ChannelEvent::PossiblyAcknowledged { .. } => "message-possibly-acknowledged",
+            ChannelEvent::Acknowledged { .. } => "message-acknowledged",
+            ChannelEvent::IrrecoverableError { .. } => "sending-message-irrecoverable-error",
+            ChannelEvent::Received { .. } => "message-received",
+            ChannelEvent::IrretrievablyLost { .. } => "irretrievable-message",
+            ChannelEvent::EphemeralDropped { .. } => "ephemeral-message-dropped",
+            ChannelEvent::Queued { .. } => "message-queued",
+            ChannelEvent::PublishFailed { .. } => "publish-failed",
+            ChannelEvent::ReassemblyDropped { .. } => "reassembly-dropped",
+            ChannelEvent::InvalidFrame { .. } => "invalid-frame",
+            ChannelEvent::Lagged { .. } => "lagged",
+        }
+    }
+}
+
 /// Why a [`ReliableChannel`] call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
