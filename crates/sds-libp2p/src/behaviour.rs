@@ -10,7 +10,7 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{identify, mdns, ping};
+use libp2p::{connection_limits, identify, mdns, ping};
 use sds_manager::ChannelId;
 
 use crate::retrieve::{self, Codec};
@@ -24,6 +24,9 @@ pub(crate) const GOSSIP_OVERHEAD: usize = 4096;
 /// The protocols of a node.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// First, so that a connection over the limits is refused before any other protocol sets
+    /// up state for it.
+    pub(crate) limits: connection_limits::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) retrieve: request_response::Behaviour<Codec>,
     pub(crate) identify: identify::Behaviour,
@@ -126,7 +129,14 @@ pub(crate) fn build(keypair: &Keypair, config: &NodeConfig) -> Result<Behaviour,
     } else {
         None
     };
+    let connections = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_established_incoming(Some(config.max_incoming_connections))
+            .with_max_pending_incoming(Some(config.max_pending_incoming))
+            .with_max_established_per_peer(Some(config.max_connections_per_peer)),
+    );
     Ok(Behaviour {
+        limits: connections,
         gossipsub,
         retrieve,
         identify,

@@ -41,6 +41,11 @@
 //! Everything a remote peer makes a node hold is bounded: gossip waiting for SDS
 //! ([`NodeConfig::max_inbound_bytes`]), retrieval requests and responses (sizes, ids per
 //! request), the missing messages being asked for, and the per-peer and per-author rate state.
+//! Connections are bounded too, by libp2p's `connection_limits`: inbound connections
+//! established ([`NodeConfig::max_incoming_connections`], default 128) and still in their
+//! handshake ([`NodeConfig::max_pending_incoming`], default 32), and connections per peer
+//! ([`NodeConfig::max_connections_per_peer`], default 4); one over a limit is refused.
+//! Connections we dial ourselves are bounded by the peers we are given.
 
 mod behaviour;
 mod node;

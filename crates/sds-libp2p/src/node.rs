@@ -69,6 +69,15 @@ pub struct NodeConfig {
     pub event_capacity: usize,
     /// How long an unused connection stays open (default 60 s).
     pub idle_connection_timeout: Duration,
+    /// Most connections other peers have opened to us at once (default 128); further inbound
+    /// connections are refused as they are established.
+    pub max_incoming_connections: u32,
+    /// Most inbound connections still in their handshake (security, multiplexing) at once
+    /// (default 32); further ones are refused before the handshake.
+    pub max_pending_incoming: u32,
+    /// Most connections with one peer, both directions together (default 4: one each way on
+    /// each of TCP and QUIC); further ones are refused.
+    pub max_connections_per_peer: u32,
     /// Drops received gossip before SDS sees it (see [`GossipFilter`]; default none).
     pub gossip_filter: Option<GossipFilter>,
 }
@@ -100,6 +109,9 @@ impl Default for NodeConfig {
             max_inbound_bytes: 64 << 20,
             event_capacity: 16_384,
             idle_connection_timeout: Duration::from_secs(60),
+            max_incoming_connections: 128,
+            max_pending_incoming: 32,
+            max_connections_per_peer: 4,
             gossip_filter: None,
         }
     }
