@@ -14,6 +14,7 @@ use libp2p::{connection_limits, identify, mdns, ping};
 use sds_manager::ChannelId;
 
 use crate::retrieve::{self, Codec};
+use crate::waku::{self, Framing};
 use crate::{NodeConfig, NodeError};
 
 /// What gossipsub adds around an SDS message on the wire (topic, source, sequence number,
@@ -85,19 +86,33 @@ pub(crate) fn topic_score_params() -> TopicScoreParams {
 /// Builds the protocols of a node with identity `keypair`.
 pub(crate) fn build(keypair: &Keypair, config: &NodeConfig) -> Result<Behaviour, NodeError> {
     let limits = &config.limits;
-    let gossip_config = gossipsub::ConfigBuilder::default()
-        .validation_mode(ValidationMode::Strict)
-        // Forwarded only once SDS accepted the bytes (see `actor`), so that a peer forwarding
-        // garbage is the one penalised and the garbage goes no further.
+    let mut builder = gossipsub::ConfigBuilder::default();
+    // Forwarded only once SDS accepted the bytes (see `actor`), so that a peer forwarding
+    // garbage is the one penalised and the garbage goes no further.
+    builder
         .validate_messages()
-        .message_id_fn(message_id)
         .max_transmit_size(limits.max_message_size.saturating_add(GOSSIP_OVERHEAD))
-        .heartbeat_interval(config.heartbeat_interval)
+        .heartbeat_interval(config.heartbeat_interval);
+    let authenticity = match &config.framing {
+        Framing::Sds => {
+            builder
+                .validation_mode(ValidationMode::Strict)
+                .message_id_fn(message_id);
+            MessageAuthenticity::Signed(keypair.clone())
+        }
+        Framing::Waku(_) => {
+            builder
+                .protocol_id(waku::RELAY_PROTOCOL, gossipsub::Version::V1_1)
+                .validation_mode(ValidationMode::Anonymous)
+                .message_id_fn(waku::message_id);
+            MessageAuthenticity::Anonymous
+        }
+    };
+    let gossip_config = builder
         .build()
         .map_err(|e| NodeError::Config(format!("gossipsub: {e}")))?;
-    let mut gossipsub =
-        gossipsub::Behaviour::new(MessageAuthenticity::Signed(keypair.clone()), gossip_config)
-            .map_err(|e| NodeError::Config(format!("gossipsub: {e}")))?;
+    let mut gossipsub = gossipsub::Behaviour::new(authenticity, gossip_config)
+        .map_err(|e| NodeError::Config(format!("gossipsub: {e}")))?;
     let mut params = PeerScoreParams::default();
     // Several nodes on one machine (tests, a LAN demo) share an address: do not count that
     // against them.

@@ -21,6 +21,9 @@
 //!
 //! ## Gossipsub for SDS
 //!
+//! What follows is the default framing, [`Framing::Sds`]; with [`Framing::Waku`] the node
+//! speaks Waku relay instead (see [`waku`] and the section below).
+//!
 //! * **Message ids** are the author's peer id and sequence number, not a content hash: SDS
 //!   retransmits identical bytes on purpose (resends, SDS-R rebroadcasts by other members),
 //!   and gossipsub's duplicate cache would swallow every such copy under a content id. Each
@@ -36,6 +39,16 @@
 //!   peer is graylisted by gossipsub itself; delivery quotas, which would punish the peers of a
 //!   quiet chat, are off.
 //!
+//! ## Waku relay framing
+//!
+//! [`NodeConfig::framing`] set to [`Framing::Waku`] puts each SDS message in a `WakuMessage`
+//! envelope (14/WAKU2-MESSAGE) with a content topic per channel, on one Waku pubsub topic
+//! (`/waku/2/rs/<cluster>/<shard>`, default `/waku/2/rs/0/0`), over gossipsub under Waku
+//! relay's protocol id `/vac/waku/relay/2.0.0`, unsigned, with SHA-256 message ids, so that the
+//! node can join a Waku network. The envelope bytes are checked against js-waku's own encoder
+//! (`tests/waku_js.rs`); an exchange with a live Waku relay node has not been tested. See
+//! [`waku`] for the rules and how SDS resends get past Waku's content-hash message ids.
+//!
 //! ## Limits
 //!
 //! Everything a remote peer makes a node hold is bounded: gossip waiting for SDS
@@ -50,6 +63,7 @@
 mod behaviour;
 mod node;
 pub mod retrieve;
+pub mod waku;
 
 pub use behaviour::topic_of;
 pub use libp2p::identity::Keypair;
@@ -58,3 +72,4 @@ pub use node::{
     GossipFilter, Node, NodeConfig, NodeError, NodeEvent, NodeEvents, NodeHandle, NodeStatus,
 };
 pub use retrieve::RetrievalConfig;
+pub use waku::{Framing, WakuFraming};

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
 use libp2p::core::ConnectedPoint;
-use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
+use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ResponseChannel};
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::behaviour::{self, Behaviour, BehaviourEvent};
 use crate::retrieve::{self, RateLimiter, Request, Response, RetrievalConfig, Retriever};
+use crate::waku::{Framing, Route, Router};
 
 /// Most authors whose publishing rate is tracked at once.
 const MAX_AUTHORS: usize = 10_000;
@@ -80,6 +81,9 @@ pub struct NodeConfig {
     pub max_connections_per_peer: u32,
     /// Drops received gossip before SDS sees it (see [`GossipFilter`]; default none).
     pub gossip_filter: Option<GossipFilter>,
+    /// How SDS messages go on gossipsub: as they are on a topic per channel (default), or in
+    /// Waku relay envelopes ([`Framing`]).
+    pub framing: Framing,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -90,6 +94,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("mdns", &self.mdns)
             .field("retrieval", &self.retrieval)
             .field("gossip_filter", &self.gossip_filter.is_some())
+            .field("framing", &self.framing)
             .finish_non_exhaustive()
     }
 }
@@ -113,6 +118,7 @@ impl Default for NodeConfig {
             max_pending_incoming: 32,
             max_connections_per_peer: 4,
             gossip_filter: None,
+            framing: Framing::Sds,
         }
     }
 }
@@ -354,7 +360,7 @@ impl Node {
             queued,
             events: event_tx,
             missed: 0,
-            channels: HashMap::new(),
+            router: Router::new(&config.framing),
             connections: HashMap::new(),
             dial_targets: config.peers.clone(),
             listen_addrs: Vec::new(),
@@ -582,8 +588,8 @@ struct Actor {
     queued: Arc<AtomicUsize>,
     events: mpsc::Sender<NodeEvent>,
     missed: u64,
-    /// Joined channels by topic.
-    channels: HashMap<TopicHash, ChannelId>,
+    /// Joined channels and their framing on gossipsub.
+    router: Router,
     connections: HashMap<ConnectionId, (PeerId, Multiaddr)>,
     dial_targets: Vec<Multiaddr>,
     listen_addrs: Vec<Multiaddr>,
@@ -645,8 +651,8 @@ impl Actor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Join(channel, tx) => {
-                let topic = behaviour::topic_of(&channel);
-                if !self.channels.contains_key(&topic.hash()) {
+                let topic = self.router.topic(&channel);
+                if !self.router.is_joined_topic(&topic.hash()) {
                     behaviour::score_topic(
                         &mut self.swarm.behaviour_mut().gossipsub,
                         topic.clone(),
@@ -654,8 +660,8 @@ impl Actor {
                     if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
                         tracing::warn!(%channel, error = %e, "cannot subscribe");
                     }
-                    self.channels.insert(topic.hash(), channel);
                 }
+                self.router.join(&channel);
                 let _ = tx.send(());
             }
             Command::Publish {
@@ -674,13 +680,9 @@ impl Actor {
     }
 
     fn publish(&mut self, channel_id: ChannelId, message_id: MessageId, bytes: Bytes) {
-        let topic: IdentTopic = behaviour::topic_of(&channel_id);
-        match self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(topic, bytes.to_vec())
-        {
+        let topic = self.router.topic(&channel_id);
+        let data = self.router.frame(&channel_id, &bytes);
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
             Ok(_) => self.status.published += 1,
             Err(e) => {
                 self.status.publish_failed += 1;
@@ -722,14 +724,15 @@ impl Actor {
     fn status(&self) -> NodeStatus {
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let mut channel_peers: Vec<(ChannelId, usize)> = self
-            .channels
-            .iter()
-            .map(|(topic, channel)| {
+            .router
+            .joined()
+            .into_iter()
+            .map(|(channel, topic)| {
                 let n = gossipsub
                     .all_peers()
-                    .filter(|(_, topics)| topics.contains(&topic))
+                    .filter(|(_, topics)| topics.contains(&&topic))
                     .count();
-                (channel.clone(), n)
+                (channel, n)
             })
             .collect();
         channel_peers.sort();
@@ -755,7 +758,7 @@ impl Actor {
             .behaviour()
             .gossipsub
             .all_peers()
-            .filter(|(_, topics)| topics.iter().any(|t| self.channels.contains_key(t)))
+            .filter(|(_, topics)| topics.iter().any(|t| self.router.is_joined_topic(t)))
             .map(|(p, _)| *p)
             .collect();
         peers.sort();
@@ -900,13 +903,27 @@ impl Actor {
                 .gossipsub
                 .report_message_validation_result(&id, &from, MessageAcceptance::Ignore);
         };
-        let Some(channel) = self.channels.get(&message.topic).cloned() else {
-            ignore(self);
-            return;
+        let (channel, data) = match self.router.route(&message.topic, message.data) {
+            Route::Channel(channel, data) => (channel, data),
+            Route::Ignore => return ignore(self),
+            Route::Pass => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &from, MessageAcceptance::Accept);
+                return;
+            }
+            Route::Invalid => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &from, MessageAcceptance::Reject);
+                return;
+            }
         };
         self.status.gossip_received += 1;
         if let Some(filter) = &self.config.gossip_filter {
-            if !filter(&channel, &message.data) {
+            if !filter(&channel, &data) {
                 self.status.gossip_filtered += 1;
                 ignore(self);
                 return;
@@ -934,7 +951,7 @@ impl Actor {
         let job = Job::Gossip {
             id: id.clone(),
             from,
-            bytes: Bytes::from(message.data),
+            bytes: Bytes::from(data),
         };
         if self.queue(job).is_err() {
             self.status.gossip_refused += 1;
