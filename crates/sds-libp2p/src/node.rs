@@ -15,7 +15,8 @@ use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ResponseChannel};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm, Transport};
 use sds_manager::{
     Bytes, ChannelId, Event, ManagerError, MessageId, Notification, ReceivedKind,
@@ -240,6 +241,8 @@ pub struct NodeStatus {
     pub served_refused: u64,
     /// Missing messages being asked for now.
     pub retrieval_pending: usize,
+    /// Open connections (a peer may have more than one).
+    pub connections: usize,
 }
 
 enum Command {
@@ -458,6 +461,14 @@ impl NodeHandle {
     }
 }
 
+/// The peer an address names in its `/p2p/` part.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
 /// Work the node hands to the manager, off its own task.
 enum Job {
     Gossip {
@@ -604,7 +615,9 @@ struct Actor {
 
 impl Actor {
     async fn run(mut self) {
-        let mut redial = tokio::time::interval(self.config.redial_interval);
+        // The first tick one interval from now: the peers were just dialled in `spawn`.
+        let period = self.config.redial_interval.max(Duration::from_millis(10));
+        let mut redial = tokio::time::interval_at(Instant::now() + period, period);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retry = tokio::time::interval(
             (self.config.retrieval.retry_after / 2).max(Duration::from_millis(50)),
@@ -696,20 +709,27 @@ impl Actor {
         }
     }
 
+    /// Dials `addr`; if it names its peer, only while that peer is neither connected nor
+    /// being dialled (some implementations handle a second connection from one peer badly).
     fn dial(&mut self, addr: Multiaddr) -> Result<(), NodeError> {
-        self.swarm
-            .dial(addr.clone())
-            .map_err(|e| NodeError::Transport(format!("dial {addr}: {e}")))
+        let opts = match peer_of(&addr) {
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+        };
+        match self.swarm.dial(opts) {
+            // Connected or being dialled already.
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => Ok(()),
+            Err(e) => Err(NodeError::Transport(format!("dial {addr}: {e}"))),
+        }
     }
 
     /// Dials the configured peers we have no connection to.
     fn redial(&mut self) {
         for addr in self.dial_targets.clone() {
-            let peer = addr.iter().find_map(|p| match p {
-                Protocol::P2p(id) => Some(id),
-                _ => None,
-            });
-            let connected = match peer {
+            let connected = match peer_of(&addr) {
                 Some(peer) => self.swarm.is_connected(&peer),
                 None => self.connections.values().any(|(_, a)| *a == addr),
             };
@@ -747,6 +767,7 @@ impl Actor {
                 .collect(),
             channel_peers,
             retrieval_pending: self.retriever.pending(),
+            connections: self.connections.len(),
             ..self.status.clone()
         }
     }

@@ -1,6 +1,6 @@
-//! Connection limits on libp2p's in-process memory transport: a node that accepts at most N
-//! inbound connections refuses the N+1-th, and a node with room for N+1 takes it (so the
-//! refusal is the limit's doing, not the test's).
+//! Connections on libp2p's in-process memory transport: a node that accepts at most N inbound
+//! connections refuses the N+1-th, and a node with room for N+1 takes it (so the refusal is the
+//! limit's doing, not the test's); a node given a peer opens one connection to it, not two.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,4 +74,38 @@ async fn the_inbound_connection_over_the_limit_is_refused() {
     assert_eq!(dial_in(base, 3, 3).await, (3, true));
     // Room for two: the third is refused, the two first stay.
     assert_eq!(dial_in(base + 1, 2, 3).await, (2, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_peer_gets_one_connection() {
+    let base = 2_000_000 + u64::from(std::process::id()) * 4 + 2;
+    let addr: Multiaddr = format!("/memory/{base}").parse().unwrap();
+    let listener = start(
+        "listener",
+        NodeConfig {
+            listen: vec![addr.clone()],
+            ..NodeConfig::default()
+        },
+    )
+    .await;
+    let with_id = addr.clone().with_p2p(listener.peer_id()).unwrap();
+    let mut dialers = Vec::new();
+    for (i, target) in [with_id, addr].into_iter().enumerate() {
+        let config = NodeConfig {
+            peers: vec![target],
+            redial_interval: Duration::from_millis(300),
+            ..NodeConfig::default()
+        };
+        dialers.push(start(&format!("dialer-{i}"), config).await);
+    }
+    // Several redial rounds.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for node in &dialers {
+        let status = node.status().await.unwrap();
+        assert_eq!(status.connections, 1, "{status:?}");
+    }
+    assert_eq!(listener.status().await.unwrap().connections, 2);
+    for node in dialers.iter().chain([&listener]) {
+        node.shutdown().await;
+    }
 }
