@@ -46,8 +46,9 @@
 //! (`/waku/2/rs/<cluster>/<shard>`, default `/waku/2/rs/0/0`), over gossipsub under Waku
 //! relay's protocol id `/vac/waku/relay/2.0.0`, unsigned, with SHA-256 message ids, so that the
 //! node can join a Waku network. The envelope bytes are checked against js-waku's own encoder
-//! (`tests/waku_js.rs`); an exchange with a live Waku relay node has not been tested. See
-//! [`waku`] for the rules and how SDS resends get past Waku's content-hash message ids.
+//! (`tests/waku_js.rs`), and two nodes exchange SDS messages through a live js-waku relay peer
+//! (`tests/waku_live.rs`); not tested against nwaku. See [`waku`] for the rules, what is
+//! verified and how SDS resends get past Waku's content-hash message ids.
 //!
 //! ## Limits
 //!

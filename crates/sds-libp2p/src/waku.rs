@@ -34,6 +34,21 @@
 //!
 //! Retrieval of missing messages (`/sds/retrieve/1`) works between sds-rs nodes as in the SDS
 //! framing; Waku nodes do not speak it.
+//!
+//! ## What is verified
+//!
+//! * The envelope: our `WakuMessage` bytes equal those of js-waku's encoder (`@waku/core`
+//!   0.0.40) and protobuf codec (`@waku/proto` 0.0.15) for the same messages, and js-waku reads
+//!   ours to the same fields (`tests/waku_js.rs`).
+//! * A live relay: two nodes connected only to a js-waku relay peer (the published
+//!   `@waku/relay` 0.0.14 on js-libp2p 1.9, over TCP with noise and yamux) exchange SDS
+//!   messages through it, and a message js-waku publishes in its own envelope reaches both
+//!   (`tests/waku_live.rs`).
+//! * Not tested: nwaku, and Waku networks with RLN (messages without a rate-limit proof are
+//!   dropped there). js-waku's default set-up (websockets and mplex) cannot reach a node,
+//!   which has neither; a js-waku peer needs TCP (or QUIC) and yamux configured, as nwaku
+//!   offers. nwaku relays drop `WakuMessage`s above 150 KiB by default, smaller than the
+//!   largest SDS message a node accepts by default.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
