@@ -927,13 +927,6 @@ impl Actor {
         let (channel, data) = match self.router.route(&message.topic, message.data) {
             Route::Channel(channel, data) => (channel, data),
             Route::Ignore => return ignore(self),
-            Route::Pass => {
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&id, &from, MessageAcceptance::Accept);
-                return;
-            }
             Route::Invalid => {
                 self.swarm
                     .behaviour_mut()

@@ -27,8 +27,12 @@
 //! `max_transmit_size`; the decoder does not panic on any input). An envelope that does not
 //! decode, or has an empty payload or content topic, is rejected (it costs the sender score,
 //! as Waku relay's validator does). A valid envelope on a content topic of a joined channel
-//! goes to SDS; one on any other content topic (another application on the same shard) is
-//! accepted and forwarded without being processed, as a relay member does. Waku has no author
+//! goes to SDS; one on any other content topic (another application on the same shard), or of
+//! another version (Waku-level encryption), is ignored: neither processed nor forwarded, and
+//! not held, so that no one can make a node carry traffic outside its own channels and its
+//! bounds. Waku relays give no score for forwarding (their mesh delivery weight is 0), so this
+//! costs the node nothing with its peers; it does mean a node relays only its own channels'
+//! messages. Waku has no author
 //! to rate-limit, so [`NodeConfig::author_rate`](crate::NodeConfig::author_rate) does not apply
 //! in this mode; the byte bound on what waits for SDS still does.
 //!
@@ -255,9 +259,8 @@ pub(crate) fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
 pub(crate) enum Route {
     /// SDS bytes for a joined channel.
     Channel(ChannelId, Vec<u8>),
-    /// A valid envelope for someone else on the shared topic: forwarded, not processed.
-    Pass,
-    /// Not for us (a topic we did not join).
+    /// Not for us: a topic we did not join, or (Waku) a valid envelope of another content
+    /// topic or version. Neither processed nor forwarded.
     Ignore,
     /// Bytes no member could have sent: refused (costs the sender score).
     Invalid,
@@ -363,7 +366,7 @@ impl Router {
                     Some(channel) if message.version.unwrap_or(0) == 0 => {
                         Route::Channel(channel.clone(), message.payload)
                     }
-                    _ => Route::Pass,
+                    _ => Route::Ignore,
                 }
             }
         }
@@ -480,13 +483,13 @@ mod tests {
         ));
         let named = r.frame(&ChannelId::from("named"), b"x");
         assert!(matches!(r.route(&topic, named), Route::Channel(c, _) if c.as_bytes() == b"named"));
-        // Another application on the shard: forwarded, not processed.
+        // Another application on the shard: neither processed nor forwarded.
         let other = WakuMessage::new(vec![1], "/other/1/chat/proto", 1).encode();
-        assert!(matches!(r.route(&topic, other), Route::Pass));
+        assert!(matches!(r.route(&topic, other), Route::Ignore));
         // Encrypted (version 1) on our content topic: not SDS bytes.
         let mut enc = WakuMessage::new(vec![1], "/sds/1/6162/proto", 1);
         enc.version = Some(1);
-        assert!(matches!(r.route(&topic, enc.encode()), Route::Pass));
+        assert!(matches!(r.route(&topic, enc.encode()), Route::Ignore));
         assert!(matches!(r.route(&topic, vec![0xff, 0xff]), Route::Invalid));
         let elsewhere = IdentTopic::new("/waku/2/rs/0/1").hash();
         assert!(matches!(r.route(&elsewhere, b"x".to_vec()), Route::Ignore));
