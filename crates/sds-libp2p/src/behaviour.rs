@@ -100,7 +100,8 @@ pub(crate) fn build(keypair: &Keypair, config: &NodeConfig) -> Result<Behaviour,
                 .message_id_fn(message_id);
             MessageAuthenticity::Signed(keypair.clone())
         }
-        Framing::Waku(_) => {
+        Framing::Waku(waku) => {
+            waku.check().map_err(NodeError::Config)?;
             builder
                 .protocol_id(waku::RELAY_PROTOCOL, gossipsub::Version::V1_1)
                 .validation_mode(ValidationMode::Anonymous)

@@ -127,6 +127,27 @@ impl WakuFraming {
         self
     }
 
+    /// Why these settings cannot work, if they cannot: an empty pubsub topic, an empty content
+    /// topic, or one content topic given to two channels (their messages could not be told
+    /// apart).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.pubsub_topic.is_empty() {
+            return Err("the Waku pubsub topic is empty".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for topic in self.content_topics.values() {
+            if topic.is_empty() {
+                return Err("a Waku content topic is empty".into());
+            }
+            if !seen.insert(topic) {
+                return Err(format!(
+                    "the Waku content topic {topic} is given to two channels"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The content topic of `channel`: the one given with
     /// [`with_content_topic`](Self::with_content_topic), else `/sds/1/<channel id in
     /// hex>/proto`.
@@ -511,6 +532,24 @@ mod tests {
         let again = r.frame(&channel, b"same sds bytes");
         assert_ne!(id(first.clone()), id(again));
         assert_eq!(id(first.clone()), id(first));
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        assert!(WakuFraming::new().check().is_ok());
+        assert!(WakuFraming::new().with_pubsub_topic("").check().is_err());
+        assert!(WakuFraming::new()
+            .with_content_topic("a", "")
+            .check()
+            .is_err());
+        let shared = WakuFraming::new()
+            .with_content_topic("a", "/app/1/room/proto")
+            .with_content_topic("b", "/app/1/room/proto");
+        assert!(shared.check().is_err());
+        let distinct = WakuFraming::new()
+            .with_content_topic("a", "/app/1/a/proto")
+            .with_content_topic("b", "/app/1/b/proto");
+        assert!(distinct.check().is_ok());
     }
 
     #[test]

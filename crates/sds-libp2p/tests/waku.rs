@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sds_libp2p::waku::WakuFraming;
-use sds_libp2p::{Framing, GossipFilter, Keypair, Multiaddr, Node, NodeConfig, NodeHandle};
+use sds_libp2p::{
+    Framing, GossipFilter, Keypair, Multiaddr, Node, NodeConfig, NodeError, NodeHandle,
+};
 use sds_manager::{ChannelId, Config, ManagerConfig, MemoryPersistence, ReliabilityManager};
 
 fn engine() -> Config {
@@ -172,4 +174,24 @@ async fn a_resend_of_the_same_bytes_gets_through() {
     for node in [&alice, &bob] {
         node.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn one_content_topic_for_two_channels_is_refused() {
+    let manager = ReliabilityManager::new(
+        "alice",
+        ManagerConfig::default(),
+        Arc::new(MemoryPersistence::new()),
+    )
+    .unwrap();
+    let config = NodeConfig {
+        framing: Framing::Waku(
+            WakuFraming::new()
+                .with_content_topic("a", "/my-app/1/room/proto")
+                .with_content_topic("b", "/my-app/1/room/proto"),
+        ),
+        ..NodeConfig::default()
+    };
+    let spawned = Node::spawn(manager, Keypair::generate_ed25519(), config).await;
+    assert!(matches!(spawned, Err(NodeError::Config(_))));
 }
