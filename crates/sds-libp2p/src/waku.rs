@@ -32,9 +32,9 @@
 //! not held, so that no one can make a node carry traffic outside its own channels and its
 //! bounds. Waku relays give no score for forwarding (their mesh delivery weight is 0), so this
 //! costs the node nothing with its peers; it does mean a node relays only its own channels'
-//! messages. Waku has no author
-//! to rate-limit, so [`NodeConfig::author_rate`](crate::NodeConfig::author_rate) does not apply
-//! in this mode; the byte bound on what waits for SDS still does.
+//! messages. Waku has no author to rate-limit, so
+//! [`NodeConfig::author_rate`](crate::NodeConfig::author_rate) does not apply in this mode;
+//! the byte bound on what waits for SDS still does.
 //!
 //! Retrieval of missing messages (`/sds/retrieve/1`) works between sds-rs nodes as in the SDS
 //! framing; Waku nodes do not speak it.
