@@ -10,11 +10,19 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use sds_libp2p::waku::{WakuMessage, DEFAULT_PUBSUB_TOPIC};
 
-/// The folder with the packages installed, or `None` with a `SKIP` line printed.
+/// The folder with the packages installed, or `None` with a `SKIP` line printed. Set up once
+/// per process: the tests run at the same time, and one must not rewrite the program while the
+/// other runs it.
 fn js_waku() -> Option<PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(set_up).clone()
+}
+
+fn set_up() -> Option<PathBuf> {
     let skip = |reason: &str| {
         let _ = writeln!(
             std::io::stderr(),
