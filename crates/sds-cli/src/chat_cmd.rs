@@ -6,6 +6,7 @@
 //! scripts (and the tests) can read them:
 //!
 //! ```text
+//! waku /waku/2/rs/0/0 /sds/1/6c6f626279/proto    (with --waku: pubsub and content topic)
 //! listening /ip4/127.0.0.1/tcp/4001/p2p/12D3…
 //! msg alice: hello  (+12 ms)
 //! history-begin
@@ -21,7 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use sds_libp2p::{Keypair, Multiaddr, Node, NodeConfig, NodeEvent, NodeHandle};
+use sds_libp2p::waku::{WakuFraming, DEFAULT_PUBSUB_TOPIC};
+use sds_libp2p::{Framing, Keypair, Multiaddr, Node, NodeConfig, NodeEvent, NodeHandle};
 use sds_manager::{ChannelId, Config, Event, ManagerConfig, MessageId, ReliabilityManager};
 use sds_proto::wire::{nim, Limits};
 use sds_sqlite::{Durability, Options, SqliteStore};
@@ -63,6 +65,16 @@ pub(crate) struct ChatArgs {
     /// A message delivered this many milliseconds or more after it was sent is marked late.
     #[arg(long, default_value_t = 2_000)]
     late_after: u64,
+    /// Speak Waku relay: messages in `WakuMessage` envelopes on a Waku pubsub topic, the room
+    /// told apart by its content topic (`/sds/1/<room in hex>/proto` unless `--content-topic`).
+    #[arg(long)]
+    waku: bool,
+    /// With `--waku`: the Waku pubsub topic.
+    #[arg(long, default_value = DEFAULT_PUBSUB_TOPIC)]
+    pubsub_topic: String,
+    /// With `--waku`: the room's content topic, `/{application}/{version}/{name}/{encoding}`.
+    #[arg(long, requires = "waku")]
+    content_topic: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -304,12 +316,27 @@ async fn chat(args: ChatArgs) -> CmdResult {
         Arc::new(store),
     )
     .map_err(|e| e.to_string())?;
+    let framing = if args.waku {
+        let mut waku = WakuFraming::new().with_pubsub_topic(args.pubsub_topic.clone());
+        if let Some(topic) = &args.content_topic {
+            waku = waku.with_content_topic(args.channel.clone(), topic.clone());
+        }
+        say(format!(
+            "waku {} {}",
+            waku.pubsub_topic,
+            waku.content_topic(&ChannelId::from(args.channel.clone()))
+        ));
+        Framing::Waku(waku)
+    } else {
+        Framing::Sds
+    };
     let config = NodeConfig {
         listen: args.listen.clone(),
         peers: args.peer.clone(),
         mdns: args.mdns,
         limits,
         redial_interval: Duration::from_secs(1),
+        framing,
         ..NodeConfig::default()
     };
     let (node, mut events) = Node::spawn(manager.clone(), keypair, config)

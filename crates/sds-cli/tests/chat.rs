@@ -22,6 +22,10 @@ struct Chat {
 
 impl Chat {
     fn start(name: &str, dir: &Path, peer: Option<&str>) -> Chat {
+        Chat::start_with(name, dir, peer, &[])
+    }
+
+    fn start_with(name: &str, dir: &Path, peer: Option<&str>, extra: &[&str]) -> Chat {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sds"));
         command.args([
             "chat",
@@ -40,6 +44,7 @@ impl Chat {
         if let Some(peer) = peer {
             command.args(["--peer", peer]);
         }
+        command.args(extra);
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -228,5 +233,38 @@ fn four_chats_one_killed_and_restarted_end_with_the_same_history() {
         chat.quit();
     }
     eprintln!("converged in {:?}", start.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--waku`: two chats speaking Waku relay (envelopes, a content topic for the room) talk.
+#[test]
+fn two_chats_over_waku_relay_framing_talk() {
+    let deadline = Instant::now() + BUDGET;
+    // Not `fresh_dir`: the other test of this process uses that one at the same time.
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chat-waku-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let waku = ["--waku", "--content-topic", "/chat-test/1/room/proto"];
+    let mut a = Chat::start_with("a", &dir, None, &waku);
+    assert_eq!(
+        a.expect("waku ", deadline),
+        "waku /waku/2/rs/0/0 /chat-test/1/room/proto"
+    );
+    let hub = a.address(deadline);
+    let mut b = Chat::start_with("b", &dir, Some(&hub), &waku);
+    b.expect("peer-connected", deadline);
+    b.say(&texts("b", 0, 2));
+    a.say(&texts("a", 0, 2));
+    for chat in [&mut a, &mut b] {
+        let mut history = chat.history(deadline);
+        while history.len() < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            history = chat.history(deadline);
+        }
+        assert_eq!(history.len(), 4, "{}: {history:?}", chat.name);
+    }
+    a.quit();
+    b.quit();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,10 +10,11 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{identify, mdns, ping};
+use libp2p::{connection_limits, identify, mdns, ping};
 use sds_manager::ChannelId;
 
 use crate::retrieve::{self, Codec};
+use crate::waku::{self, Framing};
 use crate::{NodeConfig, NodeError};
 
 /// What gossipsub adds around an SDS message on the wire (topic, source, sequence number,
@@ -24,6 +25,9 @@ pub(crate) const GOSSIP_OVERHEAD: usize = 4096;
 /// The protocols of a node.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// First, so that a connection over the limits is refused before any other protocol sets
+    /// up state for it.
+    pub(crate) limits: connection_limits::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) retrieve: request_response::Behaviour<Codec>,
     pub(crate) identify: identify::Behaviour,
@@ -82,19 +86,34 @@ pub(crate) fn topic_score_params() -> TopicScoreParams {
 /// Builds the protocols of a node with identity `keypair`.
 pub(crate) fn build(keypair: &Keypair, config: &NodeConfig) -> Result<Behaviour, NodeError> {
     let limits = &config.limits;
-    let gossip_config = gossipsub::ConfigBuilder::default()
-        .validation_mode(ValidationMode::Strict)
-        // Forwarded only once SDS accepted the bytes (see `actor`), so that a peer forwarding
-        // garbage is the one penalised and the garbage goes no further.
+    let mut builder = gossipsub::ConfigBuilder::default();
+    // Forwarded only once SDS accepted the bytes (see `actor`), so that a peer forwarding
+    // garbage is the one penalised and the garbage goes no further.
+    builder
         .validate_messages()
-        .message_id_fn(message_id)
         .max_transmit_size(limits.max_message_size.saturating_add(GOSSIP_OVERHEAD))
-        .heartbeat_interval(config.heartbeat_interval)
+        .heartbeat_interval(config.heartbeat_interval);
+    let authenticity = match &config.framing {
+        Framing::Sds => {
+            builder
+                .validation_mode(ValidationMode::Strict)
+                .message_id_fn(message_id);
+            MessageAuthenticity::Signed(keypair.clone())
+        }
+        Framing::Waku(waku) => {
+            waku.check().map_err(NodeError::Config)?;
+            builder
+                .protocol_id(waku::RELAY_PROTOCOL, gossipsub::Version::V1_1)
+                .validation_mode(ValidationMode::Anonymous)
+                .message_id_fn(waku::message_id);
+            MessageAuthenticity::Anonymous
+        }
+    };
+    let gossip_config = builder
         .build()
         .map_err(|e| NodeError::Config(format!("gossipsub: {e}")))?;
-    let mut gossipsub =
-        gossipsub::Behaviour::new(MessageAuthenticity::Signed(keypair.clone()), gossip_config)
-            .map_err(|e| NodeError::Config(format!("gossipsub: {e}")))?;
+    let mut gossipsub = gossipsub::Behaviour::new(authenticity, gossip_config)
+        .map_err(|e| NodeError::Config(format!("gossipsub: {e}")))?;
     let mut params = PeerScoreParams::default();
     // Several nodes on one machine (tests, a LAN demo) share an address: do not count that
     // against them.
@@ -126,7 +145,14 @@ pub(crate) fn build(keypair: &Keypair, config: &NodeConfig) -> Result<Behaviour,
     } else {
         None
     };
+    let connections = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_established_incoming(Some(config.max_incoming_connections))
+            .with_max_pending_incoming(Some(config.max_pending_incoming))
+            .with_max_established_per_peer(Some(config.max_connections_per_peer)),
+    );
     Ok(Behaviour {
+        limits: connections,
         gossipsub,
         retrieve,
         identify,

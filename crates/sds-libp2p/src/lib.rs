@@ -27,6 +27,9 @@
 //!
 //! ## Gossipsub for SDS
 //!
+//! What follows is the default framing, [`Framing::Sds`]; with [`Framing::Waku`] the node
+//! speaks Waku relay instead (see [`waku`] and the section below).
+//!
 //! * **Message ids** are the author's peer id and sequence number, not a content hash: SDS
 //!   retransmits identical bytes on purpose (resends, SDS-R rebroadcasts by other members),
 //!   and gossipsub's duplicate cache would swallow every such copy under a content id. Each
@@ -76,6 +79,17 @@
 //! # }
 //! ```
 //!
+//! ## Waku relay framing
+//!
+//! [`NodeConfig::framing`] set to [`Framing::Waku`] puts each SDS message in a `WakuMessage`
+//! envelope (14/WAKU2-MESSAGE) with a content topic per channel, on one Waku pubsub topic
+//! (`/waku/2/rs/<cluster>/<shard>`, default `/waku/2/rs/0/0`), over gossipsub under Waku
+//! relay's protocol id `/vac/waku/relay/2.0.0`, unsigned, with SHA-256 message ids, so that the
+//! node can join a Waku network. The envelope bytes are checked against js-waku's own encoder
+//! (`tests/waku_js.rs`), and two nodes exchange SDS messages through a live js-waku relay peer
+//! (`tests/waku_live.rs`); not tested against nwaku. See [`waku`] for the rules, what is
+//! verified and how SDS resends get past Waku's content-hash message ids.
+//!
 //! ## Limits
 //!
 //! Everything a remote peer makes a node hold is bounded: gossip waiting for SDS
@@ -83,6 +97,12 @@
 //! request), the missing messages being asked for, and the per-peer and per-author rate state.
 //! A reliable channel bounds the messages it reassembles ([`ReassemblyLimits`]) and what waits
 //! to be published ([`ReliableChannelConfig::max_queued_messages`] and `max_queued_bytes`).
+//!
+//! Connections are bounded too, by libp2p's `connection_limits`: inbound connections
+//! established ([`NodeConfig::max_incoming_connections`], default 128) and still in their
+//! handshake ([`NodeConfig::max_pending_incoming`], default 32), and connections per peer
+//! ([`NodeConfig::max_connections_per_peer`], default 4); one over a limit is refused.
+//! Connections we dial ourselves are bounded by the peers we are given.
 
 mod behaviour;
 mod node;
@@ -90,6 +110,7 @@ pub mod rate_limit;
 mod reliable_channel;
 pub mod retrieve;
 pub mod segmentation;
+pub mod waku;
 
 pub use behaviour::topic_of;
 pub use libp2p::identity::Keypair;
@@ -103,3 +124,4 @@ pub use reliable_channel::{
 };
 pub use retrieve::RetrievalConfig;
 pub use segmentation::{ReassemblyDropReason, ReassemblyLimits};
+pub use waku::{Framing, WakuFraming};

@@ -11,11 +11,12 @@ use futures::StreamExt;
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
 use libp2p::core::ConnectedPoint;
-use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
+use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ResponseChannel};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm, Transport};
 use sds_manager::{
     Bytes, ChannelId, Event, ManagerError, MessageId, Notification, ReceivedKind,
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::behaviour::{self, Behaviour, BehaviourEvent};
 use crate::retrieve::{self, RateLimiter, Request, Response, RetrievalConfig, Retriever};
+use crate::waku::{Framing, Route, Router};
 
 /// Most authors whose publishing rate is tracked at once.
 const MAX_AUTHORS: usize = 10_000;
@@ -78,8 +80,20 @@ pub struct NodeConfig {
     pub event_capacity: usize,
     /// How long an unused connection stays open (default 60 s).
     pub idle_connection_timeout: Duration,
+    /// Most connections other peers have opened to us at once (default 128); further inbound
+    /// connections are refused as they are established.
+    pub max_incoming_connections: u32,
+    /// Most inbound connections still in their handshake (security, multiplexing) at once
+    /// (default 32); further ones are refused before the handshake.
+    pub max_pending_incoming: u32,
+    /// Most connections with one peer, both directions together (default 4: one each way on
+    /// each of TCP and QUIC); further ones are refused.
+    pub max_connections_per_peer: u32,
     /// Drops received gossip before SDS sees it (see [`GossipFilter`]; default none).
     pub gossip_filter: Option<GossipFilter>,
+    /// How SDS messages go on gossipsub: as they are on a topic per channel (default), or in
+    /// Waku relay envelopes ([`Framing`]).
+    pub framing: Framing,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -90,6 +104,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("mdns", &self.mdns)
             .field("retrieval", &self.retrieval)
             .field("gossip_filter", &self.gossip_filter.is_some())
+            .field("framing", &self.framing)
             .finish_non_exhaustive()
     }
 }
@@ -109,7 +124,11 @@ impl Default for NodeConfig {
             max_inbound_bytes: 64 << 20,
             event_capacity: 16_384,
             idle_connection_timeout: Duration::from_secs(60),
+            max_incoming_connections: 128,
+            max_pending_incoming: 32,
+            max_connections_per_peer: 4,
             gossip_filter: None,
+            framing: Framing::Sds,
         }
     }
 }
@@ -245,6 +264,8 @@ pub struct NodeStatus {
     pub served_refused: u64,
     /// Missing messages being asked for now.
     pub retrieval_pending: usize,
+    /// Open connections (a peer may have more than one).
+    pub connections: usize,
 }
 
 enum Command {
@@ -378,7 +399,7 @@ impl Node {
             queued,
             events: event_tx,
             missed: 0,
-            channels: HashMap::new(),
+            router: Router::new(&config.framing),
             claimed: HashMap::new(),
             connections: HashMap::new(),
             dial_targets: config.peers.clone(),
@@ -533,6 +554,14 @@ impl NodeHandle {
     fn command(&self, c: Command) -> Result<(), NodeError> {
         self.commands.send(c).map_err(|_| NodeError::Stopped)
     }
+}
+
+/// The peer an address names in its `/p2p/` part.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
 }
 
 /// Work the node hands to the manager, off its own task.
@@ -708,8 +737,8 @@ struct Actor {
     queued: Arc<AtomicUsize>,
     events: mpsc::Sender<NodeEvent>,
     missed: u64,
-    /// Joined channels by topic.
-    channels: HashMap<TopicHash, ChannelId>,
+    /// Joined channels and their framing on gossipsub.
+    router: Router,
     /// Claimed channels (their periodic transmissions are published by their claimant), with
     /// how many latest messages to ask of each peer that connects.
     claimed: HashMap<ChannelId, u16>,
@@ -729,7 +758,9 @@ struct Actor {
 
 impl Actor {
     async fn run(mut self) {
-        let mut redial = tokio::time::interval(self.config.redial_interval);
+        // The first tick one interval from now: the peers were just dialled in `spawn`.
+        let period = self.config.redial_interval.max(Duration::from_millis(10));
+        let mut redial = tokio::time::interval_at(Instant::now() + period, period);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retry = tokio::time::interval(
             (self.config.retrieval.retry_after / 2).max(Duration::from_millis(50)),
@@ -821,14 +852,14 @@ impl Actor {
     }
 
     fn join(&mut self, channel: ChannelId) {
-        let topic = behaviour::topic_of(&channel);
-        if !self.channels.contains_key(&topic.hash()) {
+        let topic = self.router.topic(&channel);
+        if !self.router.is_joined_topic(&topic.hash()) {
             behaviour::score_topic(&mut self.swarm.behaviour_mut().gossipsub, topic.clone());
             if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
                 tracing::warn!(%channel, error = %e, "cannot subscribe");
             }
-            self.channels.insert(topic.hash(), channel);
         }
+        self.router.join(&channel);
     }
 
     /// Asks `peer` for its `latest` most recent messages of `channel` (none when 0).
@@ -864,13 +895,9 @@ impl Actor {
         message_id: MessageId,
         bytes: Bytes,
     ) -> Result<(), NodeError> {
-        let topic: IdentTopic = behaviour::topic_of(&channel_id);
-        match self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(topic, bytes.to_vec())
-        {
+        let topic = self.router.topic(&channel_id);
+        let data = self.router.frame(&channel_id, &bytes);
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
             Ok(_) => {
                 self.status.published += 1;
                 Ok(())
@@ -889,20 +916,27 @@ impl Actor {
         }
     }
 
+    /// Dials `addr`; if it names its peer, only while that peer is neither connected nor
+    /// being dialled (some implementations handle a second connection from one peer badly).
     fn dial(&mut self, addr: Multiaddr) -> Result<(), NodeError> {
-        self.swarm
-            .dial(addr.clone())
-            .map_err(|e| NodeError::Transport(format!("dial {addr}: {e}")))
+        let opts = match peer_of(&addr) {
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+        };
+        match self.swarm.dial(opts) {
+            // Connected or being dialled already.
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => Ok(()),
+            Err(e) => Err(NodeError::Transport(format!("dial {addr}: {e}"))),
+        }
     }
 
     /// Dials the configured peers we have no connection to.
     fn redial(&mut self) {
         for addr in self.dial_targets.clone() {
-            let peer = addr.iter().find_map(|p| match p {
-                Protocol::P2p(id) => Some(id),
-                _ => None,
-            });
-            let connected = match peer {
+            let connected = match peer_of(&addr) {
                 Some(peer) => self.swarm.is_connected(&peer),
                 None => self.connections.values().any(|(_, a)| *a == addr),
             };
@@ -917,14 +951,15 @@ impl Actor {
     fn status(&self) -> NodeStatus {
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let mut channel_peers: Vec<(ChannelId, usize)> = self
-            .channels
-            .iter()
-            .map(|(topic, channel)| {
+            .router
+            .joined()
+            .into_iter()
+            .map(|(channel, topic)| {
                 let n = gossipsub
                     .all_peers()
-                    .filter(|(_, topics)| topics.contains(&topic))
+                    .filter(|(_, topics)| topics.contains(&&topic))
                     .count();
-                (channel.clone(), n)
+                (channel, n)
             })
             .collect();
         channel_peers.sort();
@@ -939,6 +974,7 @@ impl Actor {
                 .collect(),
             channel_peers,
             retrieval_pending: self.retriever.pending(),
+            connections: self.connections.len(),
             ..self.status.clone()
         }
     }
@@ -950,7 +986,7 @@ impl Actor {
             .behaviour()
             .gossipsub
             .all_peers()
-            .filter(|(_, topics)| topics.iter().any(|t| self.channels.contains_key(t)))
+            .filter(|(_, topics)| topics.iter().any(|t| self.router.is_joined_topic(t)))
             .map(|(p, _)| *p)
             .filter(|p| self.mismatches.get(p).copied().unwrap_or(0) < MAX_MISMATCHES)
             .collect();
@@ -1112,13 +1148,20 @@ impl Actor {
                 .gossipsub
                 .report_message_validation_result(&id, &from, MessageAcceptance::Ignore);
         };
-        let Some(channel) = self.channels.get(&message.topic).cloned() else {
-            ignore(self);
-            return;
+        let (channel, data) = match self.router.route(&message.topic, message.data) {
+            Route::Channel(channel, data) => (channel, data),
+            Route::Ignore => return ignore(self),
+            Route::Invalid => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &from, MessageAcceptance::Reject);
+                return;
+            }
         };
         self.status.gossip_received += 1;
         if let Some(filter) = &self.config.gossip_filter {
-            if !filter(&channel, &message.data) {
+            if !filter(&channel, &data) {
                 self.status.gossip_filtered += 1;
                 ignore(self);
                 return;
@@ -1146,7 +1189,7 @@ impl Actor {
         let job = Job::Gossip {
             id: id.clone(),
             from,
-            bytes: Bytes::from(message.data),
+            bytes: Bytes::from(data),
         };
         if self.queue(job).is_err() {
             self.status.gossip_refused += 1;
