@@ -21,7 +21,9 @@
 //! participant), [`scenario`] (the parameters), `run` (the event loop and its parallel
 //! windows), [`report`] (the outcome as data), `store` (SQLite members and restarts),
 //! [`adversary`] (hostile members that craft wire bytes), `watch` (what an honest member goes
-//! through among them), [`compare`](mod@compare) (an attacked run next to the same run without the attack).
+//! through among them), [`compare`](mod@compare) (an attacked run next to the same run without the attack),
+//! [`retrieval`] (members asking one another for missing messages, and a run with it next to
+//! the same run without).
 
 pub mod adversary;
 mod clock;
@@ -29,6 +31,7 @@ pub mod compare;
 mod member;
 pub mod network;
 pub mod report;
+pub mod retrieval;
 mod rng;
 mod run;
 pub mod scenario;
@@ -39,6 +42,7 @@ pub use adversary::AttackSettings;
 pub use compare::{compare, Comparison};
 pub use network::Network;
 pub use report::Report;
+pub use retrieval::{compare as compare_retrieval, Comparison as RetrievalComparison, Retrieval};
 pub use rng::Rng;
 pub use scenario::{Hostility, Role, Scenario};
 pub use store::{remove_stores, stores_size};

@@ -4,6 +4,7 @@ use sds_proto::engine::{Channel, Config};
 
 use crate::adversary::Adversary;
 use crate::clock::T0;
+use crate::retrieval::Retriever;
 use crate::rng::Rng;
 use crate::watch::Watch;
 use crate::Error;
@@ -21,6 +22,8 @@ pub(crate) enum Own {
     Restart,
     /// An attacking member's next attack.
     Attack,
+    /// A member's next round of retrieval requests.
+    Retrieve,
 }
 
 /// One participant. Each member draws from its own generators, so a run does not depend on how
@@ -44,6 +47,8 @@ pub(crate) struct Member {
     pub(crate) adversary: Option<Box<Adversary>>,
     /// What it goes through, when honest in a group with hostile members.
     pub(crate) watch: Option<Box<Watch>>,
+    /// What it asks other members for, when the scenario has retrieval.
+    pub(crate) retriever: Option<Box<Retriever>>,
 }
 
 impl Member {
@@ -80,12 +85,13 @@ impl Member {
             idle: false,
             adversary: None,
             watch: None,
+            retriever: None,
         })
     }
 }
 
 /// The generator of member `p`'s stream `stream` (0: its sends, 1: everything else, 2: its
-/// attacks).
+/// attacks, 3: its retrieval).
 pub(crate) fn member_rng(seed: u64, p: usize, stream: u64) -> Rng {
     let mut mix = Rng(seed
         ^ (p as u64).wrapping_mul(0xa076_1d64_78bd_642f)

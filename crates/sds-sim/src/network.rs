@@ -75,4 +75,18 @@ impl Network {
         arrivals.sort_unstable();
         (arrivals, lost)
     }
+
+    /// The fate of one copy sent from one member to one other at `now` (a retrieval request or
+    /// answer), drawn from `rng`: its arrival time, or none when it is lost.
+    pub(crate) fn unicast(&self, rng: &mut Rng, now: u64) -> Option<u64> {
+        if rng.unit() < self.loss_at(now) {
+            return None;
+        }
+        Some(now + self.latency(rng))
+    }
+
+    /// One one-way latency drawn from `rng`, in milliseconds.
+    pub(crate) fn latency(&self, rng: &mut Rng) -> u64 {
+        rng.range(self.latency_min, self.latency_max)
+    }
 }

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::clock::{unstamp, Stamp, NEVER};
+use crate::retrieval;
 use crate::scenario::{Role, Scenario};
 
 /// Everything measured about one message.
@@ -37,6 +38,8 @@ pub(crate) struct Counters {
     /// Broadcasts of attacking members (also counted in `transmissions` and `bytes`).
     pub(crate) hostile_broadcasts: u64,
     pub(crate) hostile_bytes: u64,
+    /// Requests and answers between members (not on the bus: not in `transmissions`).
+    pub(crate) retrieval: retrieval::Counters,
 }
 
 impl Counters {
@@ -51,6 +54,7 @@ impl Counters {
         self.restarts += o.restarts;
         self.hostile_broadcasts += o.hostile_broadcasts;
         self.hostile_bytes += o.hostile_bytes;
+        self.retrieval.add(&o.retrieval);
     }
 }
 
@@ -87,6 +91,10 @@ pub struct Report {
     pub eventual_consistency: EventualConsistency,
     /// What went over the bus.
     pub wire: Wire,
+    /// What members asked one another for and got, when the scenario has retrieval (absent
+    /// otherwise, also from the JSON form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<retrieval::Stats>,
     /// The outcomes among honest members alone, when the scenario has hostile ones (absent
     /// otherwise, also from the JSON form).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -495,6 +503,10 @@ impl Report {
                 repair_requests: counters.repair_requests,
                 syncs: counters.syncs,
             },
+            retrieval: scenario
+                .retrieval
+                .as_ref()
+                .map(|settings| counters.retrieval.stats(settings)),
             honest,
             timeline,
         }

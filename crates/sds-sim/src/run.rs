@@ -17,6 +17,7 @@ use crate::adversary::{Adversary, Shot};
 use crate::clock::{stamp, NEVER, T0};
 use crate::member::{member_rng, send_schedule, Member, Own, CHANNEL};
 use crate::report::{Counters, MessageStats, Report, Sample, Timeline};
+use crate::retrieval::{self, Retriever};
 use crate::scenario::{Hostility, Role, Scenario};
 use crate::store::Stores;
 use crate::Error;
@@ -28,6 +29,8 @@ enum Ev {
     Member(usize, Own),
     /// The next deliveries of the broadcast in this flight slot.
     Flight(usize),
+    /// The arrival of the retrieval request or answer in this slot.
+    Direct(usize),
 }
 
 /// One broadcast on its way: the receivers that will get a copy, soonest first. The queue holds
@@ -50,6 +53,14 @@ fn repair_requests_in(bytes: &Bytes, config: &Config) -> u64 {
     }
 }
 
+/// A retrieval request or answer between two members.
+enum Direct {
+    /// Member `from` asks for these messages.
+    Request { from: usize, ids: Vec<MessageId> },
+    /// The bytes of messages asked for.
+    Answer { messages: Vec<Bytes> },
+}
+
 /// Work for one member within a window.
 enum Work {
     Deliver {
@@ -57,6 +68,7 @@ enum Work {
         original: Option<usize>,
     },
     Own(Own),
+    Direct(Direct),
 }
 
 struct Item {
@@ -64,6 +76,17 @@ struct Item {
     key: u64,
     member: usize,
     work: Work,
+}
+
+/// A retrieval request or answer sent during a window.
+struct NewDirect {
+    /// When it arrives.
+    at: u64,
+    /// Its sender, and the sender's counter.
+    member: usize,
+    counter: u64,
+    to: usize,
+    direct: Direct,
 }
 
 /// A message sent during a window; it gets its index when the window is merged.
@@ -104,6 +127,7 @@ struct Outcome {
     /// (time, member, member counter, event) for later windows.
     later: Vec<(u64, usize, u64, Own)>,
     flights: Vec<NewFlight>,
+    directs: Vec<NewDirect>,
     sends: Vec<NewMessage>,
     records: Vec<Record>,
     counters: Counters,
@@ -137,6 +161,8 @@ struct Part<'a, 'c> {
     slots: Vec<Option<Item>>,
     heap: BinaryHeap<Reverse<(u64, u64, usize)>>,
     out: Outcome,
+    /// A retrieval answer is being taken in: the deliveries it sets off are counted.
+    answering: bool,
 }
 
 impl<'a, 'c> Part<'a, 'c> {
@@ -153,6 +179,7 @@ impl<'a, 'c> Part<'a, 'c> {
             slots: items.into_iter().map(Some).collect(),
             heap,
             out: Outcome::default(),
+            answering: false,
         };
         while let Some(Reverse((at, _, i))) = part.heap.pop() {
             let Some(item) = part.slots.get_mut(i).and_then(Option::take) else {
@@ -218,22 +245,33 @@ impl<'a, 'c> Part<'a, 'c> {
                     }
                     return Ok(());
                 }
-                // Every copy on this network is well formed; one the engine refuses (for
-                // example a full incoming buffer) is simply dropped, as a real peer would.
+                self.receive(p, bytes, t);
+                self.drain(p, t)
+            }
+            Work::Direct(Direct::Request { from, ids }) => {
+                self.serve(p, from, ids, t);
+                Ok(())
+            }
+            Work::Direct(Direct::Answer { messages }) => {
                 let m = self.member(p);
-                let got = m.ch.unwrap(bytes, t);
-                if let Some(w) = m.watch.as_mut() {
-                    w.received(&got, m.ch.held_bytes());
+                if m.idle || !m.online {
+                    return Ok(()); // lost on an absent member
                 }
-                // A copy that must wait is in the member's hands: no longer to be detected.
-                if let Ok(r) = got {
-                    if r.kind == ReceivedKind::Buffered {
-                        if let Some(&i) = self.ctx.index.get(&r.message_id) {
-                            self.out.records.push(Record::Detected(i, p, t));
-                        }
+                for bytes in messages {
+                    if let Some(ReceivedKind::Delivered | ReceivedKind::Buffered) =
+                        self.receive(p, bytes, t)
+                    {
+                        self.out.counters.retrieval.retrieved += 1;
                     }
                 }
-                self.drain(p, t)
+                self.answering = true;
+                let drained = self.drain(p, t);
+                self.answering = false;
+                drained
+            }
+            Work::Own(Own::Retrieve) => {
+                self.retrieve(p, t);
+                Ok(())
             }
             Work::Own(Own::Send) => {
                 let m = self.member(p);
@@ -325,6 +363,123 @@ impl<'a, 'c> Part<'a, 'c> {
         }
     }
 
+    /// Member `p` (online, taking part) receives a copy at `t`; the kind of reception, if the
+    /// engine took it in at all.
+    fn receive(&mut self, p: usize, bytes: Bytes, t: u64) -> Option<ReceivedKind> {
+        // Every copy on this network is well formed; one the engine refuses (for example a
+        // full incoming buffer) is simply dropped, as a real peer would.
+        let m = self.member(p);
+        let got = m.ch.unwrap(bytes, t);
+        if let Some(w) = m.watch.as_mut() {
+            w.received(&got, m.ch.held_bytes());
+        }
+        let r = got.ok()?;
+        if let Some(rt) = m.retriever.as_mut() {
+            rt.done(&r.message_id);
+        }
+        // A copy that must wait is in the member's hands: no longer to be detected.
+        if r.kind == ReceivedKind::Buffered {
+            if let Some(&i) = self.ctx.index.get(&r.message_id) {
+                self.out.records.push(Record::Detected(i, p, t));
+            }
+        }
+        Some(r.kind)
+    }
+
+    /// Member `p`'s retrieval round at `t`: the ids due go to random other members, at most
+    /// the settings' number per request.
+    fn retrieve(&mut self, p: usize, t: u64) {
+        let ctx = self.ctx;
+        let Some(settings) = ctx.scenario.retrieval.as_ref() else {
+            return;
+        };
+        let n = ctx.scenario.participants;
+        let m = &mut self.members[p - self.first];
+        let Some(r) = m.retriever.as_mut() else {
+            return;
+        };
+        if r.round_at != Some(t) {
+            return; // superseded by an earlier one
+        }
+        r.round_at = None;
+        if !m.online {
+            r.postpone(t, settings);
+        } else {
+            let ch = &m.ch;
+            let c = &mut self.out.counters.retrieval;
+            let due = r.take_due(
+                t,
+                settings,
+                |id| ch.log_entry(id).is_some(),
+                &mut c.given_up,
+            );
+            for ids in due.chunks(settings.max_ids_per_request) {
+                let to = retrieval::pick_peer(&mut r.rng, p, n);
+                c.request(ids);
+                let Some(at) = ctx.scenario.network.unicast(&mut r.rng, t) else {
+                    continue; // lost: asked again after the retry interval
+                };
+                let counter = m.counter;
+                m.counter += 1;
+                self.out.directs.push(NewDirect {
+                    at,
+                    member: p,
+                    counter,
+                    to,
+                    direct: Direct::Request {
+                        from: p,
+                        ids: ids.to_vec(),
+                    },
+                });
+            }
+        }
+        self.schedule_retrieve(p);
+    }
+
+    /// Member `q` answers `from`'s request for `ids` at `t` from its log, if it takes part and
+    /// is online.
+    fn serve(&mut self, q: usize, from: usize, ids: Vec<MessageId>, t: u64) {
+        let ctx = self.ctx;
+        let Some(settings) = ctx.scenario.retrieval.as_ref() else {
+            return;
+        };
+        let m = &mut self.members[q - self.first];
+        if m.idle || !m.online {
+            return;
+        }
+        let Some(r) = m.retriever.as_mut() else {
+            return;
+        };
+        let messages = retrieval::answer(&m.ch, &ids, settings.max_answer_bytes);
+        self.out.counters.retrieval.answer(&messages);
+        let Some(at) = ctx.scenario.network.unicast(&mut r.rng, t) else {
+            return;
+        };
+        let counter = m.counter;
+        m.counter += 1;
+        self.out.directs.push(NewDirect {
+            at,
+            member: q,
+            counter,
+            to: from,
+            direct: Direct::Answer { messages },
+        });
+    }
+
+    /// Makes sure a retrieval round is queued no later than member `p`'s next due id.
+    fn schedule_retrieve(&mut self, p: usize) {
+        let Some(r) = self.member(p).retriever.as_mut() else {
+            return;
+        };
+        let Some(at) = r.next_round() else {
+            return;
+        };
+        if r.round_at.is_none_or(|s| at < s) {
+            r.round_at = Some(at);
+            self.schedule(p, at, Own::Retrieve);
+        }
+    }
+
     /// Broadcasts bytes from `from` to every other member, each copy lost independently;
     /// returns the receivers that lost it.
     fn broadcast(
@@ -398,10 +553,16 @@ impl<'a, 'c> Part<'a, 'c> {
                 w.event(&e, &m.ch, ctx.config, honest);
             }
             let record = match e {
-                Event::MessageReady { message_id, .. } => ctx
-                    .index
-                    .get(&message_id)
-                    .map(|&i| Record::Delivered(i, p, now)),
+                Event::MessageReady { message_id, .. } => {
+                    if let Some(r) = m.retriever.as_mut() {
+                        r.done(&message_id);
+                    }
+                    let i = ctx.index.get(&message_id);
+                    if self.answering && i.is_some() {
+                        self.out.counters.retrieval.deliveries += 1;
+                    }
+                    i.map(|&i| Record::Delivered(i, p, now))
+                }
                 Event::Acknowledged { message_id, .. }
                 | Event::PossiblyAcknowledged { message_id, .. } => {
                     match ctx.index.get(&message_id) {
@@ -416,14 +577,31 @@ impl<'a, 'c> Part<'a, 'c> {
                 }
                 Event::MissingDependencies { missing, .. }
                 | Event::MissingMessages { missing, .. } => {
-                    for e in missing {
+                    for e in &missing {
                         if let Some(&i) = ctx.index.get(&e.message_id) {
                             self.out.records.push(Record::Detected(i, p, now));
                         }
                     }
+                    if let (Some(r), Some(settings)) =
+                        (m.retriever.as_mut(), ctx.scenario.retrieval.as_ref())
+                    {
+                        // Asked one latency later: a copy on its way may still come.
+                        let due = now + ctx.scenario.network.latency(&mut r.rng);
+                        let c = &mut self.out.counters.retrieval;
+                        for e in &missing {
+                            match r.missing(&e.message_id, due, settings) {
+                                Some(true) => c.tracked += 1,
+                                Some(false) => {}
+                                None => c.not_tracked += 1,
+                            }
+                        }
+                    }
                     None
                 }
-                Event::IrretrievablyLost { .. } => {
+                Event::IrretrievablyLost { entry, .. } => {
+                    if let Some(r) = m.retriever.as_mut() {
+                        r.done(&entry.message_id);
+                    }
                     self.out.counters.irretrievably_lost += 1;
                     None
                 }
@@ -455,6 +633,7 @@ impl<'a, 'c> Part<'a, 'c> {
             self.broadcast(p, &t.bytes, now, None);
         }
         self.schedule_timer(p, now);
+        self.schedule_retrieve(p);
         Ok(())
     }
 
@@ -469,6 +648,10 @@ impl<'a, 'c> Part<'a, 'c> {
         let mut ch = st.restore(p, &m.ch, config, now)?;
         ch.schedule_sync_at(Some(now + m.rng.range(0, sync_interval)));
         m.ch = ch;
+        // What it was asking for was in the memory it lost.
+        if let Some(r) = m.retriever.as_mut() {
+            r.clear();
+        }
         self.out.counters.restarts += 1;
         self.drain(p, now)
     }
@@ -484,6 +667,9 @@ pub(crate) struct Sim {
     next_event: u64,
     flights: Vec<Option<Flight>>,
     free_flights: Vec<usize>,
+    /// Retrieval requests and answers on their way, by slot.
+    directs: Vec<Option<(usize, Direct)>>,
+    free_directs: Vec<usize>,
     messages: Vec<MessageStats>,
     index: HashMap<MessageId, usize>,
     counters: Counters,
@@ -544,6 +730,9 @@ impl Sim {
                 Role::Honest if watched => m.watch = Some(Box::default()),
                 _ => {}
             }
+            if scenario.retrieval.is_some() && !m.idle {
+                m.retriever = Some(Box::new(Retriever::new(member_rng(scenario.seed, p, 3))));
+            }
         }
         let stores = match &scenario.store {
             None => None,
@@ -560,6 +749,8 @@ impl Sim {
             next_event: 0,
             flights: Vec::new(),
             free_flights: Vec::new(),
+            directs: Vec::new(),
+            free_directs: Vec::new(),
             messages: Vec::new(),
             index: HashMap::new(),
             counters: Counters::default(),
@@ -622,6 +813,20 @@ impl Sim {
         self.push(first, Ev::Flight(slot));
     }
 
+    fn add_direct(&mut self, at: u64, to: usize, direct: Direct) {
+        let slot = match self.free_directs.pop() {
+            Some(i) => {
+                self.directs[i] = Some((to, direct));
+                i
+            }
+            None => {
+                self.directs.push(Some((to, direct)));
+                self.directs.len() - 1
+            }
+        };
+        self.push(at, Ev::Direct(slot));
+    }
+
     /// Takes every event before `window_end` off the queue, as work for the member groups.
     fn take_window(&mut self, window_end: u64, chunk: usize) -> Vec<Vec<Item>> {
         let mut items: Vec<Vec<Item>> = (0..self.threads).map(|_| Vec::new()).collect();
@@ -669,6 +874,20 @@ impl Sim {
                         }
                     }
                 }
+                Ev::Direct(slot) => {
+                    let Some((to, direct)) = self.directs.get_mut(slot).and_then(Option::take)
+                    else {
+                        continue;
+                    };
+                    self.free_directs.push(slot);
+                    items[to / chunk].push(Item {
+                        at,
+                        key,
+                        member: to,
+                        work: Work::Direct(direct),
+                    });
+                    key += 1;
+                }
             }
         }
         items
@@ -685,6 +904,7 @@ impl Sim {
         let n = self.scenario.participants;
         let mut sends = Vec::new();
         let mut flights = Vec::new();
+        let mut directs = Vec::new();
         let mut later = Vec::new();
         let mut records = Vec::new();
         for o in outcomes {
@@ -694,6 +914,7 @@ impl Sim {
             self.counters.add(&o.counters);
             sends.extend(o.sends);
             flights.extend(o.flights);
+            directs.extend(o.directs);
             later.extend(o.later);
             records.push(o.records);
         }
@@ -750,6 +971,7 @@ impl Sim {
         enum Next {
             Own(Own),
             Flight(Flight),
+            Direct(usize, Direct),
         }
         let mut next: Vec<(u64, usize, u64, Next)> = later
             .into_iter()
@@ -770,11 +992,15 @@ impl Sim {
                 }),
             ));
         }
+        for d in directs {
+            next.push((d.at, d.member, d.counter, Next::Direct(d.to, d.direct)));
+        }
         next.sort_unstable_by_key(|&(at, p, c, _)| (at, p, c));
         for (at, p, _, ev) in next {
             match ev {
                 Next::Own(own) => self.push(at, Ev::Member(p, own)),
                 Next::Flight(f) => self.add_flight(f),
+                Next::Direct(to, direct) => self.add_direct(at, to, direct),
             }
         }
         Ok(())

@@ -9,6 +9,7 @@ use sds_proto::wire::Profile;
 
 use crate::adversary::AttackSettings;
 use crate::network::Network;
+use crate::retrieval::Retrieval;
 use crate::Error;
 
 /// What a member is in a scenario.
@@ -175,6 +176,9 @@ pub struct Scenario {
     /// The engine configuration of every member, instead of the one derived from the settings
     /// above ([`Scenario::config`]); for runs with a defence turned down or off.
     pub engine: Option<Config>,
+    /// Members ask other members for the messages they miss, with these settings (none: no
+    /// retrieval, only what SDS and SDS-R do on the bus). See [`retrieval`](crate::retrieval).
+    pub retrieval: Option<Retrieval>,
 }
 
 impl Default for Scenario {
@@ -203,6 +207,7 @@ impl Default for Scenario {
             roles: Vec::new(),
             attack: AttackSettings::default(),
             engine: None,
+            retrieval: None,
         }
     }
 }
@@ -293,6 +298,9 @@ impl Scenario {
         }
         if !(self.attack.rate > 0.0 && self.attack.rate <= 1_000.0) {
             return refuse("the hostile rate must be above 0 and at most 1000 per second");
+        }
+        if let Some(retrieval) = &self.retrieval {
+            retrieval.check()?;
         }
         if let Some(config) = &self.engine {
             config
