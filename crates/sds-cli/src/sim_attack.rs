@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sds_sim::report::Honest;
 use sds_sim::{AttackSettings, Comparison, Hostility, Scenario};
 
+use crate::sim_text::bytes;
 use crate::CmdResult;
 
 /// The options of `sds sim` about hostile members.
@@ -128,17 +129,6 @@ pub(crate) fn run(
         print!("{}", text(&attacked, &comparison));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Bytes for people: B, kB, MB, GB (powers of 1000).
-fn bytes(n: u64) -> String {
-    let n = n as f64;
-    match n {
-        n if n >= 1e9 => format!("{:.1} GB", n / 1e9),
-        n if n >= 1e6 => format!("{:.1} MB", n / 1e6),
-        n if n >= 1e3 => format!("{:.1} kB", n / 1e3),
-        n => format!("{n} B"),
-    }
 }
 
 /// The comparison as text: one row per honest outcome, clean and attacked side by side.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sds_proto::wire::Profile;
-use sds_sim::{Network, Scenario};
+use sds_sim::{Network, Retrieval, Scenario};
 
 use crate::CmdResult;
 
@@ -117,6 +117,14 @@ pub(crate) struct SimArgs {
     /// --store). The report does not depend on it.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Members ask a random other member for the messages they miss, one latency after
+    /// learning of the gap (as `sds-libp2p` does over /sds/retrieve/1): at most 64 ids per
+    /// request, 4 MiB per answer, an id asked again after 2 s and at most 5 times; requests and
+    /// answers meet the network's latency and loss. The scenario is run without and with it
+    /// and both outcomes are reported side by side (--plot draws the run with it). With
+    /// --adversary, both the clean and the attacked run have retrieval instead.
+    #[arg(long)]
+    retrieval: bool,
     #[command(flatten)]
     attack: crate::sim_attack::AttackArgs,
 }
@@ -163,6 +171,7 @@ impl SimArgs {
             store,
             restart_rate: self.restart_rate,
             threads: self.threads,
+            retrieval: self.retrieval.then(Retrieval::default),
             ..Scenario::default()
         })
     }
@@ -185,6 +194,13 @@ pub(crate) fn run(args: SimArgs) -> CmdResult {
         }
         None => Ok(()),
     };
+    if args.retrieval {
+        let plot = args.plot.as_deref();
+        let result = crate::sim_retrieval::run(scenario.clone(), args.json, args.quiet, plot);
+        // The stores go (or stay) whatever the outcome; the run's error is the one to report.
+        let finished = finish_stores();
+        return result.and_then(|code| finished.map(|()| code));
+    }
     let mut bar: Option<ProgressBar> = None;
     let show_progress = !(args.quiet || args.json);
     let report = sds_sim::run_with_progress(&scenario, |at_s| {

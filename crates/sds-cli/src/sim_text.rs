@@ -2,7 +2,7 @@
 //! SDS requirements, and the traffic. Column widths follow the cells (in characters, so `·`
 //! counts once), and a share is never shown as 100 % or 0 % unless it is exactly that.
 
-use sds_sim::report::Latency;
+use sds_sim::report::{Latency, Parameters};
 use sds_sim::Report;
 
 /// A number as the JSON report writes it (`10.0`, `0.25`).
@@ -53,12 +53,23 @@ pub(crate) fn count_of(part: usize, whole: usize) -> String {
 }
 
 /// The count behind `fraction` of `whole` (the report keeps fractions of known wholes).
-fn count_in(fraction: f64, whole: usize) -> usize {
+pub(crate) fn count_in(fraction: f64, whole: usize) -> usize {
     ((fraction * whole as f64).round().max(0.0) as usize).min(whole)
 }
 
+/// Bytes for people: B, kB, MB, GB (powers of 1000).
+pub(crate) fn bytes(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= 1e9 => format!("{:.1} GB", n / 1e9),
+        n if n >= 1e6 => format!("{:.1} MB", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} kB", n / 1e3),
+        n => format!("{n} B"),
+    }
+}
+
 /// How a requirement was met: `76.9 % (685 of 2965 not in time)`.
-fn met(part: usize, whole: usize) -> String {
+pub(crate) fn met(part: usize, whole: usize) -> String {
     let late = whole.saturating_sub(part);
     if whole == 0 {
         "-".into()
@@ -71,7 +82,7 @@ fn met(part: usize, whole: usize) -> String {
 
 /// Rows of cells as aligned text, each line indented by two spaces; columns `right` are
 /// aligned right, the others left; trailing spaces dropped.
-fn table(rows: &[Vec<String>], right: &[bool]) -> String {
+pub(crate) fn table(rows: &[Vec<String>], right: &[bool]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -102,11 +113,10 @@ fn table(rows: &[Vec<String>], right: &[bool]) -> String {
     out
 }
 
-/// The report as the text `sds sim` prints.
-pub(crate) fn render(r: &Report) -> String {
-    let p = &r.parameters;
-    let mut s = format!(
-        "SDS simulation: {} participants, one message every {} s each for {} s (+{} s tail), loss {} %, latency {}–{} ms, repair {} (T_min {} s, T_max {} s), history {}, seed {}\n\n",
+/// The scenario of a report in one line: `50 participants, one message every 10.0 s each …`.
+pub(crate) fn scenario_line(p: &Parameters) -> String {
+    format!(
+        "{} participants, one message every {} s each for {} s (+{} s tail), loss {} %, latency {}–{} ms, repair {} (T_min {} s, T_max {} s), history {}, seed {}",
         p.participants,
         num(p.send_interval_s),
         num(p.duration_s),
@@ -119,7 +129,13 @@ pub(crate) fn render(r: &Report) -> String {
         num(p.repair_t_max_s),
         p.history,
         p.seed
-    );
+    )
+}
+
+/// The report as the text `sds sim` prints.
+pub(crate) fn render(r: &Report) -> String {
+    let mut s = format!("SDS simulation: {}\n\n", scenario_line(&r.parameters));
+    let p = &r.parameters;
     let sent = r.messages_sent;
     s.push_str(&table(
         &[

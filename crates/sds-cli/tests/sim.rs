@@ -387,3 +387,67 @@ fn impossible_adversaries_are_refused() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+#[test]
+fn retrieval_is_reported_next_to_the_same_run_without_it() {
+    let small = [
+        "--participants",
+        "12",
+        "--duration",
+        "90",
+        "--tail",
+        "120",
+        "--loss",
+        "0.3",
+        "--seed",
+        "2",
+    ];
+    let mut args = vec!["--retrieval"];
+    args.extend(small);
+    let both = report(&args);
+    let mut keys: Vec<&str> = both
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["with", "without"]);
+    // The run without is `sds sim` without the flag, byte for byte.
+    assert_eq!(both["without"], report(&small));
+    assert!(both["without"].get("retrieval").is_none());
+    let stats = &both["with"]["retrieval"];
+    assert!(stats["requests"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["settings"]["maxIdsPerRequest"], 64);
+    let within = |r: &Value| {
+        r["eventualConsistency"]["fractionConsistentWithinRequirement"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(within(&both["with"]) > within(&both["without"]));
+
+    let mut text_args = vec!["sim", "--quiet", "--retrieval"];
+    text_args.extend(small);
+    let out = sds(&text_args);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("SDS simulation without and with retrieval: 12 participants"),
+        "{text}"
+    );
+    let row = text
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("every member has a message within 6·S")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    // Both shares, as the JSON has them (all messages within 6·S with retrieval here).
+    let without = format!("{:.1} %", 100.0 * within(&both["without"]));
+    assert_eq!(within(&both["with"]), 1.0);
+    assert!(
+        row.contains(&without) && row.trim_end().ends_with("100 %"),
+        "{row}"
+    );
+    assert!(text.contains("  retrieval: "), "{text}");
+}
