@@ -25,6 +25,7 @@ mod peer_cmd;
 mod plot;
 mod sim_attack;
 mod sim_cmd;
+mod sim_pair;
 mod sim_retrieval;
 mod sim_store;
 mod sim_text;

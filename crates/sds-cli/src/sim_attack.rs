@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use sds_sim::report::Honest;
 use sds_sim::{AttackSettings, Comparison, Hostility, Scenario};
 
@@ -91,32 +90,11 @@ pub(crate) fn run(
 ) -> CmdResult {
     let attacked = args.apply(scenario)?;
     attacked.check().map_err(|e| e.to_string())?;
-    let span = attacked.span_ms() / 1_000;
-    let bar = (!(quiet || json)).then(|| {
-        let bar = ProgressBar::new(2 * span);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} {msg} virtual {pos}/{len} s [{bar:40}] {elapsed}",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    });
-    let run = |s: &Scenario, offset: u64, what: &'static str| {
-        if let Some(bar) = &bar {
-            bar.set_message(what);
-        }
-        sds_sim::run_with_progress(s, |at| {
-            if let Some(bar) = &bar {
-                bar.set_position(offset + at);
-            }
-        })
-        .map_err(|e| e.to_string())
-    };
-    let clean = run(&attacked.clean(), 0, "clean")?;
-    let report = run(&attacked, span, "attacked")?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let (clean, report) = crate::sim_pair::run_pair(
+        (&attacked.clean(), "clean"),
+        (&attacked, "attacked"),
+        !(quiet || json),
+    )?;
     if let Some(path) = plot {
         std::fs::write(path, crate::plot::svg(&report)?)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;

@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use sds_sim::{Report, Retrieval, RetrievalComparison, Scenario};
 
 use crate::sim_text::{bytes, count_in, percent, scenario_line, table};
@@ -23,33 +22,11 @@ pub(crate) fn run(scenario: Scenario, json: bool, quiet: bool, plot: Option<&Pat
         retrieval: None,
         ..with.clone()
     };
-    let span = with.span_ms() / 1_000;
-    let bar = (!(quiet || json)).then(|| {
-        let bar = ProgressBar::new(2 * span);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} {msg} virtual {pos}/{len} s [{bar:40}] {elapsed}",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    });
-    let run = |s: &Scenario, offset: u64, what: &'static str| {
-        if let Some(bar) = &bar {
-            bar.set_message(what);
-        }
-        sds_sim::run_with_progress(s, |at| {
-            if let Some(bar) = &bar {
-                bar.set_position(offset + at);
-            }
-        })
-        .map_err(|e| e.to_string())
-    };
-    let runs = run(&without, 0, "without retrieval")
-        .and_then(|a| Ok((a, run(&with, span, "with retrieval")?)));
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let (without, with_report) = runs?;
+    let (without, with_report) = crate::sim_pair::run_pair(
+        (&without, "without retrieval"),
+        (&with, "with retrieval"),
+        !(quiet || json),
+    )?;
     if let Some(path) = plot {
         std::fs::write(path, crate::plot::svg(&with_report)?)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;

@@ -309,6 +309,8 @@ pub struct NodeEvents {
 
 impl NodeEvents {
     /// The next event; `None` once the node has stopped and every event was read.
+    ///
+    /// This method is cancel safe: an event is taken only when it is returned.
     pub async fn recv(&mut self) -> Option<NodeEvent> {
         self.rx.recv().await
     }
@@ -329,6 +331,9 @@ impl Node {
     /// Starts a node with identity `keypair` that drives `manager` (and starts the manager's
     /// periodic tasks): listens on [`NodeConfig::listen`], dials [`NodeConfig::peers`], and
     /// runs in a task of its own. Must be called within a tokio runtime.
+    ///
+    /// This method is cancel safe: dropped before it returns, no node runs (the manager keeps
+    /// the retrieval hint provider and the periodic tasks it may already have been given).
     pub async fn spawn(
         manager: ReliabilityManager,
         keypair: Keypair,
@@ -442,6 +447,9 @@ impl NodeHandle {
     }
 
     /// Joins `channel`: the manager accepts its messages and the node subscribes its topic.
+    ///
+    /// This method is cancel safe: dropped before it returns, the channel may or may not be
+    /// joined; joining again is harmless.
     pub async fn join(&self, channel: impl Into<ChannelId>) -> Result<(), NodeError> {
         let channel = channel.into();
         self.manager.join_channel(channel.clone()).await?;
@@ -453,6 +461,10 @@ impl NodeHandle {
     /// Sends `content` as message `message_id` on `channel` (joining it): wrapped by the
     /// manager, stored as unacknowledged, then published. A failed publication is reported as
     /// [`NodeEvent::PublishFailed`]; SDS sends the message again until it is acknowledged.
+    ///
+    /// This method is cancel safe: dropped before it returns, the message is either not sent
+    /// at all, or stored as unacknowledged (the manager's wrap completes once started) and
+    /// then published, now or by SDS's resends.
     pub async fn send(
         &self,
         channel: impl Into<ChannelId>,
@@ -529,6 +541,8 @@ impl NodeHandle {
     }
 
     /// Dials `addr` (once; add it to [`NodeConfig::peers`] to keep it connected).
+    ///
+    /// This method is cancel safe: dropped before it returns, the dial may still be made.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::Dial(addr, tx))?;
@@ -536,6 +550,8 @@ impl NodeHandle {
     }
 
     /// The node's state.
+    ///
+    /// This method is cancel safe: it changes nothing.
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::Status(tx))?;
@@ -544,6 +560,9 @@ impl NodeHandle {
 
     /// Stops the node (the swarm and its connections; the manager is the caller's, with its
     /// periodic tasks still running) and waits until it has stopped.
+    ///
+    /// This method is cancel safe: once polled, the node stops whether or not the wait for it
+    /// is dropped.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.command(Command::Shutdown(tx)).is_ok() {
