@@ -105,6 +105,7 @@
 //! Connections we dial ourselves are bounded by the peers we are given.
 
 mod behaviour;
+mod lossy;
 mod node;
 pub mod rate_limit;
 mod reliable_channel;

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::lossy::LossySender;
 use crate::rate_limit::{Budget, EphemeralDropReason, Purpose, Queued, RateLimit, SendQueue};
 use crate::segmentation::{
     self, Frame, FrameError, Reassembly, ReassemblyDropReason, ReassemblyLimits, SEGMENT_OVERHEAD,
@@ -509,8 +510,7 @@ impl ReliableChannel {
             manager: manager.clone(),
             subscription,
             commands: command_rx,
-            events: event_tx,
-            missed: 0,
+            events: LossySender::new(event_tx, |missed| ChannelEvent::Lagged { missed }),
             budget: Budget::new(config.rate_limit.clone(), now),
             queue: SendQueue::new(config.max_queued_messages, config.max_queued_bytes),
             reassembly,
@@ -668,8 +668,7 @@ struct Driver {
     manager: ReliabilityManager,
     subscription: Subscription,
     commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::Sender<ChannelEvent>,
-    missed: u64,
+    events: LossySender<ChannelEvent>,
     budget: Budget,
     queue: SendQueue,
     reassembly: Reassembly,
@@ -745,19 +744,7 @@ impl Driver {
     }
 
     fn emit(&mut self, event: ChannelEvent) {
-        if self.missed > 0 {
-            let lagged = ChannelEvent::Lagged {
-                missed: self.missed,
-            };
-            if self.events.try_send(lagged).is_err() {
-                self.missed += 1;
-                return;
-            }
-            self.missed = 0;
-        }
-        if self.events.try_send(event).is_err() {
-            self.missed += 1;
-        }
+        self.events.emit(event);
     }
 
     /// Records that `chunk` of the message `sds_id` names reached `stage`, and reports it.

@@ -24,6 +24,7 @@ use crate::waku::{Route, Router};
 
 use super::worker::{job_bytes, Done, Job};
 use super::{peer_of, Command, NodeConfig, NodeError, NodeEvent, NodeStatus};
+use crate::lossy::LossySender;
 
 /// Most authors whose publishing rate is tracked at once.
 const MAX_AUTHORS: usize = 10_000;
@@ -45,8 +46,7 @@ pub(super) struct Actor {
     pub(super) jobs: mpsc::UnboundedSender<Job>,
     pub(super) done: mpsc::UnboundedReceiver<Done>,
     pub(super) queued: Arc<AtomicUsize>,
-    pub(super) events: mpsc::Sender<NodeEvent>,
-    pub(super) missed: u64,
+    pub(super) events: LossySender<NodeEvent>,
     /// Joined channels and their framing on gossipsub.
     pub(super) router: Router,
     /// Claimed channels (their periodic transmissions are published by their claimant), with
@@ -99,19 +99,7 @@ impl Actor {
     }
 
     fn emit(&mut self, event: NodeEvent) {
-        if self.missed > 0 {
-            let lagged = NodeEvent::Lagged {
-                missed: self.missed,
-            };
-            if self.events.try_send(lagged).is_err() {
-                self.missed += 1;
-                return;
-            }
-            self.missed = 0;
-        }
-        if self.events.try_send(event).is_err() {
-            self.missed += 1;
-        }
+        self.events.emit(event);
     }
 
     fn on_command(&mut self, command: Command) {

@@ -29,6 +29,7 @@ use crate::behaviour::{self};
 use crate::retrieve::{self, RateLimiter, RetrievalConfig, Retriever};
 use crate::waku::{Framing, Router};
 
+use crate::lossy::LossySender;
 use actor::Actor;
 use worker::worker;
 
@@ -392,8 +393,7 @@ impl Node {
             jobs: job_tx,
             done: done_rx,
             queued,
-            events: event_tx,
-            missed: 0,
+            events: LossySender::new(event_tx, |missed| NodeEvent::Lagged { missed }),
             router: Router::new(&config.framing),
             claimed: HashMap::new(),
             connections: HashMap::new(),
