@@ -172,6 +172,13 @@ impl Actor {
             ids: Vec::new(),
             latest,
         };
+        self.send_retrieval(peer, request, latest as usize);
+    }
+
+    /// Sends a retrieval request for `count` messages to `peer`, keeping what it asked for to
+    /// check the answer against, and reports it.
+    fn send_retrieval(&mut self, peer: PeerId, request: Request, count: usize) {
+        let channel_id = request.channel.clone();
         let asked = Arc::new(request.clone());
         let id = self
             .swarm
@@ -182,8 +189,8 @@ impl Actor {
         self.status.retrieval_requests += 1;
         self.emit(NodeEvent::RetrievalRequested {
             peer,
-            channel_id: channel.clone(),
-            count: latest as usize,
+            channel_id,
+            count,
         });
     }
 
@@ -296,20 +303,8 @@ impl Actor {
     fn retrieve(&mut self) {
         let peers = self.channel_peers();
         for (peer, request) in self.retriever.due(&peers, Instant::now()) {
-            let (channel_id, count) = (request.channel.clone(), request.ids.len());
-            let asked = Arc::new(request.clone());
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .retrieve
-                .send_request(&peer, request);
-            self.outstanding.insert(id, (peer, asked));
-            self.status.retrieval_requests += 1;
-            self.emit(NodeEvent::RetrievalRequested {
-                peer,
-                channel_id,
-                count,
-            });
+            let count = request.ids.len();
+            self.send_retrieval(peer, request, count);
         }
     }
 
