@@ -8,11 +8,13 @@
 //! `target/`; `scripts/interop/waku_envelope.mjs` answers the requests.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use sds_libp2p::waku::{WakuMessage, DEFAULT_PUBSUB_TOPIC};
+
+#[path = "../../sds-proto/tests/support/interop.rs"]
+mod interop;
 
 /// The folder with the packages installed, or `None` with a `SKIP` line printed. Set up once
 /// per process: the tests run at the same time, and one must not rewrite the program while the
@@ -23,52 +25,19 @@ fn js_waku() -> Option<PathBuf> {
 }
 
 fn set_up() -> Option<PathBuf> {
-    let skip = |reason: &str| {
+    if let Some(reason) = interop::skip_reason() {
         let _ = writeln!(
             std::io::stderr(),
             "SKIP waku_js: live js-waku comparison: {reason}"
         );
-        None
-    };
-    if std::env::var("SDS_INTEROP").as_deref() != Ok("1") {
-        return skip("SDS_INTEROP is not 1 (SDS_INTEROP=1 runs it; .ci/run sets it)");
+        return None;
     }
-    if Command::new("node").arg("--version").output().is_err() {
-        return skip("`node` is not installed");
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("js-waku-0.0.40");
-    let status = Command::new("bash")
-        .arg(root.join("scripts/interop/setup-waku.sh"))
-        .arg(&dir)
-        .status()
-        .expect("run scripts/interop/setup-waku.sh");
-    assert!(status.success(), "installing js-waku failed");
-    Some(dir)
+    Some(interop::install("setup-waku.sh", "js-waku-0.0.40"))
 }
 
 /// Sends `requests` to `waku_envelope.mjs`; its answer lines.
-fn ask(dir: &PathBuf, requests: &[String]) -> Vec<String> {
-    let mut child = Command::new("node")
-        .arg("waku_envelope.mjs")
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn node");
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        for r in requests {
-            writeln!(stdin, "{r}").expect("write request");
-        }
-    }
-    let out = child.wait_with_output().expect("node output");
-    assert!(out.status.success(), "waku_envelope.mjs failed");
-    let lines: Vec<String> = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(str::to_string)
-        .collect();
+fn ask(dir: &Path, requests: &[String]) -> Vec<String> {
+    let lines = interop::node_lines(dir, "waku_envelope.mjs", requests);
     assert_eq!(lines.len(), requests.len(), "one answer per request");
     lines
 }

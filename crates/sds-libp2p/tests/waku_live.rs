@@ -19,32 +19,20 @@ use sds_libp2p::{Framing, Keypair, Multiaddr, Node, NodeConfig, NodeHandle};
 use sds_manager::{Config, ManagerConfig, MemoryPersistence, ReliabilityManager};
 use tokio::sync::mpsc;
 
+#[path = "../../sds-proto/tests/support/interop.rs"]
+mod interop;
+
 const CHANNEL: &str = "room";
 
-fn skip(reason: &str) -> Option<PathBuf> {
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIP waku_live: live js-waku relay exchange: {reason}"
-    );
-    None
-}
-
 fn relay_package() -> Option<PathBuf> {
-    if std::env::var("SDS_INTEROP").as_deref() != Ok("1") {
-        return skip("SDS_INTEROP is not 1 (SDS_INTEROP=1 runs it; .ci/run sets it)");
+    if let Some(reason) = interop::skip_reason() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP waku_live: live js-waku relay exchange: {reason}"
+        );
+        return None;
     }
-    if Command::new("node").arg("--version").output().is_err() {
-        return skip("`node` is not installed");
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("waku-relay-0.0.14");
-    let status = Command::new("bash")
-        .arg(root.join("scripts/interop/setup-waku-relay.sh"))
-        .arg(&dir)
-        .status()
-        .expect("run scripts/interop/setup-waku-relay.sh");
-    assert!(status.success(), "installing @waku/relay failed");
-    Some(dir)
+    Some(interop::install("setup-waku-relay.sh", "waku-relay-0.0.14"))
 }
 
 /// The js-waku peer: its process, its input, and its output lines as they come.

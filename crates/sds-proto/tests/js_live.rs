@@ -9,9 +9,7 @@
 //! to the same bytes, and messages encoded here decode there to the same fields and re-encode
 //! there to the same bytes.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 use bytes::Bytes;
 use sds_proto::engine::{Channel, Config, Event};
@@ -22,28 +20,13 @@ use serde_json::{json, Value};
 
 #[path = "support/interop.rs"]
 mod interop;
-use interop::{node_package, report_skip};
+use interop::{node_lines, node_package, report_skip};
 
 /// Sends `requests` to `codec.mjs` and returns its answer lines.
-fn ask_node(dir: &PathBuf, requests: &[Value]) -> Vec<Value> {
-    let mut child = Command::new("node")
-        .arg("codec.mjs")
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn node");
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        for r in requests {
-            writeln!(stdin, "{r}").expect("write request");
-        }
-    }
-    let out = child.wait_with_output().expect("node output");
-    assert!(out.status.success(), "codec.mjs failed");
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
+fn ask_node(dir: &Path, requests: &[Value]) -> Vec<Value> {
+    let requests: Vec<String> = requests.iter().map(Value::to_string).collect();
+    node_lines(dir, "codec.mjs", &requests)
+        .iter()
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect()
 }
