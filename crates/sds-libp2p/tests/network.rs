@@ -3,33 +3,21 @@
 //! the gaps are closed by retrieval, whose use is counted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sds_libp2p::{GossipFilter, Keypair, Multiaddr, Node, NodeConfig, NodeEvent, NodeHandle};
+use sds_libp2p::{Keypair, Multiaddr, Node, NodeConfig, NodeEvent, NodeHandle};
 use sds_manager::{
-    ChannelId, Config, Event, ManagerConfig, MemoryPersistence, MessageId, ReceivedKind,
-    ReliabilityManager,
+    Config, Event, ManagerConfig, MemoryPersistence, MessageId, ReceivedKind, ReliabilityManager,
 };
+
+mod support;
+use support::lossy;
 
 const NODES: usize = 5;
 const MESSAGES: usize = 200;
 const CHANNEL: &str = "lobby";
-
-/// Drops about `percent` % of what it is shown, from a fixed seed (a 64-bit LCG).
-fn lossy(seed: u64, percent: u64) -> GossipFilter {
-    let state = AtomicU64::new(seed);
-    Arc::new(move |_: &ChannelId, _: &[u8]| {
-        let next = state
-            .load(Ordering::Relaxed)
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        state.store(next, Ordering::Relaxed);
-        (next >> 33) % 100 >= percent
-    })
-}
 
 fn engine() -> Config {
     Config::default()

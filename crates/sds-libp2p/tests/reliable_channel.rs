@@ -2,7 +2,6 @@
 //! a segmented payload under gossip loss, partial reassembly across a restart, the rate limit,
 //! and the query on connect.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,9 @@ use sds_libp2p::{
     NodeConfig, NodeHandle, RateLimit, ReliableChannel, ReliableChannelConfig, RetrievalConfig,
 };
 use sds_manager::{ChannelId, ManagerConfig, MemoryPersistence, MessageId, ReliabilityManager};
+
+mod support;
+use support::lossy;
 
 const CHANNEL: &str = "room";
 
@@ -123,19 +125,6 @@ fn received(e: &ChannelEvent) -> Option<(MessageId, Vec<u8>, bool)> {
         } => Some((message_id.clone(), payload.to_vec(), *ephemeral)),
         _ => None,
     }
-}
-
-/// Drops about `percent` % of what it is shown, from a fixed seed (a 64-bit LCG).
-fn lossy(seed: u64, percent: u64) -> GossipFilter {
-    let state = AtomicU64::new(seed);
-    Arc::new(move |_: &ChannelId, _: &[u8]| {
-        let next = state
-            .load(Ordering::Relaxed)
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        state.store(next, Ordering::Relaxed);
-        (next >> 33) % 100 >= percent
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
