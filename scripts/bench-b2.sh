@@ -3,8 +3,10 @@
 # persistence and with the SQLite store, RUNS times each; prints medians (with the range) and
 # the durable/no-op ratio.
 # Usage: scripts/bench-b2.sh [RUNS] [DIR] (default 3, a temporary directory).
-# SPIN="adaptive off" (the default) measures the store with each of these `--spin` settings;
-# their runs alternate, so a change in the machine's load falls on all of them alike.
+# SPIN="adaptive" (the default) measures the store with each of these `--spin` settings, and
+# INLINE="on off" (the default) with operations run on the caller's thread when the connection
+# is free (the store's default) and handed to its connection thread (`--no-inline`); the runs
+# of every combination alternate, so a change in the machine's load falls on all of them alike.
 # ENCRYPTED=1 adds runs of encrypted stores (a random key in DIR; the default spin), alternating
 # with the others; sds is then built with the feature `encryption`, which also runs the plain
 # stores on SQLCipher (without a key).
@@ -13,10 +15,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 dir=${2:-$(mktemp -d)}
-spins=${SPIN:-adaptive off}
+spins=${SPIN:-adaptive}
+inlines=${INLINE:-on off}
 features=()
 runs_of=()
-for spin in $spins; do runs_of+=("--spin $spin"); done
+for spin in $spins; do
+  for inline in $inlines; do
+    case $inline in
+      on) runs_of+=("--spin $spin") ;;
+      off) runs_of+=("--spin $spin --no-inline") ;;
+      *) echo "INLINE takes on and off, not $inline" >&2; exit 2 ;;
+    esac
+  done
+done
 if [ "${ENCRYPTED:-}" = 1 ]; then
   features=(--features encryption)
   head -c 32 /dev/urandom >"$dir/b2.key"
@@ -52,7 +63,7 @@ for r in rows:
     elif r.get("encrypted"):
         kind = f"sqlite encrypted, spin {r['spin']}"
     else:
-        kind = f"sqlite, spin {r['spin']}"
+        kind = f"sqlite, spin {r['spin']}, {'inline' if r.get('inline', True) else 'handed over'}"
     med.setdefault((r["order"], kind), []).append(r)
 def cell(xs):
     return f"{statistics.median(xs):,.0f} ({min(xs):,.0f}–{max(xs):,.0f})"

@@ -22,8 +22,8 @@ pub(crate) enum BenchCommand {
     /// them in the given order.
     ///
     /// Prints one JSON line:
-    /// {"n","order","store","spin","encrypted","wrapPerSec","unwrapPerSec","delivered",
-    /// "peakRssBytes"} (spin and encrypted: null without an SQLite store).
+    /// {"n","order","store","spin","inline","encrypted","wrapPerSec","unwrapPerSec",
+    /// "delivered","peakRssBytes"} (spin, inline and encrypted: null without an SQLite store).
     Pipeline(PipelineArgs),
 }
 
@@ -71,6 +71,10 @@ pub(crate) struct PipelineArgs {
     /// `Options::spin`): never, only while operations come back to back, or after every one.
     #[arg(long, value_enum, default_value = "adaptive")]
     spin: SpinArg,
+    /// With `--store sqlite:PATH`: hand every operation to the store's connection thread, even
+    /// when it could run on the caller's thread (the store's `Options::inline` off).
+    #[arg(long)]
+    no_inline: bool,
     /// With `--store sqlite:PATH`: encrypt both stores with the key in this file (see `sds peer
     /// --key-file`; needs a build with the feature `encryption`).
     #[arg(long, value_name = "PATH")]
@@ -301,6 +305,7 @@ fn run_manager(
     store: &StoreArg,
     progress: &Progress,
     spin: SpinArg,
+    inline: bool,
     key: Option<StoreKey>,
 ) -> Result<Outcome, String> {
     let persistence = |who: &str| -> Result<Arc<dyn Persistence>, String> {
@@ -317,6 +322,7 @@ fn run_manager(
                     .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
                 let options = Options {
                     spin: spin.spin(),
+                    inline,
                     key: key.clone(),
                     ..Options::default()
                 };
@@ -389,6 +395,7 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
             store,
             &progress,
             args.spin,
+            !args.no_inline,
             key_from_file(args.key_file.as_deref())?,
         )?,
     };
@@ -399,6 +406,7 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
         "store": args.store.name(),
         // Only the SQLite store has threads that may spin.
         "spin": matches!(args.store, StoreArg::Sqlite(_)).then(|| args.spin.name()),
+        "inline": matches!(args.store, StoreArg::Sqlite(_)).then_some(!args.no_inline),
         "encrypted": matches!(args.store, StoreArg::Sqlite(_)).then_some(args.key_file.is_some()),
         "wrapPerSec": (n as f64 / outcome.wrap_secs).round(),
         "unwrapPerSec": (n as f64 / outcome.unwrap_secs).round(),

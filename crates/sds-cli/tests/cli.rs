@@ -240,7 +240,24 @@ fn bench_pipeline_delivers_everything_on_every_store() {
         let v = stdout_json(&out);
         assert_eq!(v["delivered"], 60, "{spin}");
         assert_eq!(v["spin"], spin);
+        assert_eq!(v["inline"], true);
     }
+    let out = sds(
+        &[
+            "bench",
+            "pipeline",
+            "--n",
+            "60",
+            "--store",
+            &db,
+            "--no-inline",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let v = stdout_json(&out);
+    assert_eq!(v["delivered"], 60);
+    assert_eq!(v["inline"], false);
     // B2's default N in reverse order: every message waits, 20,000 of them with their bloom
     // filters, more than the manager's default budget of held bytes (512 MiB), which the
     // benchmark lifts as it lifts the engine's buffer bounds.

@@ -1,10 +1,8 @@
-//! The connection thread: it owns the SQLite connection and the segment files, runs one job at
-//! a time, keeps the segment files in step with each transaction, and decides when the WAL is
-//! checkpointed.
+//! The connection and the connection thread: the SQLite connection and the segment files are
+//! kept together ([`Db`], behind one lock), every transaction keeps the segment files in step,
+//! and the connection thread runs the jobs handed to it one at a time, between its turns of
+//! upkeep (see [`upkeep`](crate::upkeep)).
 
-use std::fs::File;
-use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -13,13 +11,15 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, Transaction};
 use sds_manager::persistence::{PersistenceError, PersistenceResult};
 
-use crate::bytes::compact;
 use crate::damage::{DamageReport, OnDamage};
 use crate::reply;
-use crate::segments::{Segments, Unsynced};
+use crate::segments::Segments;
+use crate::upkeep::{Upkeep, WAL_PAGES};
 use crate::Spin;
 
-/// What the connection thread owns.
+/// The connection, its segment files and their upkeep: behind one lock, taken by the
+/// connection thread for each job and turn, and by a caller that runs its operation itself
+/// ([`Options::inline`](crate::Options::inline)).
 pub(crate) struct Db {
     pub(crate) conn: Connection,
     pub(crate) segments: Segments,
@@ -47,6 +47,18 @@ pub(crate) struct Db {
     ///
     /// [`Options::keep_history`]: crate::Options::keep_history
     pub(crate) keep_history: bool,
+    /// Pages in the WAL after the last commit.
+    pub(crate) wal_pages: i32,
+    /// Checkpoints, sync rounds and deleting segments.
+    pub(crate) upkeep: Upkeep,
+}
+
+/// What is sent to the connection thread.
+pub(crate) enum Work {
+    /// A job to run.
+    Job(Job),
+    /// An operation run on a caller's thread left upkeep to do (see [`Db::after_job`]).
+    Nudge,
 }
 
 /// Work for the connection thread, and when it was sent.
@@ -158,6 +170,8 @@ impl Pace {
 pub(crate) enum Next {
     /// A job.
     Job(Job),
+    /// A nudge: upkeep to do.
+    Nudge,
     /// The time it was given came with no job.
     Due,
     /// Every handle to the store is gone.
@@ -168,7 +182,7 @@ pub(crate) enum Next {
 /// sleeping (zero: sleeps at once), and stops looking at once if the thread is preempted
 /// meanwhile (then also returns `true`).
 pub(crate) fn next_job(
-    rx: &std_mpsc::Receiver<Job>,
+    rx: &std_mpsc::Receiver<Work>,
     stay_awake: Duration,
     due: Option<Instant>,
     spins: &AtomicU64,
@@ -178,7 +192,7 @@ pub(crate) fn next_job(
     let mut was_preempted = false;
     loop {
         match rx.try_recv() {
-            Ok(job) => return (Next::Job(job), false),
+            Ok(work) => return (work.into(), false),
             Err(std_mpsc::TryRecvError::Disconnected) => return (Next::Closed, false),
             Err(std_mpsc::TryRecvError::Empty) => {
                 if stay_awake.is_zero() {
@@ -198,14 +212,23 @@ pub(crate) fn next_job(
         }
     }
     let next = match due {
-        None => rx.recv().map_or(Next::Closed, Next::Job),
+        None => rx.recv().map_or(Next::Closed, Next::from),
         Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
-            Ok(job) => Next::Job(job),
+            Ok(work) => work.into(),
             Err(std_mpsc::RecvTimeoutError::Timeout) => Next::Due,
             Err(std_mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
         },
     };
     (next, was_preempted)
+}
+
+impl From<Work> for Next {
+    fn from(work: Work) -> Self {
+        match work {
+            Work::Job(job) => Next::Job(job),
+            Work::Nudge => Next::Nudge,
+        }
+    }
 }
 
 /// How far commits have got. The connection thread counts them; a sync round, having synced
@@ -216,120 +239,6 @@ pub(crate) struct Progress {
     pub(crate) committed: AtomicU64,
     /// Every commit up to this number is durable.
     pub(crate) durable: AtomicU64,
-}
-
-/// How a checkpoint treats the WAL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Checkpoint {
-    /// Copies what it can without waiting for anybody.
-    Passive,
-    /// Copies everything, waiting for the writer if need be, and empties the WAL file: for a
-    /// store gone quiet.
-    Truncate,
-}
-
-/// Makes every commit so far durable, message bytes before rows: the segment directory and
-/// files are synced, then the WAL is checkpointed and synced. Run by the checkpoint thread on
-/// its connection, or by the connection thread.
-pub(crate) struct SyncRound {
-    pub(crate) unsynced: Arc<Unsynced>,
-    pub(crate) progress: Arc<Progress>,
-    pub(crate) wal: PathBuf,
-}
-
-impl SyncRound {
-    pub(crate) fn run(&self, conn: &Connection, mode: Checkpoint) {
-        let start = self.progress.committed.load(Ordering::Acquire);
-        if let Err(e) = self.unsynced.sync() {
-            // Checkpointing would make rows durable whose bytes may not be: the WAL waits.
-            tracing::warn!(error = %e, "sqlite store: cannot sync message files; checkpoint put off");
-            return;
-        }
-        // A failed checkpoint leaves the frames in the WAL, where they are safe once synced.
-        let sql = match mode {
-            Checkpoint::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
-            Checkpoint::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
-        };
-        let _ = conn.query_row(sql, [], |_| Ok(()));
-        match sync_file(&self.wal) {
-            Ok(()) => {
-                self.progress.durable.fetch_max(start, Ordering::AcqRel);
-            }
-            Err(e) => tracing::warn!(error = %e, "sqlite store: cannot sync the WAL"),
-        }
-    }
-}
-
-/// Syncs the file at `path`, if there is one.
-pub(crate) fn sync_file(path: &Path) -> io::Result<()> {
-    match File::open(path) {
-        Ok(f) => f.sync_data(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// The size the WAL file is cut back to when it starts over (`PRAGMA journal_size_limit`):
-/// without it the file stays at its high-water mark (up to [`CHECKPOINT_HERE_PAGES`], 40 MB).
-pub(crate) const WAL_SIZE_LIMIT: i64 = 4 << 20;
-
-/// WAL pages after which the checkpoint thread is woken (4 MB at 4 KiB pages).
-pub(crate) const CHECKPOINT_PAGES: i32 = 1_000;
-
-/// WAL pages after which the connection thread checkpoints itself (40 MB at 4 KiB pages). The
-/// checkpoint thread copies frames while new ones are appended, so it rarely finds the WAL fully
-/// copied between two commits, which SQLite needs to start the WAL over; here it is, after a
-/// short catch-up, and the WAL stays bounded even if the checkpoint thread falls behind.
-pub(crate) const CHECKPOINT_HERE_PAGES: i32 = 10_000;
-
-thread_local! {
-    /// Pages in the WAL after the last commit on this thread's connection.
-    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
-}
-
-/// SQLite's WAL hook: runs after each commit on the connection thread.
-pub(crate) fn note_wal_size(
-    _: &rusqlite::hooks::Wal,
-    pages: std::ffi::c_int,
-) -> rusqlite::Result<()> {
-    WAL_PAGES.with(|p| p.set(pages));
-    Ok(())
-}
-
-/// What the connection thread does about the WAL after a job.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum WalAction {
-    None,
-    WakeCheckpointer,
-    CheckpointHere,
-}
-
-/// Decides when checkpoints run, from the WAL's size after each job.
-#[derive(Debug, Default)]
-pub(crate) struct WalWatch {
-    /// WAL size at the last wake-up of the checkpoint thread.
-    woken_at: i32,
-}
-
-impl WalWatch {
-    pub(crate) fn after_job(&mut self) -> WalAction {
-        self.decide(WAL_PAGES.with(|p| p.get()))
-    }
-
-    pub(crate) fn decide(&mut self, pages: i32) -> WalAction {
-        if pages < self.woken_at {
-            // The WAL started over.
-            self.woken_at = 0;
-        }
-        if pages >= CHECKPOINT_HERE_PAGES {
-            WalAction::CheckpointHere
-        } else if pages >= self.woken_at + CHECKPOINT_PAGES {
-            self.woken_at = pages;
-            WalAction::WakeCheckpointer
-        } else {
-            WalAction::None
-        }
-    }
 }
 
 /// A failure inside a write transaction.
@@ -354,21 +263,16 @@ impl From<WriteError> for PersistenceError {
 impl Db {
     /// Runs `f` in one transaction, with the segment files kept in step: appended bytes are
     /// synced before the commit when durability asks for it, live bytes change only if the
-    /// transaction commits, and segments it empties are deleted once that is durable. Then
-    /// compacts a segment if the directory has grown to twice its live bytes.
+    /// transaction commits, and segments it empties are deleted once that is durable. (A
+    /// segment left mostly dead is compacted at the connection thread's next turn.)
     pub(crate) fn write(
         &mut self,
         f: impl FnOnce(&Transaction<'_>, &mut Segments) -> Result<(), WriteError>,
     ) -> PersistenceResult<()> {
-        self.write_once(f)?;
-        if let Some(seg) = self.segments.compaction_candidate() {
-            // A failed compaction leaves every message where it was.
-            let _ = self.write_once(|tx, segments| compact(tx, segments, seg));
-            self.segments.compacted(seg);
-        }
-        Ok(())
+        Ok(self.write_once(f)?)
     }
 
+    /// [`write`](Self::write), with the error as it came.
     pub(crate) fn write_once(
         &mut self,
         f: impl FnOnce(&Transaction<'_>, &mut Segments) -> Result<(), WriteError>,
@@ -380,9 +284,14 @@ impl Db {
             if let Some(soon) = self.soon.take() {
                 soon.soon();
             }
+            WAL_PAGES.with(|p| p.set(-1));
             tx.commit()?;
             Ok(())
         })();
+        let pages = WAL_PAGES.with(|p| p.get());
+        if pages >= 0 {
+            self.wal_pages = pages;
+        }
         if let Err(e) = result {
             self.segments.rolled_back();
             return Err(e);
@@ -467,27 +376,5 @@ mod tests {
         assert!(!preempted(t0, t0 + Duration::from_micros(1)));
         assert!(!preempted(t0, t0 + PREEMPTED));
         assert!(preempted(t0, t0 + PREEMPTED + Duration::from_micros(1)));
-    }
-
-    #[test]
-    pub(crate) fn checkpoint_thread_is_woken_once_per_step_of_wal_growth() {
-        let mut w = WalWatch::default();
-        assert_eq!(w.decide(10), WalAction::None);
-        assert_eq!(w.decide(CHECKPOINT_PAGES), WalAction::WakeCheckpointer);
-        assert_eq!(w.decide(CHECKPOINT_PAGES + 5), WalAction::None);
-        assert_eq!(
-            w.decide(2 * CHECKPOINT_PAGES + 5),
-            WalAction::WakeCheckpointer
-        );
-        // The WAL started over: the next step counts from zero.
-        assert_eq!(w.decide(3), WalAction::None);
-        assert_eq!(w.decide(CHECKPOINT_PAGES), WalAction::WakeCheckpointer);
-        // Too large: the connection thread checkpoints until the WAL starts over.
-        assert_eq!(w.decide(CHECKPOINT_HERE_PAGES), WalAction::CheckpointHere);
-        assert_eq!(
-            w.decide(CHECKPOINT_HERE_PAGES + 7),
-            WalAction::CheckpointHere
-        );
-        assert_eq!(w.decide(12), WalAction::None);
     }
 }

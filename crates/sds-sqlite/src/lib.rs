@@ -24,11 +24,16 @@
 //!
 //!   The power-loss test (`tests/powerloss.rs`) records every write, fsync and file-name change
 //!   of a store at work and checks both promises on hundreds of states a power loss could leave.
-//! * One dedicated thread owns the connection; async callers send it work and await the result,
-//!   so SQLite never blocks a tokio worker. A second thread, with its own connection, copies
-//!   the WAL into the database (checkpoints) while operations go on. By default the threads
-//!   busy-wait only while operations arrive back to back, which shortens each of them; an idle
-//!   store, or one whose operations come apart, uses no CPU ([`Options::spin`], [`Spin`]).
+//! * One connection does the writing, behind a lock. With [`Durability::Normal`], an operation
+//!   that finds it free (and no operation sent before it waiting) runs its transaction on the
+//!   caller's thread — typically 50–200 µs, never an fsync ([`Options::inline`]). Everything
+//!   else goes to a dedicated connection thread, which async callers await: operations that
+//!   find the connection busy, every operation with [`Durability::Full`] (whose commit waits
+//!   for an fsync), reads, and the upkeep that takes long (compaction, sync rounds). A second
+//!   thread, with its own connection, copies the WAL into the database (checkpoints) while
+//!   operations go on. By default the threads busy-wait only while operations handed to them
+//!   arrive back to back, which shortens each of them; an idle store, or one whose operations
+//!   come apart, uses no CPU ([`Options::spin`], [`Spin`]).
 //! * A message's bytes (about 19 KB at default settings) are stored once per channel, however
 //!   many places refer to them (log, outgoing buffer, incoming buffer, repair responses), and
 //!   released with the last reference. Bytes over 1 KiB are not written into the database
@@ -95,6 +100,7 @@ mod reply;
 mod schema;
 mod segments;
 mod store;
+mod upkeep;
 mod write;
 
 use std::path::PathBuf;
@@ -164,6 +170,18 @@ pub struct Options {
     /// By default ([`Spin::Adaptive`]) only while operations arrive back to back: an idle
     /// store, or one whose operations come apart, never spins and uses no CPU.
     pub spin: Spin,
+    /// With [`Durability::Normal`], let an operation (a batch of store operations) run its
+    /// transaction on the calling task's thread when the connection is free and no operation
+    /// sent before it waits, instead of handing it to the connection thread and waiting for the
+    /// answer. That saves two thread wake-ups per operation — on some machines more than the
+    /// operation's own statements — and blocks the caller's thread for as long as the
+    /// transaction takes: the statements and the write of the WAL pages into the page cache,
+    /// typically 50–200 µs, never an fsync. What takes longer (a checkpoint of an overgrown WAL,
+    /// compacting a segment, sync rounds) stays on the store's threads, and so does every
+    /// operation with [`Durability::Full`], whose commit waits for an fsync, and every read
+    /// (loading a channel, `read_log`). On by default; off, every operation is handed to the
+    /// connection thread, as with `FULL`.
+    pub inline: bool,
     /// With [`Durability::Normal`], the longest a commit waits before a sync round makes it
     /// durable against power loss (message bytes first, then the WAL); see
     /// [the crate docs](crate). Default 1 s. On a quiet store the round also folds the WAL into
@@ -192,6 +210,7 @@ impl Default for Options {
             segment_bytes: 64 << 20,
             on_damage: OnDamage::default(),
             spin: Spin::default(),
+            inline: true,
             sync_interval: std::time::Duration::from_secs(1),
             keep_history: false,
             key: None,

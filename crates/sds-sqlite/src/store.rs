@@ -6,21 +6,19 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::Connection;
 use sds_manager::persistence::{PersistenceError, PersistenceResult};
 use sds_manager::{ChannelId, MessageId, StoreOp};
 
 use crate::bytes::release_bytes;
-use crate::connection::{
-    next_job, note_wal_size, sync_file, Checkpoint, Db, Job, Next, Pace, Progress, Spins,
-    SyncRound, WalAction, WalWatch, WAL_SIZE_LIMIT,
-};
+use crate::connection::{next_job, Db, Job, Next, Pace, Progress, Spins, Work};
 use crate::damage::{self, DamageReport, OnDamage};
 use crate::identity::{self, Mismatch, Pairing};
 use crate::key::{open_connection, seal_for};
 use crate::segments::{sync_dir, Segments};
+use crate::upkeep::{note_wal_size, sync_file, Checkpoint, SyncRound, Upkeep, WAL_SIZE_LIMIT};
 use crate::write::{apply, reference_change};
 use crate::{reply, schema, Durability, KeyProblem, OpenError, Options, StoreKey};
 
@@ -30,10 +28,20 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
 }
 
-/// One open database: the way to its connection thread.
-#[derive(Debug)]
+/// One open database: its connection, and the way to its connection thread.
 pub(crate) struct Shared {
-    pub(crate) jobs: std_mpsc::Sender<Job>,
+    /// The connection, taken by the connection thread for each job, or by a caller that runs
+    /// its operation itself.
+    pub(crate) db: Arc<Mutex<Db>>,
+    /// Whether operations may run on their caller's thread ([`Options::inline`], with
+    /// [`Durability::Normal`]).
+    pub(crate) inline: bool,
+    /// Jobs sent to the connection thread and not yet run: an operation runs on its caller's
+    /// thread only when there are none, so operations never overtake ones sent before them.
+    pub(crate) queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Operations that ran on their caller's thread (tests check when they do).
+    pub(crate) ran_inline: std::sync::atomic::AtomicU64,
+    pub(crate) jobs: std_mpsc::Sender<Work>,
     pub(crate) path: PathBuf,
     /// The messages quarantined since the store was opened.
     pub(crate) damage: Arc<Mutex<DamageReport>>,
@@ -44,6 +52,15 @@ pub(crate) struct Shared {
     pub(crate) contended: Arc<std::sync::atomic::AtomicBool>,
     /// The key it was opened with: opening it again in the process needs the same.
     pub(crate) key: Option<StoreKey>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("path", &self.path)
+            .field("inline", &self.inline)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The stores open in this process, by canonical path: opening a database again returns the
@@ -98,31 +115,28 @@ fn db_dir(path: &Path) -> &Path {
     }
 }
 
-/// The connection thread's loop: runs jobs until every handle to the store is gone, and sees
-/// that sync rounds run. `pace` says when to busy-wait (`notice`: whether jobs may give notice
-/// before their commit at all). A round is due `interval` after the first commit no round covers yet
-/// (or while segment files wait for one before they can be deleted): on a quiet store the
-/// connection thread runs it itself and empties the WAL; on a busy one the checkpoint thread
-/// (`wake`) runs it, as it does whenever the WAL has grown by [`CHECKPOINT_PAGES`].
-///
-/// [`CHECKPOINT_PAGES`]: crate::connection::CHECKPOINT_PAGES
-#[allow(clippy::too_many_arguments)]
+/// The connection thread's loop: runs jobs until every handle to the store is gone, taking the
+/// connection's lock for each, and takes a turn of upkeep after each job, each nudge and at each
+/// due time of a sync round (see [`Db::turn`]). `pace` says when to busy-wait (`notice`:
+/// whether jobs may give notice before their commit at all). Returns at once if an operation
+/// panicked while it held the lock: the connection's state is then unknown, and every operation
+/// fails from then on.
 fn serve(
-    db: &mut Db,
-    rx: &std_mpsc::Receiver<Job>,
+    shared: &Mutex<Db>,
+    rx: &std_mpsc::Receiver<Work>,
+    queued: &std::sync::atomic::AtomicUsize,
     mut pace: Pace,
     notice: bool,
     spins: &Spins,
-    interval: Duration,
-    round: &SyncRound,
-    wake: impl Fn(),
 ) {
-    let mut wal = WalWatch::default();
-    let mut due: Option<Instant> = None;
-    // Commits up to this number are covered by a round run or asked for.
-    let mut covered = 0;
     loop {
+        let Ok(due) = shared.lock().map(|db| db.upkeep.due) else {
+            return;
+        };
         let (next, preempted) = next_job(rx, pace.stay_awake(), due, spins);
+        let Ok(mut db) = shared.lock() else {
+            return;
+        };
         let idle = match next {
             Next::Job(job) => {
                 let now = Instant::now();
@@ -131,42 +145,17 @@ fn serve(
                 }
                 pace.started(job.sent, now);
                 db.notice = notice && pace.spinning();
-                (job.run)(db);
+                (job.run)(&mut db);
+                queued.fetch_sub(1, Ordering::AcqRel);
                 pace.ended(db.answered.take().unwrap_or_else(Instant::now));
-                match wal.after_job() {
-                    WalAction::None => {}
-                    WalAction::WakeCheckpointer => {
-                        covered = db.progress.committed.load(Ordering::Acquire);
-                        wake();
-                    }
-                    WalAction::CheckpointHere => {
-                        covered = db.progress.committed.load(Ordering::Acquire);
-                        round.run(&db.conn, Checkpoint::Passive);
-                    }
-                }
+                db.after_job(true);
                 false
             }
+            Next::Nudge => false,
             Next::Due => true,
             Next::Closed => return,
         };
-        let now = Instant::now();
-        if due.is_some_and(|d| d <= now) {
-            due = None;
-            covered = db.progress.committed.load(Ordering::Acquire);
-            if idle {
-                round.run(&db.conn, Checkpoint::Truncate);
-            } else {
-                wake();
-            }
-        }
-        // Segment files emptied by commits now durable.
-        let _ = db
-            .segments
-            .delete_durable(db.progress.durable.load(Ordering::Acquire));
-        let committed = db.progress.committed.load(Ordering::Acquire);
-        if due.is_none() && (committed > covered || db.segments.has_doomed()) {
-            due = Some(now + interval);
-        }
+        db.turn(idle);
     }
 }
 
@@ -297,51 +286,52 @@ impl SqliteStore {
             })
             .map_err(OpenError::Thread)?;
         conn.wal_hook(Some(note_wal_size));
-        let (jobs, rx) = std_mpsc::channel::<Job>();
+        let (jobs, rx) = std_mpsc::channel::<Work>();
         let damage = Arc::new(Mutex::new(damage));
-        let quarantined = damage.clone();
         let spins = Spins::default();
         let spun = spins.clone();
         let contended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let contention = contended.clone();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let wake = Box::new(move || {
+            // Full means a wake-up is already pending.
+            let _ = wake_checkpointer.try_send(());
+        });
+        let db = Arc::new(Mutex::new(Db {
+            conn,
+            segments,
+            progress,
+            soon: None,
+            notice: false,
+            answered: None,
+            contended: contended.clone(),
+            on_damage: options.on_damage,
+            damage: damage.clone(),
+            keep_history: options.keep_history,
+            wal_pages: 0,
+            upkeep: Upkeep::new(options.sync_interval, round, wake),
+        }));
+        let (connection, waiting) = (db.clone(), queued.clone());
         thread::Builder::new()
             .name("sds-sqlite".into())
             .spawn(move || {
-                let mut db = Db {
-                    conn,
-                    segments,
-                    progress,
-                    soon: None,
-                    notice: false,
-                    answered: None,
-                    contended: contention,
-                    on_damage: options.on_damage,
-                    damage: quarantined,
-                    keep_history: options.keep_history,
-                };
                 // Runs until every handle to the store is dropped.
                 serve(
-                    &mut db,
+                    &connection,
                     &rx,
+                    &waiting,
                     Pace::new(options.spin),
                     durability == Durability::Normal,
                     &spun,
-                    options.sync_interval,
-                    &round,
-                    || {
-                        // Full means a wake-up is already pending.
-                        let _ = wake_checkpointer.try_send(());
-                    },
                 );
-                // Closing: everything made durable, then what waited for that deleted.
-                round.run(&db.conn, Checkpoint::Passive);
-                let _ = db
-                    .segments
-                    .delete_durable(db.progress.durable.load(Ordering::Acquire));
+                connection.lock().unwrap_or_else(|e| e.into_inner()).close();
             })
             .map_err(OpenError::Thread)?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
+                db,
+                inline: options.inline && durability == Durability::Normal,
+                queued,
+                ran_inline: std::sync::atomic::AtomicU64::new(0),
                 jobs,
                 path,
                 damage,
@@ -391,10 +381,11 @@ impl SqliteStore {
             sent: Instant::now(),
             run,
         };
-        self.shared
-            .jobs
-            .send(job)
-            .map_err(|_| PersistenceError::new("the database thread has stopped"))?;
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        if self.shared.jobs.send(Work::Job(job)).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(PersistenceError::new("the database thread has stopped"));
+        }
         let answer = (&mut reply).await;
         if reply.spins > 0 {
             self.shared
@@ -409,14 +400,49 @@ impl SqliteStore {
         answer.ok_or_else(|| PersistenceError::new("the database thread stopped mid-operation"))?
     }
 
-    /// Applies `ops` in one transaction.
+    /// Runs `f` on the caller's thread if the store allows it ([`Options::inline`]), the
+    /// connection is free and no job sent before waits for the connection thread; then leaves
+    /// the upkeep that takes long to that thread. Gives `f` back otherwise.
+    fn run_inline<T, F>(&self, f: F) -> Result<PersistenceResult<T>, F>
+    where
+        F: FnOnce(&mut Db) -> PersistenceResult<T>,
+    {
+        if !self.shared.inline {
+            return Err(f);
+        }
+        let mut db = match self.shared.db.try_lock() {
+            Ok(db) => db,
+            Err(std::sync::TryLockError::WouldBlock) => return Err(f),
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                return Ok(Err(PersistenceError::new(
+                    "the database connection failed mid-operation earlier; reopen the store",
+                )))
+            }
+        };
+        // Taken under the lock: the connection thread counts a job done while it holds it.
+        if self.shared.queued.load(Ordering::Acquire) > 0 {
+            return Err(f);
+        }
+        let result = f(&mut db);
+        let nudge = db.after_job(false);
+        drop(db);
+        self.shared.ran_inline.fetch_add(1, Ordering::Relaxed);
+        if nudge {
+            // Fails only once the thread has stopped, which the next operation reports.
+            let _ = self.shared.jobs.send(Work::Nudge);
+        }
+        Ok(result)
+    }
+
+    /// Applies `ops` in one transaction: on the caller's thread when it may
+    /// ([`run_inline`](Self::run_inline)), on the connection thread otherwise.
     pub(crate) async fn transaction(
         &self,
         channel: &ChannelId,
         ops: Vec<StoreOp>,
     ) -> PersistenceResult<()> {
         let channel = channel.clone();
-        self.run(move |db| {
+        let apply_all = move |db: &mut Db| {
             let keep_history = db.keep_history;
             db.write(|tx, segments| {
                 let mut unreferenced = Vec::new();
@@ -442,8 +468,11 @@ impl SqliteStore {
                 }
                 Ok(())
             })
-        })
-        .await
+        };
+        match self.run_inline(apply_all) {
+            Ok(result) => result,
+            Err(apply_all) => self.run(apply_all).await,
+        }
     }
 }
 
@@ -581,9 +610,11 @@ mod tests {
         dir
     }
 
+    /// A store whose operations all go to the connection thread, where spinning happens.
     fn open_spinning(dir: &Path, name: &str, spin: Spin) -> SqliteStore {
         let options = Options {
             spin,
+            inline: false,
             ..Options::default()
         };
         SqliteStore::open_with_options(dir.join(name), options).unwrap()
@@ -686,6 +717,84 @@ mod tests {
         let store = open_spinning(&dir, "off.db", Spin::Off);
         bursts(&store).await;
         assert_eq!(spins(&store), 0, "Spin::Off spun");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn ran_inline(store: &SqliteStore) -> u64 {
+        store.shared.ran_inline.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn operations_run_on_the_callers_thread_only_when_they_may() {
+        let dir = test_dir("inline");
+        let c: ChannelId = "c".into();
+        let store = SqliteStore::open(dir.join("default.db")).unwrap();
+        for i in 0..20 {
+            store.save_lamport(&c, i).await.unwrap();
+        }
+        assert_eq!(
+            ran_inline(&store),
+            20,
+            "a free connection, NORMAL: on the caller's thread"
+        );
+        // Reads stay on the connection thread; what was written is there.
+        assert_eq!(store.load_channel(&c).await.unwrap().lamport, Some(19));
+        assert_eq!(ran_inline(&store), 20);
+
+        // A job sent before and not yet run: the operation waits its turn behind it.
+        store.shared.queued.fetch_add(1, Ordering::AcqRel);
+        store.save_lamport(&c, 20).await.unwrap();
+        store.shared.queued.fetch_sub(1, Ordering::AcqRel);
+        assert_eq!(ran_inline(&store), 20, "overtook a job sent before it");
+        // The connection busy on the thread: handed over, and done after the job holding it.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let hold = store.run(move |db| {
+            let _ = held.recv();
+            // Still the value from before: the operation sent meanwhile waits.
+            Ok(crate::load::load(db, &"c".into())?.lamport)
+        });
+        let op = async {
+            tokio::task::yield_now().await;
+            let done = store.save_lamport(&c, 21).await;
+            done
+        };
+        let releaser = async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            release.send(()).unwrap();
+        };
+        let (seen, done, ()) = tokio::join!(hold, op, releaser);
+        done.unwrap();
+        assert_eq!(seen.unwrap(), Some(20));
+        assert_eq!(ran_inline(&store), 20, "ran while the connection was busy");
+        assert_eq!(store.load_channel(&c).await.unwrap().lamport, Some(21));
+
+        for (name, options) in [
+            (
+                "full.db",
+                Options {
+                    durability: Durability::Full,
+                    ..Options::default()
+                },
+            ),
+            (
+                "off.db",
+                Options {
+                    inline: false,
+                    ..Options::default()
+                },
+            ),
+        ] {
+            let store = SqliteStore::open_with_options(dir.join(name), options).unwrap();
+            for i in 0..5 {
+                store.save_lamport(&c, i).await.unwrap();
+            }
+            assert_eq!(
+                ran_inline(&store),
+                0,
+                "{name} ran operations on the caller's thread"
+            );
+            assert_eq!(store.load_channel(&c).await.unwrap().lamport, Some(4));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
