@@ -797,4 +797,49 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    fn quiet_rounds(store: &SqliteStore) -> u64 {
+        let db = store.shared.db.lock().unwrap();
+        db.upkeep.quiet_rounds
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_busy_with_operations_on_callers_threads_is_not_quiet() {
+        let dir = test_dir("quiet");
+        let interval = std::time::Duration::from_millis(100);
+        let options = Options {
+            sync_interval: interval,
+            ..Options::default()
+        };
+        let store = SqliteStore::open_with_options(dir.join("q.db"), options).unwrap();
+        let c: ChannelId = "c".into();
+        // Ten sync intervals of back-to-back operations, none of them sent to the connection
+        // thread: its due times come with nothing sent, but the store is not quiet.
+        let start = Instant::now();
+        let mut i = 0;
+        while start.elapsed() < 10 * interval {
+            store.save_lamport(&c, i).await.unwrap();
+            i += 1;
+        }
+        // (Those that found the connection thread at its upkeep were handed to it.)
+        assert!(
+            ran_inline(&store) * 10 >= i as u64 * 9,
+            "{} of {i}",
+            ran_inline(&store)
+        );
+        let busy = quiet_rounds(&store);
+        // A stall of the test of a whole interval would make one quiet, rightly.
+        assert!(busy <= 2, "{busy} rounds for a quiet store while busy");
+        // Once quiet, a round empties the WAL.
+        let mut quiet = busy;
+        for _ in 0..200 {
+            tokio::time::sleep(interval / 4).await;
+            quiet = quiet_rounds(&store);
+            if quiet > busy {
+                break;
+            }
+        }
+        assert!(quiet > busy, "no round once quiet");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
