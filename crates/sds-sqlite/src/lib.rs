@@ -129,8 +129,10 @@ pub enum Durability {
 /// When the store's threads busy-wait instead of sleeping (see [`Options::spin`]).
 ///
 /// Waking a sleeping thread is slow on some machines (idle virtual CPUs that halt: ~22 µs a
-/// wake-up, a quarter of a durable operation), and an operation costs two: the connection
-/// thread's for the job, the task's for the answer. Spinning, the connection thread keeps
+/// wake-up, a quarter of a durable operation), and an operation handed to the connection
+/// thread costs two: the thread's for the job, the task's for the answer. (With
+/// [`Options::inline`], a `NORMAL` operation that finds the connection free runs on its
+/// caller's thread and costs none; spinning concerns the others.) Spinning, the connection thread keeps
 /// polling for the next job for 50 µs after each one, and (with [`Durability::Normal`]) gives
 /// the waiting task notice just before its commit, after which the task polls for up to 60 µs
 /// for the answer instead of sleeping. That hides both wake-ups when operations come one after
