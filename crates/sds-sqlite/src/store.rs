@@ -23,6 +23,12 @@ use crate::write::{apply, reference_change};
 use crate::{reply, schema, Durability, KeyProblem, OpenError, Options, StoreKey};
 
 /// The SQLite store. Cheap to clone; clones share the connection thread.
+///
+/// Dropping the last handle closes the store and waits for it: its threads finish the work
+/// they have (a compaction under way, say), run a last sync round that makes every operation
+/// durable, and end — typically a few milliseconds, on the dropping thread. Once the drop
+/// returns, the process may exit, and the database may be opened again, here or in another
+/// process, without waiting.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     shared: Arc<Shared>,
@@ -52,6 +58,26 @@ pub(crate) struct Shared {
     pub(crate) contended: Arc<std::sync::atomic::AtomicBool>,
     /// The key it was opened with: opening it again in the process needs the same.
     pub(crate) key: Option<StoreKey>,
+    /// Joins the connection thread when the last handle goes. Declared last: fields drop in
+    /// order, so the job sender above is gone by then and the thread is closing.
+    _closing: Closing,
+}
+
+/// Waits, on drop, for the connection thread to end: its closing round makes everything
+/// durable, and it waits for the checkpoint thread in turn. Without it the store's threads
+/// could still be writing while the process exits, and a library torn down at exit (OpenSSL,
+/// with the feature `encryption`) would be used after its end.
+struct Closing(Option<thread::JoinHandle<()>>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            // Never on the thread itself (a job that held the last handle).
+            if handle.thread().id() != thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -276,7 +302,7 @@ impl SqliteStore {
             .map_err(fail)?;
         let (wake_checkpointer, checkpoint_due) = std_mpsc::sync_channel::<()>(1);
         let rounds = round.clone();
-        thread::Builder::new()
+        let checkpoint_thread = thread::Builder::new()
             .name("sds-sqlite-ckpt".into())
             .spawn(move || {
                 // Runs until the connection thread ends.
@@ -311,7 +337,7 @@ impl SqliteStore {
             upkeep: Upkeep::new(options.sync_interval, round, wake),
         }));
         let (connection, waiting) = (db.clone(), queued.clone());
-        thread::Builder::new()
+        let connection_thread = thread::Builder::new()
             .name("sds-sqlite".into())
             .spawn(move || {
                 // Runs until every handle to the store is dropped.
@@ -323,7 +349,13 @@ impl SqliteStore {
                     durability == Durability::Normal,
                     &spun,
                 );
-                connection.lock().unwrap_or_else(|e| e.into_inner()).close();
+                {
+                    let mut db = connection.lock().unwrap_or_else(|e| e.into_inner());
+                    db.close();
+                    // The checkpoint thread ends once it can no longer be woken.
+                    db.upkeep.stop_waking();
+                }
+                let _ = checkpoint_thread.join();
             })
             .map_err(OpenError::Thread)?;
         Ok(SqliteStore {
@@ -338,6 +370,7 @@ impl SqliteStore {
                 spins,
                 contended,
                 key: options.key,
+                _closing: Closing(Some(connection_thread)),
             }),
         })
     }

@@ -66,6 +66,12 @@ impl Upkeep {
             wake,
         }
     }
+
+    /// On closing, after [`Db::close`]: drops the way to wake the checkpoint thread, which then
+    /// ends.
+    pub(crate) fn stop_waking(&mut self) {
+        self.wake = Box::new(|| {});
+    }
 }
 
 impl Db {

@@ -812,3 +812,28 @@ fn a_key_without_the_encryption_feature_is_refused() {
     assert!(!path.exists());
     assert!(!std::path::Path::new(&format!("{}-messages", path.display())).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_waits_for_the_store_to_close() {
+    for key in [false, true] {
+        if key && !cfg!(feature = "encryption") {
+            continue;
+        }
+        let path = temp_db(if key { "close-key" } else { "close" });
+        let options = Options {
+            key: key.then(|| sds_sqlite::StoreKey::new([7u8; 32]).unwrap()),
+            ..Options::default()
+        };
+        let store = SqliteStore::open_with_options(&path, options).unwrap();
+        let lock = store.messages_dir().join("LOCK");
+        sends_and_acks(&store, &path.with_extension("db-wal"), |_| false).await;
+        drop(store);
+        // The store's threads are done: its lock is free at once (a process may exit now
+        // without cutting their work short), not after they finish in the background.
+        let f = std::fs::OpenOptions::new().write(true).open(&lock).unwrap();
+        assert!(
+            f.try_lock().is_ok(),
+            "the store's lock is still held after its last handle was dropped"
+        );
+    }
+}
