@@ -163,7 +163,7 @@ fn serve(
         let Ok(mut db) = shared.lock() else {
             return;
         };
-        let idle = match next {
+        let due_only = match next {
             Next::Job(job) => {
                 let now = Instant::now();
                 if preempted || db.contended.swap(false, Ordering::Relaxed) {
@@ -181,7 +181,7 @@ fn serve(
             Next::Due => true,
             Next::Closed => return,
         };
-        db.turn(idle);
+        db.turn(due_only);
     }
 }
 
