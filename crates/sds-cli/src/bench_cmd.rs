@@ -11,7 +11,7 @@ use sds_manager::{ManagerConfig, NoopPersistence, Notification, Persistence, Rel
 use sds_proto::engine::{Channel, Config, Event};
 use sds_proto::Bytes;
 use sds_sqlite::{Options, Spin, SqliteStore, StoreKey};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::{key_from_file, CmdResult};
 use sds_sim::Rng;
@@ -23,7 +23,9 @@ pub(crate) enum BenchCommand {
     ///
     /// Prints one JSON line:
     /// {"n","order","store","spin","inline","encrypted","wrapPerSec","unwrapPerSec",
-    /// "delivered","peakRssBytes"} (spin, inline and encrypted: null without an SQLite store).
+    /// "wrapLatencyUs","unwrapLatencyUs","delivered","peakRssBytes"} (spin, inline and
+    /// encrypted: null without an SQLite store; the latencies — {"p50","p99","p999","max"} of
+    /// single calls, in microseconds — null without the manager).
     Pipeline(PipelineArgs),
 }
 
@@ -255,6 +257,18 @@ struct Outcome {
     wrap_secs: f64,
     unwrap_secs: f64,
     delivered: usize,
+    /// How long single wrap and unwrap calls took, in microseconds (through the manager).
+    latencies: Option<(Vec<u64>, Vec<u64>)>,
+}
+
+/// Percentiles of call times, in microseconds: what a caller waits for one call.
+fn latency_json(mut us: Vec<u64>) -> Value {
+    us.sort_unstable();
+    let at = |q: f64| {
+        let i = ((us.len() as f64 - 1.0) * q).round() as usize;
+        us.get(i).copied()
+    };
+    json!({"p50": at(0.5), "p99": at(0.99), "p999": at(0.999), "max": us.last()})
 }
 
 /// B1: the engine alone, store operations dropped.
@@ -295,6 +309,7 @@ fn run_engine(w: Workload, progress: &Progress) -> Result<Outcome, String> {
         wrap_secs,
         unwrap_secs: start.elapsed().as_secs_f64(),
         delivered,
+        latencies: None,
     })
 }
 
@@ -351,13 +366,16 @@ fn run_manager(
             .await
             .map_err(|e| format!("join: {e}"))?;
         let mut wrapped = Vec::with_capacity(w.n);
+        let (mut wrap_us, mut unwrap_us) = (Vec::with_capacity(w.n), Vec::with_capacity(w.n));
         progress.phase("wrap", 0);
         let start = Instant::now();
         for (i, payload) in w.payloads.into_iter().enumerate() {
+            let call = Instant::now();
             let bytes = alice
                 .wrap_outgoing_message(payload, w.ids[i].as_str(), "bench")
                 .await
                 .map_err(|e| format!("wrap {}: {e}", w.ids[i]))?;
+            wrap_us.push(call.elapsed().as_micros() as u64);
             wrapped.push(bytes);
             progress.at(i + 1);
         }
@@ -366,9 +384,11 @@ fn run_manager(
         progress.phase("unwrap", w.n);
         let start = Instant::now();
         for (k, &i) in w.order.iter().enumerate() {
+            let call = Instant::now();
             bob.unwrap_received_message(wrapped[i].clone())
                 .await
                 .map_err(|e| format!("unwrap {}: {e}", w.ids[i]))?;
+            unwrap_us.push(call.elapsed().as_micros() as u64);
             while let Ok(n) = events.try_recv() {
                 if matches!(n, Notification::Event(Event::MessageReady { .. })) {
                     delivered += 1;
@@ -380,6 +400,7 @@ fn run_manager(
             wrap_secs,
             unwrap_secs: start.elapsed().as_secs_f64(),
             delivered,
+            latencies: Some((wrap_us, unwrap_us)),
         })
     })
 }
@@ -400,6 +421,7 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
         )?,
     };
     drop(progress);
+    let latencies = outcome.latencies;
     let out = json!({
         "n": n,
         "order": args.order.name(),
@@ -410,6 +432,8 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
         "encrypted": matches!(args.store, StoreArg::Sqlite(_)).then_some(args.key_file.is_some()),
         "wrapPerSec": (n as f64 / outcome.wrap_secs).round(),
         "unwrapPerSec": (n as f64 / outcome.unwrap_secs).round(),
+        "wrapLatencyUs": latencies.as_ref().map(|(w, _)| latency_json(w.clone())),
+        "unwrapLatencyUs": latencies.map(|(_, u)| latency_json(u)),
         "delivered": outcome.delivered,
         "peakRssBytes": peak_rss_bytes(),
     });

@@ -227,6 +227,17 @@ fn bench_pipeline_delivers_everything_on_every_store() {
             assert_eq!(v["delivered"], 60, "{store} {order}");
             assert_eq!(v["order"], order);
             assert!(v["wrapPerSec"].as_f64().unwrap() > 0.0);
+            // Call latencies through the manager: ordered percentiles of 60 calls each.
+            for key in ["wrapLatencyUs", "unwrapLatencyUs"] {
+                let l = &v[key];
+                if store == "none" {
+                    assert!(l.is_null(), "{key} without the manager: {l}");
+                    continue;
+                }
+                let at = |q: &str| l[q].as_u64().unwrap_or_else(|| panic!("{key} {q}: {l}"));
+                assert!(at("p50") <= at("p99") && at("p99") <= at("p999"), "{l}");
+                assert!(at("p999") <= at("max") && at("max") > 0, "{l}");
+            }
         }
     }
     for spin in ["off", "adaptive", "always"] {
