@@ -26,8 +26,8 @@
 //!   of a store at work and checks both promises on hundreds of states a power loss could leave.
 //! * One connection does the writing, behind a lock. With [`Durability::Normal`], an operation
 //!   that finds it free (and no operation sent before it waiting) runs its transaction on the
-//!   caller's thread — typically 50–200 µs, never an fsync ([`Options::inline`]). Everything
-//!   else goes to a dedicated connection thread, which async callers await: operations that
+//!   caller's thread — in B2 a median of 60 µs, 250 µs at the 99th percentile, never an
+//!   fsync ([`Options::inline`]). Everything else goes to a dedicated connection thread, which async callers await: operations that
 //!   find the connection busy, every operation with [`Durability::Full`] (whose commit waits
 //!   for an fsync), reads, and the upkeep that takes long (compaction, sync rounds). A second
 //!   thread, with its own connection, copies the WAL into the database (checkpoints) while
@@ -178,11 +178,14 @@ pub struct Options {
     /// answer. That saves two thread wake-ups per operation — on some machines more than the
     /// operation's own statements — and blocks the caller's thread for as long as the
     /// transaction takes: the statements and the write of the WAL pages into the page cache,
-    /// typically 50–200 µs, never an fsync. What takes longer (a checkpoint of an overgrown WAL,
-    /// compacting a segment, sync rounds) stays on the store's threads, and so does every
-    /// operation with [`Durability::Full`], whose commit waits for an fsync, and every read
-    /// (loading a channel, `read_log`). On by default; off, every operation is handed to the
-    /// connection thread, as with `FULL`.
+    /// in B2 (`docs/BENCHMARKS.md`) a median of 60 µs and 250 µs at the 99th percentile, never
+    /// an fsync. What takes longer (a checkpoint of an overgrown WAL, compacting a segment,
+    /// sync rounds) stays on the store's threads, and so does every operation with
+    /// [`Durability::Full`], whose commit waits for an fsync, and every read (loading a
+    /// channel, `read_log`). An operation that finds the connection busy with such work is
+    /// handed over and waits for it (a few milliseconds when the WAL reaches its bound), as it
+    /// would with this off. On by default; off, every operation is handed to the connection
+    /// thread, as with `FULL`.
     pub inline: bool,
     /// With [`Durability::Normal`], the longest a commit waits before a sync round makes it
     /// durable against power loss (message bytes first, then the WAL); see
