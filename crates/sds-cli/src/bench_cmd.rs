@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sds_manager::{ManagerConfig, NoopPersistence, Notification, Persistence, ReliabilityManager};
 use sds_proto::engine::{Channel, Config, Event};
 use sds_proto::Bytes;
-use sds_sqlite::{Options, Spin, SqliteStore, StoreKey};
+use sds_sqlite::{Durability, Options, Spin, SqliteStore};
 use serde_json::{json, Value};
 
 use crate::{key_from_file, CmdResult};
@@ -22,9 +22,9 @@ pub(crate) enum BenchCommand {
     /// them in the given order.
     ///
     /// Prints one JSON line:
-    /// {"n","order","store","spin","inline","encrypted","wrapPerSec","unwrapPerSec",
-    /// "wrapLatencyUs","unwrapLatencyUs","delivered","peakRssBytes"} (spin, inline and
-    /// encrypted: null without an SQLite store; the latencies — {"p50","p99","p999","max"} of
+    /// {"n","order","store","spin","inline","durability","encrypted","wrapPerSec",
+    /// "unwrapPerSec","wrapLatencyUs","unwrapLatencyUs","delivered","peakRssBytes"} (spin,
+    /// inline, durability and encrypted: null without an SQLite store; the latencies — {"p50","p99","p999","max"} of
     /// single calls, in microseconds — null without the manager).
     Pipeline(PipelineArgs),
 }
@@ -73,6 +73,11 @@ pub(crate) struct PipelineArgs {
     /// `Options::spin`): never, only while operations come back to back, or after every one.
     #[arg(long, value_enum, default_value = "adaptive")]
     spin: SpinArg,
+    /// With `--store sqlite:PATH`: the stores' durability (`Options::durability`): `normal`
+    /// (the default: an operation is in the WAL when its call returns, durable against power
+    /// loss at the next sync round) or `full` (an operation is on disk when its call returns).
+    #[arg(long, value_enum, default_value = "normal")]
+    durability: DurabilityArg,
     /// With `--store sqlite:PATH`: hand every operation to the store's connection thread, even
     /// when it could run on the caller's thread (the store's `Options::inline` off).
     #[arg(long)]
@@ -125,6 +130,31 @@ impl Drop for Progress {
     fn drop(&mut self) {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();
+        }
+    }
+}
+
+/// The `--durability` argument.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum DurabilityArg {
+    /// `Durability::Normal`.
+    Normal,
+    /// `Durability::Full`.
+    Full,
+}
+
+impl DurabilityArg {
+    fn name(self) -> &'static str {
+        match self {
+            DurabilityArg::Normal => "normal",
+            DurabilityArg::Full => "full",
+        }
+    }
+
+    fn durability(self) -> Durability {
+        match self {
+            DurabilityArg::Normal => Durability::Normal,
+            DurabilityArg::Full => Durability::Full,
         }
     }
 }
@@ -319,9 +349,7 @@ fn run_manager(
     w: Workload,
     store: &StoreArg,
     progress: &Progress,
-    spin: SpinArg,
-    inline: bool,
-    key: Option<StoreKey>,
+    options: Options,
 ) -> Result<Outcome, String> {
     let persistence = |who: &str| -> Result<Arc<dyn Persistence>, String> {
         Ok(match store {
@@ -335,13 +363,10 @@ fn run_manager(
                 };
                 sds_sqlite::remove_database(&file)
                     .map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
-                let options = Options {
-                    spin: spin.spin(),
-                    inline,
-                    key: key.clone(),
-                    ..Options::default()
-                };
-                Arc::new(SqliteStore::open_with_options(&file, options).map_err(|e| e.to_string())?)
+                Arc::new(
+                    SqliteStore::open_with_options(&file, options.clone())
+                        .map_err(|e| e.to_string())?,
+                )
             }
             _ => Arc::new(NoopPersistence),
         })
@@ -415,9 +440,13 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
             w,
             store,
             &progress,
-            args.spin,
-            !args.no_inline,
-            key_from_file(args.key_file.as_deref())?,
+            Options {
+                durability: args.durability.durability(),
+                spin: args.spin.spin(),
+                inline: !args.no_inline,
+                key: key_from_file(args.key_file.as_deref())?,
+                ..Options::default()
+            },
         )?,
     };
     drop(progress);
@@ -428,7 +457,10 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
         "store": args.store.name(),
         // Only the SQLite store has threads that may spin.
         "spin": matches!(args.store, StoreArg::Sqlite(_)).then(|| args.spin.name()),
-        "inline": matches!(args.store, StoreArg::Sqlite(_)).then_some(!args.no_inline),
+        // Only NORMAL operations run inline (`Options::inline`).
+        "inline": matches!(args.store, StoreArg::Sqlite(_))
+            .then_some(!args.no_inline && matches!(args.durability, DurabilityArg::Normal)),
+        "durability": matches!(args.store, StoreArg::Sqlite(_)).then(|| args.durability.name()),
         "encrypted": matches!(args.store, StoreArg::Sqlite(_)).then_some(args.key_file.is_some()),
         "wrapPerSec": (n as f64 / outcome.wrap_secs).round(),
         "unwrapPerSec": (n as f64 / outcome.unwrap_secs).round(),

@@ -269,6 +269,25 @@ fn bench_pipeline_delivers_everything_on_every_store() {
     let v = stdout_json(&out);
     assert_eq!(v["delivered"], 60);
     assert_eq!(v["inline"], false);
+    assert_eq!(v["durability"], "normal");
+    let out = sds(
+        &[
+            "bench",
+            "pipeline",
+            "--n",
+            "30",
+            "--store",
+            &db,
+            "--durability",
+            "full",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let v = stdout_json(&out);
+    assert_eq!(v["delivered"], 30);
+    assert_eq!(v["durability"], "full");
+    assert_eq!(v["inline"], false, "FULL operations are handed over");
     // B2's default N in reverse order: every message waits, 20,000 of them with their bloom
     // filters, more than the manager's default budget of held bytes (512 MiB), which the
     // benchmark lifts as it lifts the engine's buffer bounds.
