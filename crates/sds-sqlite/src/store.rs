@@ -150,6 +150,7 @@ fn db_dir(path: &Path) -> &Path {
 fn serve(
     shared: &Mutex<Db>,
     rx: &std_mpsc::Receiver<Work>,
+    round: &SyncRound,
     queued: &std::sync::atomic::AtomicUsize,
     mut pace: Pace,
     notice: bool,
@@ -160,6 +161,9 @@ fn serve(
             return;
         };
         let (next, preempted) = next_job(rx, pace.stay_awake(), due, spins);
+        if round.wanted_here.load(Ordering::Acquire) {
+            round.presync();
+        }
         let Ok(mut db) = shared.lock() else {
             return;
         };
@@ -286,6 +290,7 @@ impl SqliteStore {
             unsynced: segments.unsynced(),
             progress: progress.clone(),
             wal,
+            wanted_here: std::sync::atomic::AtomicBool::new(false),
         });
         // Checkpoints run on a second connection in a thread of their own, so syncing the
         // message files, copying the WAL into the database and syncing it stays off the path
@@ -334,7 +339,7 @@ impl SqliteStore {
             damage: damage.clone(),
             keep_history: options.keep_history,
             wal_pages: 0,
-            upkeep: Upkeep::new(options.sync_interval, round, wake),
+            upkeep: Upkeep::new(options.sync_interval, round.clone(), wake),
         }));
         let (connection, waiting) = (db.clone(), queued.clone());
         let connection_thread = thread::Builder::new()
@@ -344,6 +349,7 @@ impl SqliteStore {
                 serve(
                     &connection,
                     &rx,
+                    &round,
                     &waiting,
                     Pace::new(options.spin),
                     durability == Durability::Normal,

@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,9 +32,6 @@ pub(crate) struct Upkeep {
     ///
     /// [`Options::sync_interval`]: crate::Options::sync_interval
     interval: Duration,
-    /// The WAL outgrew [`CHECKPOINT_HERE_PAGES`] after an operation on a caller's thread: the
-    /// connection thread checkpoints at its next turn.
-    checkpoint_here: bool,
     /// A job ran since the connection thread's last turn (on a caller's thread: the connection
     /// thread does not see those come): the store is not quiet.
     worked: bool,
@@ -58,7 +55,6 @@ impl Upkeep {
             due: None,
             covered: 0,
             interval,
-            checkpoint_here: false,
             worked: false,
             wal_limit: WAL_SIZE_LIMIT,
             quiet_rounds: 0,
@@ -96,7 +92,7 @@ impl Db {
                 self.upkeep.round.run(&self.conn, Checkpoint::Passive);
             }
             WalAction::CheckpointHere => {
-                self.upkeep.checkpoint_here = true;
+                self.upkeep.round.wanted_here.store(true, Ordering::Release);
                 nudge = true;
             }
         }
@@ -140,7 +136,7 @@ impl Db {
     pub(crate) fn turn(&mut self, due_only: bool) {
         let worked = std::mem::take(&mut self.upkeep.worked);
         let quiet = due_only && !worked;
-        if std::mem::take(&mut self.upkeep.checkpoint_here) {
+        if self.upkeep.round.wanted_here.swap(false, Ordering::AcqRel) {
             self.upkeep.covered = self.progress.committed.load(Ordering::Acquire);
             self.upkeep.round.run(&self.conn, Checkpoint::Passive);
         }
@@ -197,9 +193,22 @@ pub(crate) struct SyncRound {
     pub(crate) unsynced: Arc<Unsynced>,
     pub(crate) progress: Arc<Progress>,
     pub(crate) wal: PathBuf,
+    /// The WAL outgrew [`CHECKPOINT_HERE_PAGES`] after an operation on a caller's thread: the
+    /// connection thread runs a round at its next turn (see [`presync`](Self::presync)).
+    pub(crate) wanted_here: AtomicBool,
 }
 
 impl SyncRound {
+    /// Syncs what a round would, ahead of it and without the connection: the message files,
+    /// then the WAL. The round that follows under the connection's lock then has only what was
+    /// written since to sync (half of a round's time at the WAL's bound, measured, during
+    /// which operations wait for the lock).
+    pub(crate) fn presync(&self) {
+        if self.unsynced.sync().is_ok() {
+            let _ = sync_file(&self.wal);
+        }
+    }
+
     pub(crate) fn run(&self, conn: &Connection, mode: Checkpoint) {
         let start = self.progress.committed.load(Ordering::Acquire);
         if let Err(e) = self.unsynced.sync() {
