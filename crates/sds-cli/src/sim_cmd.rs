@@ -119,7 +119,7 @@ pub(crate) struct SimArgs {
     threads: usize,
     /// Members ask a random other member for the messages they miss, one latency after
     /// learning of the gap (as `sds-libp2p` does over /sds/retrieve/1): at most 64 ids per
-    /// request, 4 MiB per answer, an id asked again after 2 s and at most 5 times; requests and
+    /// request, 4 MiB per answer, an id asked again after 2 s and at most 10 times; requests and
     /// answers meet the network's latency and loss. The scenario is run without and with it
     /// and both outcomes are reported side by side (--plot draws the run with it). With
     /// --adversary, both the clean and the attacked run have retrieval instead.

@@ -46,8 +46,10 @@ pub struct RetrievalConfig {
     /// How long an asked-for message may take before it is asked for again, of another peer
     /// where there is one (default 2 s).
     pub retry_after: Duration,
-    /// How often one missing message is asked for before the node gives up on it (default 5;
-    /// SDS-R and the lost-dependency timeout still apply after that).
+    /// How often one missing message is asked for before the node gives up on it (default 10,
+    /// so 20 s of asking at the default `retry_after`: in `sds sim --retrieval` five asks left
+    /// ids that the peers asked did not hold yet to SDS-R; SDS-R and the lost-dependency
+    /// timeout still apply after that).
     pub max_attempts: u32,
     /// Most missing messages tracked at once (default 10 000); beyond that new ones are not
     /// asked for until room frees up.
@@ -65,7 +67,7 @@ impl Default for RetrievalConfig {
             serve_rate: 20.0,
             serve_burst: 40.0,
             retry_after: Duration::from_secs(2),
-            max_attempts: 5,
+            max_attempts: 10,
             max_pending: 10_000,
             request_timeout: Duration::from_secs(10),
         }

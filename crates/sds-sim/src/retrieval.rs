@@ -47,7 +47,9 @@ pub struct Retrieval {
     /// Seconds before an id asked for is asked for again (default 2; JSON `retryAfterS`).
     #[serde(rename = "retryAfterS")]
     pub retry_after: f64,
-    /// How often one id is asked for before the member gives up on it (default 5).
+    /// How often one id is asked for before the member gives up on it (default 10: with 5,
+    /// 35–68 ids per default run were given up, mostly ids the members asked happened to lack
+    /// yet, and waited for SDS-R; with 10, none, for 0.6 % more requests).
     pub max_attempts: u32,
     /// Most ids a member tracks at once (default 10,000): others are not asked for until
     /// room frees up.
@@ -60,7 +62,7 @@ impl Default for Retrieval {
             max_ids_per_request: 64,
             max_answer_bytes: 4 << 20,
             retry_after: 2.0,
-            max_attempts: 5,
+            max_attempts: 10,
             max_pending: 10_000,
         }
     }
