@@ -24,8 +24,8 @@ pub(crate) enum BenchCommand {
     /// Prints one JSON line:
     /// {"n","order","store","spin","inline","durability","encrypted","wrapPerSec",
     /// "unwrapPerSec","wrapLatencyUs","unwrapLatencyUs","delivered","peakRssBytes"} (spin,
-    /// inline, durability and encrypted: null without an SQLite store; the latencies — {"p50","p99","p999","max"} of
-    /// single calls, in microseconds — null without the manager).
+    /// inline, durability and encrypted: null without an SQLite store; the latencies,
+    /// {"p50","p99","p999","max"} of single calls in microseconds: null without the manager).
     Pipeline(PipelineArgs),
 }
 
