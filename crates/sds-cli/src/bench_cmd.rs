@@ -450,7 +450,10 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
         )?,
     };
     drop(progress);
-    let latencies = outcome.latencies;
+    let (wrap_latency, unwrap_latency) = match outcome.latencies {
+        Some((wrap, unwrap)) => (Some(latency_json(wrap)), Some(latency_json(unwrap))),
+        None => (None, None),
+    };
     let out = json!({
         "n": n,
         "order": args.order.name(),
@@ -464,8 +467,8 @@ fn pipeline(args: PipelineArgs) -> CmdResult {
         "encrypted": matches!(args.store, StoreArg::Sqlite(_)).then_some(args.key_file.is_some()),
         "wrapPerSec": (n as f64 / outcome.wrap_secs).round(),
         "unwrapPerSec": (n as f64 / outcome.unwrap_secs).round(),
-        "wrapLatencyUs": latencies.as_ref().map(|(w, _)| latency_json(w.clone())),
-        "unwrapLatencyUs": latencies.map(|(_, u)| latency_json(u)),
+        "wrapLatencyUs": wrap_latency,
+        "unwrapLatencyUs": unwrap_latency,
         "delivered": outcome.delivered,
         "peakRssBytes": peak_rss_bytes(),
     });

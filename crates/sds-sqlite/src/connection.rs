@@ -269,15 +269,7 @@ impl Db {
         &mut self,
         f: impl FnOnce(&Transaction<'_>, &mut Segments) -> Result<(), WriteError>,
     ) -> PersistenceResult<()> {
-        Ok(self.write_once(f)?)
-    }
-
-    /// [`write`](Self::write), with the error as it came.
-    pub(crate) fn write_once(
-        &mut self,
-        f: impl FnOnce(&Transaction<'_>, &mut Segments) -> Result<(), WriteError>,
-    ) -> Result<(), WriteError> {
-        let result = (|| {
+        let result = (|| -> Result<(), WriteError> {
             let tx = self.conn.transaction()?;
             f(&tx, &mut self.segments)?;
             self.segments.before_commit()?;
@@ -294,7 +286,7 @@ impl Db {
         }
         if let Err(e) = result {
             self.segments.rolled_back();
-            return Err(e);
+            return Err(e.into());
         }
         let commit = self.progress.committed.fetch_add(1, Ordering::AcqRel) + 1;
         let empty = self.segments.committed();

@@ -142,7 +142,7 @@ impl Db {
         }
         if let Some(seg) = self.segments.compaction_candidate() {
             // A failed compaction leaves every message where it was.
-            let _ = self.write_once(|tx, segments| compact(tx, segments, seg));
+            let _ = self.write(|tx, segments| compact(tx, segments, seg));
             self.segments.compacted(seg);
         }
         let now = Instant::now();
